@@ -1,0 +1,93 @@
+//! [`Outcome`]: what a classifier concluded about one call.
+
+use std::time::Duration;
+
+use crate::delay::RateLimitInfo;
+use crate::kind::ErrorKind;
+
+/// The classification of one call's result: success, or a failure of some [`ErrorKind`];
+/// plus the delay the server asked for and the rate-limit state it reported.
+///
+/// It is `Copy` and allocation-free, so every layer can classify every call.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_core::{ErrorKind, Outcome};
+///
+/// let ok = Outcome::success();
+/// assert!(ok.is_success());
+///
+/// let limited = Outcome::failure(ErrorKind::RateLimited).with_retry_after(Duration::from_secs(2));
+/// assert_eq!(limited.kind(), Some(ErrorKind::RateLimited));
+/// assert_eq!(limited.retry_after(), Some(Duration::from_secs(2)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Outcome {
+    kind: Option<ErrorKind>,
+    retry_after: Option<Duration>,
+    rate_limit: RateLimitInfo,
+}
+
+impl Outcome {
+    /// The call succeeded.
+    pub const fn success() -> Self {
+        Outcome {
+            kind: None,
+            retry_after: None,
+            rate_limit: RateLimitInfo::new(),
+        }
+    }
+
+    /// The call failed as `kind`.
+    pub const fn failure(kind: ErrorKind) -> Self {
+        Outcome {
+            kind: Some(kind),
+            retry_after: None,
+            rate_limit: RateLimitInfo::new(),
+        }
+    }
+
+    /// Records the delay the server asked for (`None` leaves it unset).
+    #[must_use]
+    pub fn with_retry_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
+        self.retry_after = delay.into();
+        self
+    }
+
+    /// Records the rate-limit state the server reported.
+    #[must_use]
+    pub fn with_rate_limit(mut self, info: RateLimitInfo) -> Self {
+        self.rate_limit = info;
+        self
+    }
+
+    /// Whether the call succeeded.
+    pub const fn is_success(&self) -> bool {
+        self.kind.is_none()
+    }
+
+    /// Whether the call failed.
+    pub const fn is_failure(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// The kind of failure; `None` on success.
+    pub const fn kind(&self) -> Option<ErrorKind> {
+        self.kind
+    }
+
+    /// The delay the server asked for before the next call, if it said.
+    pub const fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The rate-limit state the server reported (empty when it reported none).
+    pub const fn rate_limit(&self) -> &RateLimitInfo {
+        &self.rate_limit
+    }
+
+    /// Whether the default policy retries this outcome on the same target.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_some_and(ErrorKind::is_retryable)
+    }
+}

@@ -1,0 +1,56 @@
+//! Real transport errors, produced over loopback, classified through the public API.
+#![cfg(feature = "reqwest")]
+
+use llm_core::{BoxError, ErrorKind, ErrorOutcome, LlmError, ResponseOutcome};
+
+/// A loopback port with nothing listening on it.
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn refused_connection_is_a_network_error() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    let err = reqwest::Client::new().get(url).send().await.unwrap_err();
+    assert_eq!(err.error_outcome().kind(), Some(ErrorKind::Network));
+    let boxed: BoxError = Box::new(err);
+    assert_eq!(boxed.error_outcome().kind(), Some(ErrorKind::Network));
+    assert_eq!(LlmError::from(boxed).kind(), ErrorKind::Network);
+}
+
+#[tokio::test]
+async fn connection_closed_before_headers_is_a_network_error() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Read the request, then hang up without a status line.
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+    });
+    let err = reqwest::Client::new().get(format!("http://{addr}/")).send().await.unwrap_err();
+    assert_eq!(err.error_outcome().kind(), Some(ErrorKind::Network), "{err:?}");
+}
+
+#[tokio::test]
+async fn status_errors_classify_as_their_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\n\r\n")
+            .await;
+    });
+    let res = reqwest::Client::new().get(format!("http://{addr}/")).send().await.unwrap();
+    let outcome = res.response_outcome();
+    assert_eq!(outcome.kind(), Some(ErrorKind::RateLimited));
+    assert_eq!(outcome.retry_after(), Some(std::time::Duration::from_secs(3)));
+    let err = res.error_for_status().unwrap_err();
+    assert_eq!(err.error_outcome().kind(), Some(ErrorKind::RateLimited));
+}
