@@ -54,6 +54,7 @@
 //! - `hyper`: classify `hyper::Error` found in an error chain.
 
 pub mod classify;
+pub mod config;
 mod cost;
 pub mod delay;
 mod error;
@@ -64,6 +65,7 @@ mod response;
 mod transport;
 
 pub use classify::{Classify, DefaultClassifier, ErrorClassifier, ErrorOutcome, ResponseOutcome};
+pub use config::ConfigError;
 pub use cost::{
     ApproxTokenizer, EstimateTokens, EstimatedCost, ReportsUsage, TokenCost, Tokenizer, Usage,
 };

@@ -60,3 +60,18 @@ impl crate::classify::ErrorOutcome for hyper::Error {
         crate::classify::classify_error_chain(self)
     }
 }
+
+// reqwest's request keeps no public extensions: the layers see no deadline on it.
+#[cfg(feature = "reqwest")]
+impl crate::request::RequestExtensions for reqwest::Request {}
+
+#[cfg(feature = "reqwest")]
+impl crate::response::ResponseMetadata for reqwest::Response {
+    fn metadata(&self) -> Option<&crate::response::ResponseMeta> {
+        self.extensions().get()
+    }
+
+    fn metadata_mut(&mut self) -> Option<&mut crate::response::ResponseMeta> {
+        Some(self.extensions_mut().get_or_insert_default())
+    }
+}

@@ -30,8 +30,16 @@ async fn connection_closed_before_headers_is_a_network_error() {
         let mut buf = [0u8; 1024];
         let _ = socket.read(&mut buf).await;
     });
-    let err = reqwest::Client::new().get(format!("http://{addr}/")).send().await.unwrap_err();
-    assert_eq!(err.error_outcome().kind(), Some(ErrorKind::Network), "{err:?}");
+    let err = reqwest::Client::new()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.error_outcome().kind(),
+        Some(ErrorKind::Network),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -44,13 +52,22 @@ async fn status_errors_classify_as_their_status() {
         let mut buf = [0u8; 1024];
         let _ = socket.read(&mut buf).await;
         let _ = socket
-            .write_all(b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\n\r\n")
+            .write_all(
+                b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\n\r\n",
+            )
             .await;
     });
-    let res = reqwest::Client::new().get(format!("http://{addr}/")).send().await.unwrap();
+    let res = reqwest::Client::new()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap();
     let outcome = res.response_outcome();
     assert_eq!(outcome.kind(), Some(ErrorKind::RateLimited));
-    assert_eq!(outcome.retry_after(), Some(std::time::Duration::from_secs(3)));
+    assert_eq!(
+        outcome.retry_after(),
+        Some(std::time::Duration::from_secs(3))
+    );
     let err = res.error_for_status().unwrap_err();
     assert_eq!(err.error_outcome().kind(), Some(ErrorKind::RateLimited));
 }

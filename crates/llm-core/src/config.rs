@@ -1,0 +1,232 @@
+//! Configuration vocabulary shared by every layer: [`ConfigError`], which names the field
+//! at fault, human-readable durations for serde (`"500ms"`, `"2s"`, `"1m 30s"`), and
+//! environment-variable reading with an optional prefix.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// A configuration value was rejected. The message names the field and says why, so a
+/// service can stop at start-up with an actionable line.
+///
+/// ```
+/// use llm_core::ConfigError;
+///
+/// let err = ConfigError::new("max_delay", "must not be shorter than base_delay (500ms > 100ms)")
+///     .in_section("retry");
+/// assert_eq!(err.field(), "retry.max_delay");
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid configuration: `retry.max_delay` must not be shorter than base_delay (500ms > 100ms)"
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{field}` {reason}")]
+pub struct ConfigError {
+    field: Cow<'static, str>,
+    reason: String,
+}
+
+impl ConfigError {
+    /// `field` is invalid because `reason` (a phrase that reads after the field's name).
+    pub fn new(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Prefixes the field with the section it sits in (`retry` → `retry.max_delay`).
+    #[must_use]
+    pub fn in_section(mut self, section: &str) -> Self {
+        self.field = Cow::Owned(format!("{section}.{}", self.field));
+        self
+    }
+
+    /// The field at fault, with its sections.
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why the value was rejected.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+/// Parses a human-readable duration (`"500ms"`, `"2s"`, `"1m 30s"`, `"0s"`) for `field`.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_core::config::parse_duration;
+///
+/// assert_eq!(parse_duration("base_delay", "250ms"), Ok(Duration::from_millis(250)));
+/// let err = parse_duration("base_delay", "soon").unwrap_err();
+/// assert_eq!(err.field(), "base_delay");
+/// ```
+pub fn parse_duration(field: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|err| {
+        ConfigError::new(
+            field,
+            format!("is not a duration like \"500ms\" or \"2s\" (got {value:?}: {err})"),
+        )
+    })
+}
+
+/// Reads `{prefix}{name}` from the environment: `Ok(None)` when unset, an error naming the
+/// variable when it is set but not valid Unicode.
+///
+/// ```
+/// use llm_core::config::env_var;
+///
+/// assert_eq!(env_var("LLM_TOWER_DOC_", "SURELY_UNSET").unwrap(), None);
+/// ```
+pub fn env_var(prefix: &str, name: &str) -> Result<Option<String>, ConfigError> {
+    let key = format!("{prefix}{name}");
+    match std::env::var(&key) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(ConfigError::new(key, "is not valid Unicode"))
+        }
+    }
+}
+
+/// Parses an environment variable's value with `parse`, naming the variable on failure.
+///
+/// ```
+/// use llm_core::config::parse_env_value;
+///
+/// assert_eq!(parse_env_value::<u32>("RETRY_MAX_ATTEMPTS", "3"), Ok(3));
+/// let err = parse_env_value::<u32>("RETRY_MAX_ATTEMPTS", "three").unwrap_err();
+/// assert_eq!(err.field(), "RETRY_MAX_ATTEMPTS");
+/// ```
+pub fn parse_env_value<T>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|err| {
+        ConfigError::new(
+            key.to_owned(),
+            format!("cannot be parsed from {value:?}: {err}"),
+        )
+    })
+}
+
+/// Serde support for `Duration` fields written as `"500ms"`, `"2s"` (`#[serde(with = …)]`).
+///
+/// ```
+/// use std::time::Duration;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Timeouts {
+///     #[serde(with = "llm_core::config::duration")]
+///     connect: Duration,
+/// }
+/// let t: Timeouts = serde_json::from_str(r#"{"connect": "1500ms"}"#).unwrap();
+/// assert_eq!(t.connect, Duration::from_millis(1500));
+/// ```
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration as `"1s 500ms"`.
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(*value))
+    }
+
+    /// Reads a duration from `"500ms"`, `"2s"`, `"1m 30s"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim()).map_err(|err| {
+            serde::de::Error::custom(format_args!(
+                "expected a duration like \"500ms\" or \"2s\", got {text:?}: {err}"
+            ))
+        })
+    }
+}
+
+/// Serde support for `Option<Duration>` fields written as `"500ms"` or left out.
+pub mod option_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `Some` as `"1s 500ms"` and `None` as nothing (null).
+    pub fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => super::duration::serialize(value, serializer),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads an optional duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "super::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(d)| d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Sample {
+        #[serde(with = "duration")]
+        every: Duration,
+        #[serde(
+            default,
+            with = "option_duration",
+            skip_serializing_if = "Option::is_none"
+        )]
+        limit: Option<Duration>,
+    }
+
+    #[test]
+    fn durations_round_trip_through_serde() {
+        let sample: Sample =
+            serde_json::from_str(r#"{"every": "1m 30s", "limit": "250ms"}"#).unwrap();
+        assert_eq!(
+            sample,
+            Sample {
+                every: Duration::from_secs(90),
+                limit: Some(Duration::from_millis(250))
+            }
+        );
+        let json = serde_json::to_string(&sample).unwrap();
+        assert_eq!(serde_json::from_str::<Sample>(&json).unwrap(), sample);
+        let bare: Sample = serde_json::from_str(r#"{"every": "0s"}"#).unwrap();
+        assert_eq!(bare.limit, None);
+    }
+
+    #[test]
+    fn bad_durations_say_what_was_expected() {
+        let err = serde_json::from_str::<Sample>(r#"{"every": "fast"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("expected a duration like"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<Sample>(r#"{"every": 5}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("every") || err.to_string().contains("string"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn config_errors_name_nested_fields() {
+        let err = ConfigError::new("rate", "must be between 0 and 1 (got 1.5)")
+            .in_section("breaker")
+            .in_section("providers.openai");
+        assert_eq!(err.field(), "providers.openai.breaker.rate");
+        assert_eq!(err.reason(), "must be between 0 and 1 (got 1.5)");
+    }
+}
