@@ -1,1 +1,72 @@
-//! placeholder
+//! **llm-tower** keeps calls to LLM APIs working when providers misbehave: rate limits,
+//! exhausted quota, overload, timeouts, silent connections, whole-provider outages.
+//!
+//! It is a set of [tower](https://docs.rs/tower) layers that you stack around provider
+//! services (or around any HTTP client), all reading one classification of failures from
+//! [`llm_core`]:
+//!
+//! | crate | feature | what it does |
+//! |---|---|---|
+//! | [`llm_core`] | always | error kinds, outcome classification, server-delay parsing, deadlines, budgets |
+//! | [`retry`] (`llm-retry-layer`) | `retry` (default) | retries with backoff, jitter, Retry-After, budgets, deadlines |
+//!
+//! The fallback, circuit-breaker, rate-limit and provider crates join the facade behind
+//! features of their own names as they land; `full` enables everything.
+//!
+//! # Layer order
+//!
+//! Per target, outermost first: retry, then breaker, then rate limit, then the provider.
+//! Every retry attempt passes the breaker and spends a rate permit; an open breaker stops
+//! retries at once; a call the breaker rejects costs no permit. Across targets, a fallback
+//! layer tries each target's stack in order, optionally under one deadline.
+//!
+//! ```text
+//!                         ┌── target "openai" ──────────────────────────────────┐
+//! request ─▶ Fallback ─┬─▶│ Retry ─▶ Breaker ─▶ RateLimit ─▶ OpenAI provider    │
+//!   (deadline,         │  └────────────────────────────────────────────────────┘
+//!    attempt budget)   │  ┌── target "anthropic" ───────────────────────────────┐
+//!                      └─▶│ Retry ─▶ Breaker ─▶ RateLimit ─▶ Anthropic provider │
+//!                         └────────────────────────────────────────────────────┘
+//! ```
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use llm_tower::prelude::*;
+//! use llm_testkit::{ScriptedService, Step, TestResponse};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! // A provider that is overloaded once, then rate limits us with a Retry-After.
+//! let (provider, calls) = ScriptedService::<&str>::new([
+//!     Step::fail(ErrorKind::Overloaded),
+//!     Step::fail(ErrorKind::RateLimited).with_retry_after(Duration::from_secs(2)),
+//!     Step::ok(TestResponse::new("Paris")),
+//! ]);
+//! let svc = ServiceBuilder::new().layer(RetryLayer::standard()).service(provider);
+//!
+//! let answer = svc.oneshot("Capital of France?").await.unwrap();
+//! assert_eq!(answer.body(), "Paris");
+//! assert_eq!(answer.metadata().unwrap().attempts, 3);
+//! assert!(calls.gaps()[1] >= Duration::from_secs(2), "the server's delay is honoured");
+//! # }
+//! ```
+
+pub use llm_core;
+pub use llm_core::*;
+
+/// Retries with backoff, jitter, Retry-After, budgets and deadlines: `llm-retry-layer`.
+#[cfg(feature = "retry")]
+pub use llm_retry_layer as retry;
+
+/// The names most stacks need, in one import: `use llm_tower::prelude::*;`.
+pub mod prelude {
+    pub use llm_core::{
+        AttemptBudget, Classify, ConfigError, Deadline, DefaultClassifier, ErrorKind, ErrorKinds,
+        LlmError, Outcome, ReportsUsage, RequestExtensions, ResponseMetadata, Usage,
+    };
+
+    #[cfg(feature = "retry")]
+    pub use llm_retry_layer::{Backoff, Jitter, RetryConfig, RetryLayer};
+}

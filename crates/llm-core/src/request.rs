@@ -76,6 +76,48 @@ impl<B> RequestExtensions for http::Request<B> {
     }
 }
 
+// Plain request types carry no extensions: the layers see no deadline and no budget.
+macro_rules! no_extensions {
+    ($($ty:ty),* $(,)?) => { $(impl RequestExtensions for $ty {})* };
+}
+no_extensions!(
+    (),
+    String,
+    &str,
+    u8,
+    u16,
+    u32,
+    u64,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    isize,
+    bool,
+    char
+);
+
+impl<T> RequestExtensions for Vec<T> {}
+
+impl<T: RequestExtensions + ?Sized> RequestExtensions for Box<T> {
+    fn request_extensions(&self) -> Option<&Extensions> {
+        (**self).request_extensions()
+    }
+
+    fn request_extensions_mut(&mut self) -> Option<&mut Extensions> {
+        (**self).request_extensions_mut()
+    }
+}
+
+impl<T: RequestExtensions + ?Sized> RequestExtensions for Arc<T> {
+    fn request_extensions(&self) -> Option<&Extensions> {
+        (**self).request_extensions()
+    }
+
+    // A shared request cannot be changed in place; layers that need to write clone it first.
+}
+
 /// When a request must be finished, on tokio's clock (so paused test time applies).
 ///
 /// Retry never sleeps past it, the rate limiter never waits past it, and a fallback target is

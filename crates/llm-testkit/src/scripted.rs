@@ -401,11 +401,11 @@ where
             at: Instant::now(),
             request,
         });
-        let step = match state.script.pop_front().or_else(|| state.otherwise.clone()) {
-            Some(step) => step,
-            None => panic!(
+        let step = state.script.pop_front().or_else(|| state.otherwise.clone());
+        let Some(step) = step else {
+            panic!(
                 "ScriptedService: call {index} has no scripted step (script ran out and no `then` step)"
-            ),
+            );
         };
         state.in_flight += 1;
         drop(state);

@@ -123,7 +123,7 @@ async fn in_flight_counts_calls_whose_futures_live() {
 #[should_panic(expected = "poll_ready must be called before call")]
 async fn call_without_poll_ready_panics() {
     let (mut svc, _) = ScriptedService::<()>::always(Step::ok(TestResponse::new("x")));
-    let _ = svc.call(());
+    drop(svc.call(()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -132,7 +132,7 @@ async fn a_clone_of_a_ready_service_is_not_ready() {
     let (mut svc, _) = ScriptedService::<()>::always(Step::ok(TestResponse::new("x")));
     svc.ready().await.unwrap();
     let mut clone = svc.clone();
-    let _ = clone.call(());
+    drop(clone.call(()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -140,8 +140,8 @@ async fn a_clone_of_a_ready_service_is_not_ready() {
 async fn one_readiness_serves_one_call() {
     let (mut svc, _) = ScriptedService::<()>::always(Step::ok(TestResponse::new("x")));
     svc.ready().await.unwrap();
-    let _ = svc.call(());
-    let _ = svc.call(());
+    drop(svc.call(()));
+    drop(svc.call(()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -172,5 +172,5 @@ async fn contract_probe_catches_a_clone_that_inherits_readiness() {
     let mut probe = ContractProbe::new(inner);
     probe.ready().await.unwrap();
     let mut clone = probe.clone();
-    let _ = clone.call(1);
+    drop(clone.call(1));
 }

@@ -1,0 +1,213 @@
+//! [`ResponseFuture`]: the retry state machine.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use llm_core::{Classify, RequestExtensions, ResponseMetadata};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use crate::clone::CloneRequest;
+use crate::policy::{Attempted, GiveUp, GiveUpReason, RetryEvent};
+use crate::service::Retry;
+
+pin_project! {
+    /// The future of a [`Retry`] call: an attempt, a wait, readiness, the next attempt.
+    pub struct ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        retry: Retry<S, C, R>,
+        // The copy the next attempt sends; `None` when the request could not be copied.
+        request: Option<Req>,
+        attempts: u32,
+        previous_delay: Duration,
+        started: Option<Instant>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called { #[pin] future: F },
+        // Waiting out the delay before the next attempt.
+        Waiting { #[pin] sleep: Sleep },
+        // Waiting for the inner service to be ready for the next attempt.
+        Readying,
+    }
+}
+
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        request: Option<Req>,
+        retry: Retry<S, C, R>,
+        started: Option<Instant>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Called { future },
+            retry,
+            request,
+            attempts: 1,
+            previous_delay: Duration::ZERO,
+            started,
+        }
+    }
+}
+
+impl<S, Req, C, R> std::fmt::Debug for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+    S::Response: ResponseMetadata,
+    C: Classify<S::Response, S::Error>,
+    R: CloneRequest<Req>,
+    Req: RequestExtensions,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let mut result = ready!(future.poll(cx));
+                    let outcome = this.retry.classifier.classify(result.as_ref());
+                    let attempts = *this.attempts;
+                    let Some(kind) = outcome.kind() else {
+                        record_attempts(&mut result, attempts);
+                        return Poll::Ready(result);
+                    };
+                    let policy = &*this.retry.policy;
+                    let decision = match this.request.as_ref() {
+                        None => Err(GiveUpReason::NotCloneable),
+                        Some(request) => {
+                            let attempted = Attempted {
+                                attempts,
+                                previous_delay: *this.previous_delay,
+                                started: *this.started,
+                                deadline: request.deadline(),
+                                remaining_targets: request.remaining_targets(),
+                                attempt_budget: request.attempt_budget(),
+                            };
+                            let unit = if policy.jitter == crate::Jitter::None {
+                                0.0
+                            } else {
+                                fastrand::f64()
+                            };
+                            policy.decide(&outcome, kind, &attempted, Instant::now(), unit)
+                        }
+                    };
+                    match decision {
+                        Ok(delay) => {
+                            let event = RetryEvent {
+                                attempt: attempts + 1,
+                                delay,
+                                kind,
+                                retry_after: outcome.retry_after(),
+                            };
+                            tracing::debug!(
+                                attempt = event.attempt,
+                                delay_ms = delay.as_millis() as u64,
+                                error.kind = kind.as_str(),
+                                "retrying after failed attempt"
+                            );
+                            if let Some(hook) = &policy.on_retry {
+                                hook(&event);
+                            }
+                            *this.previous_delay = delay;
+                            drop(result);
+                            if delay.is_zero() {
+                                this.state.set(State::Readying);
+                            } else {
+                                this.state.set(State::Waiting {
+                                    sleep: tokio::time::sleep(delay),
+                                });
+                            }
+                        }
+                        Err(reason) => {
+                            give_up(
+                                policy,
+                                GiveUp {
+                                    attempts,
+                                    kind,
+                                    reason,
+                                },
+                            );
+                            record_attempts(&mut result, attempts);
+                            return Poll::Ready(result);
+                        }
+                    }
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    // NOTE: the clone held here was never polled; tower's contract asks for
+                    // readiness before every call, and a retry is a call.
+                    ready!(this.retry.inner.poll_ready(cx))?;
+                    let request = this
+                        .request
+                        .take()
+                        .expect("a retry is only scheduled with a request copy");
+                    *this.request = this.retry.cloner.clone_request(&request);
+                    *this.attempts += 1;
+                    let future = this.retry.inner.call(request);
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
+    }
+}
+
+fn record_attempts<T: ResponseMetadata, E>(result: &mut Result<T, E>, attempts: u32) {
+    // NOTE: only retried responses are touched: for `http::Response` recording allocates
+    // its extensions map, and a first-try success must not allocate.
+    if attempts > 1 {
+        if let Ok(response) = result {
+            if let Some(meta) = response.metadata_mut() {
+                meta.attempts = meta.attempts.max(attempts);
+            }
+        }
+    }
+}
+
+fn give_up(policy: &crate::policy::Policy, event: GiveUp) {
+    match event.reason {
+        GiveUpReason::NotRetryable | GiveUpReason::HandedOver => tracing::debug!(
+            attempts = event.attempts,
+            error.kind = event.kind.as_str(),
+            reason = event.reason.as_str(),
+            "not retrying"
+        ),
+        _ => tracing::warn!(
+            attempts = event.attempts,
+            error.kind = event.kind.as_str(),
+            reason = event.reason.as_str(),
+            "giving up retrying"
+        ),
+    }
+    if let Some(hook) = &policy.on_give_up {
+        hook(&event);
+    }
+}
