@@ -1,0 +1,116 @@
+//! Per-layer success-path cost ("hop"): each layer around an inner service whose future is
+//! ready at once, compared in the same run with the bare service and with the alternatives
+//! users would pick instead.
+//!
+//! Run: `cargo bench --bench hops`. Results and reading: BENCHMARKS.md.
+
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use llm_tower::prelude::*;
+use tower::{Layer, Service};
+
+/// A request with no extensions, cheap to copy: the bench measures the layer, not the request.
+#[derive(Clone, Copy)]
+struct Ping;
+impl RequestExtensions for Ping {}
+
+struct Pong;
+impl llm_tower::ResponseOutcome for Pong {
+    fn response_outcome(&self) -> Outcome {
+        Outcome::success()
+    }
+}
+impl ResponseMetadata for Pong {}
+
+/// The inner service: always ready, answers at once.
+#[derive(Clone, Copy)]
+struct Instant;
+impl Service<Ping> for Instant {
+    type Response = Pong;
+    type Error = LlmError;
+    type Future = Ready<Result<Pong, LlmError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Ping) -> Self::Future {
+        ready(Ok(Pong))
+    }
+}
+
+/// One call: readiness, the call, and its future polled to completion (once: every
+/// contender's success path completes on the first poll).
+fn hop<S: Service<Ping, Response = Pong>>(svc: &mut S, cx: &mut Context<'_>) {
+    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+    let fut = pin!(svc.call(black_box(Ping)));
+    match fut.poll(cx) {
+        Poll::Ready(Ok(pong)) => {
+            black_box(pong);
+        }
+        _ => panic!("the success path completes on the first poll"),
+    }
+}
+
+/// tower's own retry, configured to do the same work on success: copy the request, call,
+/// look at the result, return it.
+#[derive(Clone, Copy)]
+struct RetryErrors {
+    left: u32,
+}
+impl tower::retry::Policy<Ping, Pong, LlmError> for RetryErrors {
+    type Future = Ready<()>;
+    fn retry(&mut self, _: &mut Ping, result: &mut Result<Pong, LlmError>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(err) if err.kind().is_retryable() && self.left > 0 => {
+                self.left -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+    fn clone_request(&mut self, req: &Ping) -> Option<Ping> {
+        Some(*req)
+    }
+}
+
+fn hop_retry(c: &mut Criterion) {
+    // The tower futures here never register a timer on the success path, so no runtime
+    // is needed; a runtime context is entered anyway so that nothing could panic.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut group = c.benchmark_group("hop/retry");
+    let mut bare = Instant;
+    group.bench_function("bare service", |b| b.iter(|| hop(&mut bare, &mut cx)));
+
+    let mut ours = RetryLayer::standard().layer(Instant);
+    group.bench_function("llm-retry-layer (standard, with budget)", |b| {
+        b.iter(|| hop(&mut ours, &mut cx))
+    });
+
+    let no_budget = RetryLayer::builder().no_budget().build().unwrap();
+    let mut ours_no_budget = no_budget.layer(Instant);
+    group.bench_function("llm-retry-layer (no budget)", |b| {
+        b.iter(|| hop(&mut ours_no_budget, &mut cx))
+    });
+
+    let mut tower_retry = tower::retry::RetryLayer::new(RetryErrors { left: 3 }).layer(Instant);
+    group.bench_function("tower::retry::Retry", |b| {
+        b.iter(|| hop(&mut tower_retry, &mut cx))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hop_retry);
+criterion_main!(benches);
