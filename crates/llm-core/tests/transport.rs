@@ -71,3 +71,31 @@ async fn status_errors_classify_as_their_status() {
     let err = res.error_for_status().unwrap_err();
     assert_eq!(err.error_outcome().kind(), Some(ErrorKind::RateLimited));
 }
+
+#[cfg(feature = "hyper")]
+#[tokio::test]
+async fn hyper_errors_inside_the_chain_are_classified() {
+    use std::error::Error as _;
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+    });
+    let err = reqwest::Client::new().get(format!("http://{addr}/")).send().await.unwrap_err();
+    // Find hyper's own error (an incomplete message) in reqwest's chain and classify it alone.
+    let mut source = err.source();
+    let mut found = None;
+    while let Some(inner) = source {
+        if let Some(hyper_err) = inner.downcast_ref::<hyper::Error>() {
+            found = Some(hyper_err);
+            break;
+        }
+        source = inner.source();
+    }
+    let hyper_err = found.expect("reqwest reports the hyper error in its source chain");
+    assert!(hyper_err.is_incomplete_message(), "{hyper_err:?}");
+    assert_eq!(hyper_err.error_outcome().kind(), Some(ErrorKind::Network));
+}
