@@ -53,6 +53,7 @@
 //! - `reqwest`: classify `reqwest::Error` and `reqwest::Response`.
 //! - `hyper`: classify `hyper::Error` found in an error chain.
 
+pub mod backoff;
 pub mod classify;
 pub mod config;
 mod cost;
@@ -77,4 +78,4 @@ pub use error::{
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
 pub use outcome::Outcome;
 pub use request::{AttemptBudget, Deadline, RemainingTargets, RequestExtensions};
-pub use response::{ResponseMeta, ResponseMetadata};
+pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata};

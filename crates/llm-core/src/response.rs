@@ -90,3 +90,116 @@ impl<B> ResponseMetadata for http::Response<B> {
         )
     }
 }
+
+/// Told once how a streamed response ended: [`Outcome::success`] when its terminator
+/// arrived, a failure (typically [`ErrorKind::StreamInterrupted`](crate::ErrorKind)) when it
+/// broke. Dropped without being told — the caller dropped the stream — it reports
+/// [`ErrorKind::Cancelled`](crate::ErrorKind), so whatever it guards (a probe slot, a limiter
+/// reservation) is released either way.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use llm_core::{EndObserver, ErrorKind, Outcome};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let log = seen.clone();
+/// let observer = EndObserver::new(move |outcome: Outcome| log.lock().unwrap().push(outcome.kind()));
+/// observer.finish(Outcome::failure(ErrorKind::StreamInterrupted));
+///
+/// let log = seen.clone();
+/// drop(EndObserver::new(move |outcome: Outcome| log.lock().unwrap().push(outcome.kind())));
+/// assert_eq!(*seen.lock().unwrap(), [Some(ErrorKind::StreamInterrupted), Some(ErrorKind::Cancelled)]);
+/// ```
+pub struct EndObserver {
+    callback: Option<Box<dyn FnOnce(crate::Outcome) + Send>>,
+}
+
+impl EndObserver {
+    /// An observer that calls `callback` once with the stream's final outcome.
+    pub fn new(callback: impl FnOnce(crate::Outcome) + Send + 'static) -> Self {
+        EndObserver {
+            callback: Some(Box::new(callback)),
+        }
+    }
+
+    /// Reports how the stream ended.
+    pub fn finish(mut self, outcome: crate::Outcome) {
+        if let Some(callback) = self.callback.take() {
+            callback(outcome);
+        }
+    }
+}
+
+impl Drop for EndObserver {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            callback(crate::Outcome::failure(crate::ErrorKind::Cancelled));
+        }
+    }
+}
+
+impl std::fmt::Debug for EndObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndObserver")
+            .field("finished", &self.callback.is_none())
+            .finish()
+    }
+}
+
+/// A response whose outcome may only be known when its stream ends (DESIGN §4: a stream
+/// that breaks after its first chunk is a failure too). The breaker records such failures,
+/// the limiter reconciles usage at the end.
+///
+/// Complete responses keep the defaults: `ends_later` is false and layers take the outcome
+/// at hand as final. A stream type returns true and keeps every observer it is given, to
+/// [`finish`](EndObserver::finish) them when its terminator arrives or it breaks.
+///
+/// ```
+/// use llm_core::{EndObserver, ObserveEnd, Outcome};
+///
+/// struct Chunks { observers: Vec<EndObserver> }
+/// impl ObserveEnd for Chunks {
+///     fn ends_later(&self) -> bool { true }
+///     fn observe_end(&mut self, observer: EndObserver) { self.observers.push(observer) }
+/// }
+/// impl Chunks {
+///     fn terminator_arrived(&mut self) {
+///         for observer in self.observers.drain(..) { observer.finish(Outcome::success()) }
+///     }
+/// }
+/// ```
+pub trait ObserveEnd {
+    /// Whether the outcome is only known at the end of a stream.
+    fn ends_later(&self) -> bool {
+        false
+    }
+
+    /// Keeps `observer` to tell it how the stream ended. Only called when
+    /// [`ends_later`](Self::ends_later) is true; the default drops it (reporting `Cancelled`).
+    fn observe_end(&mut self, observer: EndObserver) {
+        drop(observer);
+    }
+}
+
+impl<B> ObserveEnd for http::Response<B> {}
+
+// Plain response types are complete as they are and have nowhere to keep metadata.
+macro_rules! plain_response {
+    ($($ty:ty),* $(,)?) => { $(impl ResponseMetadata for $ty {} impl ObserveEnd for $ty {})* };
+}
+plain_response!(
+    (),
+    String,
+    &'static str,
+    u8,
+    u16,
+    u32,
+    u64,
+    usize,
+    i32,
+    i64,
+    bool
+);
+
+impl<T> ResponseMetadata for Vec<T> {}
+impl<T> ObserveEnd for Vec<T> {}

@@ -75,3 +75,6 @@ impl crate::response::ResponseMetadata for reqwest::Response {
         Some(self.extensions_mut().get_or_insert_default())
     }
 }
+
+#[cfg(feature = "reqwest")]
+impl crate::response::ObserveEnd for reqwest::Response {}

@@ -84,7 +84,11 @@ async fn hyper_errors_inside_the_chain_are_classified() {
         let mut buf = [0u8; 1024];
         let _ = socket.read(&mut buf).await;
     });
-    let err = reqwest::Client::new().get(format!("http://{addr}/")).send().await.unwrap_err();
+    let err = reqwest::Client::new()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .unwrap_err();
     // Find hyper's own error (an incomplete message) in reqwest's chain and classify it alone.
     let mut source = err.source();
     let mut found = None;

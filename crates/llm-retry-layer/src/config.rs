@@ -6,8 +6,8 @@ use llm_core::config::{env_var, parse_duration, parse_env_value};
 use llm_core::{ConfigError, ErrorKind, ErrorKinds};
 use serde::{Deserialize, Serialize};
 
-use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
+use llm_core::backoff::{Backoff, Jitter};
 
 /// How delays grow between retries, as configuration names it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -109,7 +109,7 @@ where
                                 remaining_targets: request.remaining_targets(),
                                 attempt_budget: request.attempt_budget(),
                             };
-                            let unit = if policy.jitter == crate::Jitter::None {
+                            let unit = if policy.jitter == llm_core::backoff::Jitter::None {
                                 0.0
                             } else {
                                 fastrand::f64()

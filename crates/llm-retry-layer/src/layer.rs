@@ -7,12 +7,12 @@ use std::time::Duration;
 use llm_core::{ConfigError, DefaultClassifier, ErrorKinds, Outcome};
 use tower_layer::Layer;
 
-use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
 use crate::clone::UseClone;
 use crate::config::{RetryConfig, Strategy};
 use crate::policy::{GiveUp, OnGiveUp, OnRetry, Policy, RetryEvent, RetryIf};
 use crate::service::Retry;
+use llm_core::backoff::{Backoff, Jitter};
 
 /// Applies retries to a service: wraps it in [`Retry`].
 ///
@@ -221,7 +221,8 @@ impl<C, R> RetryLayerBuilder<C, R> {
                 self.config.multiplier = multiplier;
                 self.config.max_delay = max;
             }
-            custom @ Backoff::Custom(_) => self.custom_backoff = Some(custom),
+            // Custom strategies, and any kind a later llm-core adds, are kept as they are.
+            other => self.custom_backoff = Some(other),
         }
         self
     }

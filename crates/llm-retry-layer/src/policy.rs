@@ -7,8 +7,8 @@ use std::time::Duration;
 use llm_core::{AttemptBudget, Deadline, ErrorKind, ErrorKinds, Outcome};
 use tokio::time::Instant;
 
-use crate::backoff::{Backoff, Jitter};
 use crate::budget::RetryBudget;
+use llm_core::backoff::{Backoff, Jitter};
 
 pub(crate) type RetryIf = Arc<dyn Fn(&Outcome) -> bool + Send + Sync>;
 pub(crate) type OnRetry = Arc<dyn Fn(&RetryEvent) + Send + Sync>;

@@ -31,4 +31,4 @@ mod probe;
 mod scripted;
 
 pub use probe::ContractProbe;
-pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse};
+pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse, TestStream};

@@ -9,8 +9,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use llm_core::{
-    ErrorKind, LlmError, Outcome, ReportsUsage, ResponseMeta, ResponseMetadata, ResponseOutcome,
-    Usage,
+    EndObserver, ErrorKind, LlmError, ObserveEnd, Outcome, ReportsUsage, ResponseMeta,
+    ResponseMetadata, ResponseOutcome, Usage,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -19,6 +19,7 @@ type Make<T> = Arc<dyn Fn() -> T + Send + Sync>;
 
 enum Action<Res, Err> {
     Respond(Make<Res>),
+    Compute(Make<Result<Res, Err>>),
     Fail(Make<Err>),
     FailLlm(LlmError),
     Hang,
@@ -28,6 +29,7 @@ impl<Res, Err> Clone for Action<Res, Err> {
     fn clone(&self) -> Self {
         match self {
             Action::Respond(make) => Action::Respond(make.clone()),
+            Action::Compute(make) => Action::Compute(make.clone()),
             Action::Fail(make) => Action::Fail(make.clone()),
             Action::FailLlm(err) => Action::FailLlm(err.clone()),
             Action::Hang => Action::Hang,
@@ -67,6 +69,7 @@ impl<Res, Err> fmt::Debug for Step<Res, Err> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let action = match &self.action {
             Action::Respond(_) => "respond".to_owned(),
+            Action::Compute(_) => "compute".to_owned(),
             Action::Fail(_) => "fail".to_owned(),
             Action::FailLlm(err) => format!("fail({})", err.kind()),
             Action::Hang => "hang".to_owned(),
@@ -92,6 +95,34 @@ impl<Res, Err> Step<Res, Err> {
         Step {
             delay: Duration::ZERO,
             action: Action::Respond(Arc::new(make)),
+        }
+    }
+
+    /// Answer with whatever `compute` returns when the step runs (after its delay): for
+    /// targets whose health changes over time.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_core::{ErrorKind, LlmError};
+    /// use llm_testkit::{Step, TestResponse};
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+    /// // Down for the first 60 seconds, healthy after.
+    /// let recovers_at = Instant::now() + Duration::from_secs(60);
+    /// let step: Step = Step::from_fn(move || {
+    ///     if Instant::now() < recovers_at {
+    ///         Err(LlmError::new(ErrorKind::ServerError, "down"))
+    ///     } else {
+    ///         Ok(TestResponse::new("up"))
+    ///     }
+    /// });
+    /// # }
+    /// ```
+    pub fn from_fn(compute: impl Fn() -> Result<Res, Err> + Send + Sync + 'static) -> Self {
+        Step {
+            delay: Duration::ZERO,
+            action: Action::Compute(Arc::new(compute)),
         }
     }
 
@@ -235,6 +266,82 @@ impl ReportsUsage for TestResponse {
 }
 
 impl ResponseMetadata for TestResponse {
+    fn metadata(&self) -> Option<&ResponseMeta> {
+        self.meta.as_ref()
+    }
+
+    fn metadata_mut(&mut self) -> Option<&mut ResponseMeta> {
+        Some(self.meta.get_or_insert_with(ResponseMeta::new))
+    }
+}
+
+impl ObserveEnd for TestResponse {}
+
+/// A streamed response whose end the test decides: [`finish`](Self::finish) it as a
+/// complete stream or [`interrupt`](Self::interrupt) it mid-way; dropping it unfinished
+/// tells observers the caller went away. Layers that watch streams (breaker, limiter) see
+/// these ends exactly as they would a provider's.
+///
+/// ```
+/// use llm_core::ObserveEnd;
+/// use llm_testkit::TestStream;
+///
+/// let stream = TestStream::new();
+/// assert!(stream.ends_later());
+/// stream.interrupt();
+/// ```
+#[derive(Debug, Default)]
+pub struct TestStream {
+    observers: Vec<EndObserver>,
+    meta: Option<ResponseMeta>,
+}
+
+impl TestStream {
+    /// A stream no one observes yet.
+    pub fn new() -> Self {
+        TestStream::default()
+    }
+
+    /// Ends the stream with its terminator: a success.
+    pub fn finish(self) {
+        self.end(Outcome::success());
+    }
+
+    /// Breaks the stream after output began: a `StreamInterrupted` failure.
+    pub fn interrupt(self) {
+        self.end(Outcome::failure(ErrorKind::StreamInterrupted));
+    }
+
+    /// Ends the stream with `outcome`.
+    pub fn end(mut self, outcome: Outcome) {
+        for observer in self.observers.drain(..) {
+            observer.finish(outcome);
+        }
+    }
+
+    /// How many layers are watching for the end.
+    pub fn observers(&self) -> usize {
+        self.observers.len()
+    }
+}
+
+impl ObserveEnd for TestStream {
+    fn ends_later(&self) -> bool {
+        true
+    }
+
+    fn observe_end(&mut self, observer: EndObserver) {
+        self.observers.push(observer);
+    }
+}
+
+impl ResponseOutcome for TestStream {
+    fn response_outcome(&self) -> Outcome {
+        Outcome::success()
+    }
+}
+
+impl ResponseMetadata for TestStream {
     fn metadata(&self) -> Option<&ResponseMeta> {
         self.meta.as_ref()
     }
@@ -421,6 +528,7 @@ where
             }
             let result = match step.action {
                 Action::Respond(make) => Ok(make()),
+                Action::Compute(make) => make(),
                 Action::Fail(make) => Err(make()),
                 Action::FailLlm(err) => Err(Err::from(err)),
                 Action::Hang => std::future::pending().await,

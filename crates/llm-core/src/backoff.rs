@@ -1,16 +1,17 @@
-//! Backoff strategies and jitter: the pure arithmetic of "how long until the next attempt".
+//! Backoff strategies and jitter: the pure arithmetic of "how long until the next attempt",
+//! shared by the retry layer's delays and the circuit breaker's growing open durations.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_core::ConfigError;
+use crate::ConfigError;
 
 /// Computes the delay before a retry, for strategies the built-in [`Backoff`]s do not cover.
 ///
 /// ```
 /// use std::time::Duration;
-/// use llm_retry_layer::{Backoff, BackoffStrategy};
+/// use llm_core::backoff::{Backoff, BackoffStrategy};
 ///
 /// /// Fibonacci delays in hundreds of milliseconds: 100, 100, 200, 300, 500, …
 /// struct Fibonacci;
@@ -33,7 +34,7 @@ pub trait BackoffStrategy: Send + Sync + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use llm_retry_layer::Backoff;
+/// use llm_core::backoff::Backoff;
 ///
 /// let exp = Backoff::exponential(Duration::from_millis(500), 2.0, Duration::from_secs(8));
 /// let delays: Vec<_> = (1..=6).map(|retry| exp.base_delay(retry)).collect();
@@ -143,7 +144,17 @@ impl Backoff {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the strategy: a finite multiplier of at least 1, a maximum not below the
+    /// initial delay. The error names the field (`multiplier`, `max_delay`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_core::backoff::Backoff;
+    ///
+    /// let err = Backoff::exponential(Duration::from_secs(2), 2.0, Duration::from_secs(1)).validate().unwrap_err();
+    /// assert_eq!(err.field(), "max_delay");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match self {
             Backoff::Exponential {
                 initial,
@@ -205,7 +216,7 @@ impl fmt::Debug for Backoff {
 ///
 /// ```
 /// use std::time::Duration;
-/// use llm_retry_layer::Jitter;
+/// use llm_core::backoff::Jitter;
 ///
 /// let base = Duration::from_secs(2);
 /// assert_eq!(Jitter::None.apply(base, base, Duration::ZERO, Duration::MAX, 0.7), base);
