@@ -28,6 +28,7 @@ impl llm_tower::ResponseOutcome for Pong {
     }
 }
 impl ResponseMetadata for Pong {}
+impl llm_tower::ObserveEnd for Pong {}
 
 /// The inner service: always ready, answers at once.
 #[derive(Clone, Copy)]
@@ -46,8 +47,14 @@ impl Service<Ping> for Instant {
 
 /// One call: readiness, the call, and its future polled to completion (once: every
 /// contender's success path completes on the first poll).
-fn hop<S: Service<Ping, Response = Pong>>(svc: &mut S, cx: &mut Context<'_>) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+fn hop<S: Service<Ping, Response = Pong>>(svc: &mut S, cx: &mut Context<'_>)
+where
+    S::Error: std::fmt::Debug,
+{
+    assert!(
+        matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))),
+        "always ready"
+    );
     let fut = pin!(svc.call(black_box(Ping)));
     match fut.poll(cx) {
         Poll::Ready(Ok(pong)) => {
@@ -96,21 +103,91 @@ fn hop_retry(c: &mut Criterion) {
 
     let mut ours = RetryLayer::standard().layer(Instant);
     group.bench_function("llm-retry-layer (standard, with budget)", |b| {
-        b.iter(|| hop(&mut ours, &mut cx))
+        b.iter(|| hop(&mut ours, &mut cx));
     });
 
     let no_budget = RetryLayer::builder().no_budget().build().unwrap();
     let mut ours_no_budget = no_budget.layer(Instant);
     group.bench_function("llm-retry-layer (no budget)", |b| {
-        b.iter(|| hop(&mut ours_no_budget, &mut cx))
+        b.iter(|| hop(&mut ours_no_budget, &mut cx));
     });
 
     let mut tower_retry = tower::retry::RetryLayer::new(RetryErrors { left: 3 }).layer(Instant);
     group.bench_function("tower::retry::Retry", |b| {
-        b.iter(|| hop(&mut tower_retry, &mut cx))
+        b.iter(|| hop(&mut tower_retry, &mut cx));
     });
     group.finish();
 }
 
-criterion_group!(benches, hop_retry);
+/// failsafe is not a tower layer: the thinnest tower service around its futures-aware
+/// breaker, so that it does the same work per call as the layers beside it.
+#[derive(Clone)]
+struct Failsafe<S, B> {
+    inner: S,
+    breaker: B,
+}
+
+impl<S, B> Service<Ping> for Failsafe<S, B>
+where
+    S: Service<Ping, Response = Pong, Error = LlmError>,
+    B: failsafe::futures::CircuitBreaker,
+{
+    type Response = Pong;
+    type Error = failsafe::Error<LlmError>;
+    type Future = failsafe::futures::ResponseFuture<
+        S::Future,
+        B::FailurePolicy,
+        B::Instrument,
+        failsafe::Any,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(failsafe::Error::Inner)
+    }
+
+    fn call(&mut self, req: Ping) -> Self::Future {
+        self.breaker.call(self.inner.call(req))
+    }
+}
+
+fn hop_breaker(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut group = c.benchmark_group("hop/breaker");
+    let mut bare = Instant;
+    group.bench_function("bare service", |b| b.iter(|| hop(&mut bare, &mut cx)));
+
+    // Closed path; each configured to trip on 5 failures in a row or a 50 % failure rate.
+    let mut ours = BreakerLayer::standard().layer(Instant);
+    group.bench_function("llm-breaker-layer (standard)", |b| {
+        b.iter(|| hop(&mut ours, &mut cx));
+    });
+
+    let mut failsafe = Failsafe {
+        inner: Instant,
+        breaker: failsafe::Config::new().build(),
+    };
+    group.bench_function("failsafe (default policy)", |b| {
+        b.iter(|| hop(&mut failsafe, &mut cx));
+    });
+
+    let resilience = tower_resilience_circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(20)
+        .minimum_number_of_calls(10)
+        .build()
+        .unwrap();
+    let mut resilience = resilience.layer(Instant);
+    group.bench_function("tower-resilience-circuitbreaker", |b| {
+        b.iter(|| hop(&mut resilience, &mut cx));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hop_retry, hop_breaker);
 criterion_main!(benches);

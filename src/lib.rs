@@ -9,8 +9,9 @@
 //! |---|---|---|
 //! | [`llm_core`] | always | error kinds, outcome classification, server-delay parsing, deadlines, budgets |
 //! | [`retry`] (`llm-retry-layer`) | `retry` (default) | retries with backoff, jitter, Retry-After, budgets, deadlines |
+//! | [`breaker`] (`llm-breaker-layer`) | `breaker` (default) | circuit breaker: failure-rate and slow-call windows, half-open probes, keyed breakers |
 //!
-//! The fallback, circuit-breaker, rate-limit and provider crates join the facade behind
+//! The fallback, rate-limit and provider crates join the facade behind
 //! features of their own names as they land; `full` enables everything.
 //!
 //! # Layer order
@@ -60,6 +61,11 @@ pub use llm_core::*;
 #[cfg(feature = "retry")]
 pub use llm_retry_layer as retry;
 
+/// Circuit breaking with failure-rate and slow-call windows, half-open probes and keyed
+/// breakers: `llm-breaker-layer`.
+#[cfg(feature = "breaker")]
+pub use llm_breaker_layer as breaker;
+
 /// The names most stacks need, in one import: `use llm_tower::prelude::*;`.
 pub mod prelude {
     pub use llm_core::{
@@ -69,4 +75,7 @@ pub mod prelude {
 
     #[cfg(feature = "retry")]
     pub use llm_retry_layer::{Backoff, Jitter, RetryConfig, RetryLayer};
+
+    #[cfg(feature = "breaker")]
+    pub use llm_breaker_layer::{BreakerConfig, BreakerLayer};
 }

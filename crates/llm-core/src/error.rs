@@ -48,6 +48,13 @@ pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 /// ```
 #[derive(Clone)]
 pub struct LlmError {
+    // NOTE: boxed so that `Result<Response, LlmError>` stays small on the success path;
+    // errors may allocate, successes must not pay for their size.
+    inner: Box<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
     kind: ErrorKind,
     message: Cow<'static, str>,
     provider: Option<Cow<'static, str>>,
@@ -63,15 +70,17 @@ impl LlmError {
     /// An error of `kind` with a human-readable `message`.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
         LlmError {
-            kind,
-            message: message.into(),
-            provider: None,
-            status: None,
-            code: None,
-            retry_after: None,
-            rate_limit: RateLimitInfo::new(),
-            exhausted: None,
-            source: None,
+            inner: Box::new(Inner {
+                kind,
+                message: message.into(),
+                provider: None,
+                status: None,
+                code: None,
+                retry_after: None,
+                rate_limit: RateLimitInfo::new(),
+                exhausted: None,
+                source: None,
+            }),
         }
     }
 
@@ -87,109 +96,110 @@ impl LlmError {
     /// Names the provider that failed (`"openai"`, `"anthropic"`, a fallback target's name).
     #[must_use]
     pub fn with_provider(mut self, provider: impl Into<Cow<'static, str>>) -> Self {
-        self.provider = Some(provider.into());
+        self.inner.provider = Some(provider.into());
         self
     }
 
     /// Records the HTTP status the provider answered with.
     #[must_use]
     pub fn with_status(mut self, status: StatusCode) -> Self {
-        self.status = Some(status);
+        self.inner.status = Some(status);
         self
     }
 
     /// Records the provider's own error code (`insufficient_quota`, `overloaded_error`, …).
     #[must_use]
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
-        self.code = Some(code.into());
+        self.inner.code = Some(code.into());
         self
     }
 
     /// Records how long the provider asked us to wait.
     #[must_use]
     pub fn with_retry_after(mut self, delay: impl Into<Option<Duration>>) -> Self {
-        self.retry_after = delay.into();
+        self.inner.retry_after = delay.into();
         self
     }
 
     /// Records the rate-limit headers that came with the failure.
     #[must_use]
     pub fn with_rate_limit(mut self, info: RateLimitInfo) -> Self {
-        self.rate_limit = info;
+        self.inner.rate_limit = info;
         self
     }
 
     /// Attaches the underlying error (a transport error, a parse error).
     #[must_use]
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(Arc::from(source.into()));
+        self.inner.source = Some(Arc::from(source.into()));
         self
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
-        self.kind
+        self.inner.kind
     }
 
     /// The message, as the provider or layer wrote it.
     pub fn message(&self) -> &str {
-        &self.message
+        &self.inner.message
     }
 
     /// The provider or target that failed, when known.
     pub fn provider(&self) -> Option<&str> {
-        self.provider.as_deref()
+        self.inner.provider.as_deref()
     }
 
     /// The HTTP status, when the failure came with one.
     pub fn status(&self) -> Option<StatusCode> {
-        self.status
+        self.inner.status
     }
 
     /// The provider's own error code, when it sent one.
     pub fn code(&self) -> Option<&str> {
-        self.code.as_deref()
+        self.inner.code.as_deref()
     }
 
     /// How long the provider (or our own breaker or limiter) asked the caller to wait.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.inner.retry_after
     }
 
     /// The rate-limit observations that came with the failure (empty when none did).
     pub fn rate_limit(&self) -> &RateLimitInfo {
-        &self.rate_limit
+        &self.inner.rate_limit
     }
 
     /// Every attempt, when this error ends a fallback chain.
     pub fn fallback_attempts(&self) -> Option<&FallbackExhausted> {
-        self.exhausted.as_deref()
+        self.inner.exhausted.as_deref()
     }
 }
 
 impl fmt::Debug for LlmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("LlmError");
-        s.field("kind", &self.kind).field("message", &self.message);
-        if let Some(provider) = &self.provider {
+        s.field("kind", &self.inner.kind)
+            .field("message", &self.inner.message);
+        if let Some(provider) = &self.inner.provider {
             s.field("provider", provider);
         }
-        if let Some(status) = &self.status {
+        if let Some(status) = &self.inner.status {
             s.field("status", status);
         }
-        if let Some(code) = &self.code {
+        if let Some(code) = &self.inner.code {
             s.field("code", code);
         }
-        if let Some(delay) = &self.retry_after {
+        if let Some(delay) = &self.inner.retry_after {
             s.field("retry_after", delay);
         }
-        if !self.rate_limit.is_empty() {
-            s.field("rate_limit", &self.rate_limit);
+        if !self.inner.rate_limit.is_empty() {
+            s.field("rate_limit", &self.inner.rate_limit);
         }
-        if let Some(exhausted) = &self.exhausted {
+        if let Some(exhausted) = &self.inner.exhausted {
             s.field("attempts", &exhausted.attempts);
         }
-        if let Some(source) = &self.source {
+        if let Some(source) = &self.inner.source {
             s.field("source", source);
         }
         s.finish()
@@ -198,23 +208,24 @@ impl fmt::Debug for LlmError {
 
 impl fmt::Display for LlmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(provider) = &self.provider {
+        if let Some(provider) = &self.inner.provider {
             write!(f, "{provider}: ")?;
         }
-        write!(f, "{}", self.kind)?;
-        match (&self.status, &self.code) {
+        write!(f, "{}", self.inner.kind)?;
+        match (&self.inner.status, &self.inner.code) {
             (Some(status), Some(code)) => write!(f, " (HTTP {}, {code})", status.as_u16())?,
             (Some(status), None) => write!(f, " (HTTP {})", status.as_u16())?,
             (None, Some(code)) => write!(f, " ({code})")?,
             (None, None) => {}
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", self.inner.message)
     }
 }
 
 impl StdError for LlmError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
+        self.inner
+            .source
             .as_deref()
             .map(|e| e as &(dyn StdError + 'static))
     }
@@ -222,9 +233,9 @@ impl StdError for LlmError {
 
 impl ErrorOutcome for LlmError {
     fn error_outcome(&self) -> Outcome {
-        Outcome::failure(self.kind)
-            .with_retry_after(self.retry_after)
-            .with_rate_limit(self.rate_limit)
+        Outcome::failure(self.inner.kind)
+            .with_retry_after(self.inner.retry_after)
+            .with_rate_limit(self.inner.rate_limit)
     }
 }
 
@@ -232,7 +243,7 @@ impl From<CircuitOpen> for LlmError {
     fn from(err: CircuitOpen) -> Self {
         let mut out =
             LlmError::new(ErrorKind::CircuitOpen, err.to_string()).with_retry_after(err.retry_in);
-        out.provider = err.name.map(|name| Cow::Owned(name.to_string()));
+        out.inner.provider = err.name.map(|name| Cow::Owned(name.to_string()));
         out
     }
 }
@@ -252,7 +263,7 @@ impl From<FallbackExhausted> for LlmError {
             .last()
             .map_or((ErrorKind::Other, None), |a| (a.kind, a.retry_after));
         let mut out = LlmError::new(kind, err.to_string()).with_retry_after(retry_after);
-        out.exhausted = Some(Arc::new(err));
+        out.inner.exhausted = Some(Arc::new(err));
         out
     }
 }
@@ -645,6 +656,12 @@ mod tests {
             "local rate limit: request costs 10 tokens but the bucket holds at most 5"
         );
         assert!(!LocalRateLimited::new(LimitReason::Requests, None).never_fits());
+    }
+
+    #[test]
+    fn llm_error_is_one_pointer_wide() {
+        // Results carry the error's size on the success path too.
+        assert_eq!(size_of::<LlmError>(), size_of::<usize>());
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! [`ResponseFuture`]: a call that passed the breaker (or was rejected by it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use llm_core::{CircuitOpen, Classify, EndObserver, ErrorKinds, ObserveEnd, Outcome};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+
+use crate::state::{CallResult, CircuitBreaker, Permit};
+
+/// Holds a call's permit until its result is recorded; dropped unrecorded (the caller went
+/// away), it releases the permit, so a half-open probe slot is never lost.
+pub(crate) struct PermitGuard {
+    breaker: Arc<CircuitBreaker>,
+    permit: Option<Permit>,
+}
+
+impl PermitGuard {
+    pub(crate) fn new(breaker: Arc<CircuitBreaker>, permit: Permit) -> Self {
+        PermitGuard {
+            breaker,
+            permit: Some(permit),
+        }
+    }
+
+    fn finish(mut self, result: CallResult, at: Option<Instant>) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker
+                .record_with(permit, result, || at.unwrap_or_else(Instant::now));
+        }
+    }
+}
+
+impl Drop for PermitGuard {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
+pub(crate) fn call_result(outcome: &Outcome, counted: ErrorKinds) -> CallResult {
+    match outcome.kind() {
+        None => CallResult::Success,
+        Some(kind) if counted.contains(kind) => CallResult::Failure,
+        Some(_) => CallResult::Ignored,
+    }
+}
+
+pin_project! {
+    /// The future of a [`Breaker`](crate::Breaker) call.
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        inner: Inner<F>,
+        guard: Option<PermitGuard>,
+        classifier: C,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<F> {
+        Called { #[pin] future: F },
+        Rejected { error: Option<CircuitOpen> },
+    }
+}
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(future: F, guard: PermitGuard, classifier: C) -> Self {
+        ResponseFuture {
+            inner: Inner::Called { future },
+            guard: Some(guard),
+            classifier,
+        }
+    }
+
+    pub(crate) fn rejected(error: CircuitOpen, classifier: C) -> Self {
+        ResponseFuture {
+            inner: Inner::Rejected { error: Some(error) },
+            guard: None,
+            classifier,
+        }
+    }
+}
+
+impl<F, C> std::fmt::Debug for ResponseFuture<F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, C, Res, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<Res, E>>,
+    C: Classify<Res, E>,
+    E: From<CircuitOpen>,
+    Res: ObserveEnd,
+{
+    type Output = Result<Res, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.project() {
+            InnerProj::Rejected { error } => {
+                let error = error
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                Poll::Ready(Err(E::from(error)))
+            }
+            InnerProj::Called { future } => {
+                let mut result = ready!(future.poll(cx));
+                let guard = this
+                    .guard
+                    .take()
+                    .expect("ResponseFuture polled after completion");
+                let counted = guard.breaker.count_kinds();
+                let call = call_result(&this.classifier.classify(result.as_ref()), counted);
+                match &mut result {
+                    Ok(response) if call == CallResult::Success && response.ends_later() => {
+                        // NOTE: a stream's first chunk is not its outcome: record when it ends
+                        // (DESIGN §4), timing slowness to this first response.
+                        let at = guard.breaker.needs_clock().then(Instant::now);
+                        response.observe_end(EndObserver::new(move |outcome| {
+                            guard.finish(call_result(&outcome, counted), at);
+                        }));
+                    }
+                    _ => guard.finish(call, None),
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! [`BreakerLayer`], its builder, and [`BreakerHandle`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use llm_core::{CircuitOpen, ConfigError, DefaultClassifier};
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use crate::config::BreakerConfig;
+use crate::keyed::KeyedBreakerLayer;
+use crate::service::Breaker;
+use crate::state::{CircuitBreaker, Metrics, Settings, State, StateChange};
+
+/// Wraps services in a [`Breaker`]. The layer holds one circuit breaker: every service it
+/// builds, and every clone of those, shares it — so axum's per-request clones all see one
+/// breaker.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_breaker_layer::{BreakerConfig, BreakerLayer, State};
+/// use llm_core::ErrorKind;
+/// use llm_testkit::{ScriptedService, Step, TestResponse};
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let layer = BreakerLayer::builder()
+///     .config(BreakerConfig { consecutive_failures: Some(3), ..BreakerConfig::standard() })
+///     .name("openai/gpt-4o")
+///     .build()
+///     .unwrap();
+/// let handle = layer.handle();
+/// let (provider, calls) = ScriptedService::<u32>::always(Step::fail(ErrorKind::ServerError));
+/// let svc = layer.layer(provider);
+///
+/// for i in 0..3 {
+///     assert_eq!(svc.clone().oneshot(i).await.unwrap_err().kind(), ErrorKind::ServerError);
+/// }
+/// assert_eq!(handle.state(), State::Open);
+/// // Open: rejected at once, without calling the provider.
+/// let err = svc.clone().oneshot(3).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+/// assert_eq!(calls.call_count(), 3);
+/// # }
+/// ```
+pub struct BreakerLayer<C = DefaultClassifier> {
+    breaker: Arc<CircuitBreaker>,
+    classifier: C,
+}
+
+impl BreakerLayer {
+    /// A builder starting from [`BreakerConfig::standard`].
+    pub fn builder() -> BreakerLayerBuilder {
+        BreakerLayerBuilder {
+            config: BreakerConfig::standard(),
+            name: None,
+            on_state_change: None,
+            on_rejected: None,
+            classifier: DefaultClassifier,
+            max_keys: 10_000,
+            idle_after: Duration::from_secs(600),
+        }
+    }
+
+    /// A layer with the settings of `config`.
+    pub fn new(config: BreakerConfig) -> Result<Self, ConfigError> {
+        BreakerLayer::builder().config(config).build()
+    }
+
+    /// The [`BreakerConfig::standard`] preset.
+    pub fn standard() -> Self {
+        BreakerLayer::new(BreakerConfig::standard()).expect("presets are valid configurations")
+    }
+}
+
+impl<C> BreakerLayer<C> {
+    /// Reads and controls the layer's breaker.
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle::new(self.breaker.clone())
+    }
+}
+
+impl<C: Clone> Clone for BreakerLayer<C> {
+    fn clone(&self) -> Self {
+        BreakerLayer {
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for BreakerLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerLayer")
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
+    type Service = Breaker<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Breaker::from_parts(inner, self.breaker.clone(), self.classifier.clone())
+    }
+}
+
+/// Builds a [`BreakerLayer`] (or, with [`build_keyed`](Self::build_keyed), a breaker per key).
+/// [`build`](Self::build) checks every setting and names the field at fault.
+///
+/// ```
+/// use llm_breaker_layer::{BreakerConfig, BreakerLayer};
+///
+/// let err = BreakerLayer::builder()
+///     .config(BreakerConfig { half_open_probes: 0, ..BreakerConfig::standard() })
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err.field(), "half_open_probes");
+/// ```
+pub struct BreakerLayerBuilder<C = DefaultClassifier> {
+    config: BreakerConfig,
+    name: Option<Arc<str>>,
+    on_state_change: Option<crate::state::OnStateChange>,
+    on_rejected: Option<crate::state::OnRejected>,
+    classifier: C,
+    max_keys: usize,
+    idle_after: Duration,
+}
+
+impl<C> fmt::Debug for BreakerLayerBuilder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BreakerLayerBuilder")
+            .field("config", &self.config)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> BreakerLayerBuilder<C> {
+    /// Replaces every setting with `config`.
+    #[must_use]
+    pub fn config(mut self, config: BreakerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Names the breaker (in `CircuitOpen` errors, logs and hooks): a provider and model, a host.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Called on every state change, after the change (the hook may read the breaker).
+    #[must_use]
+    pub fn on_state_change(mut self, hook: impl Fn(&StateChange) + Send + Sync + 'static) -> Self {
+        self.on_state_change = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for every call the breaker rejects.
+    #[must_use]
+    pub fn on_rejected(mut self, hook: impl Fn(&CircuitOpen) + Send + Sync + 'static) -> Self {
+        self.on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// For keyed breakers: the most keys kept at once (default 10,000). At the limit, idle
+    /// keys are evicted first, then the least recently used.
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// For keyed breakers: a key unused this long may be evicted (default 10 min).
+    #[must_use]
+    pub fn idle_after(mut self, idle: Duration) -> Self {
+        self.idle_after = idle;
+        self
+    }
+
+    /// Classifies results with `classifier` instead of [`DefaultClassifier`].
+    pub fn classifier<C2>(self, classifier: C2) -> BreakerLayerBuilder<C2> {
+        BreakerLayerBuilder {
+            config: self.config,
+            name: self.name,
+            on_state_change: self.on_state_change,
+            on_rejected: self.on_rejected,
+            classifier,
+            max_keys: self.max_keys,
+            idle_after: self.idle_after,
+        }
+    }
+
+    fn settings(&self) -> Result<Arc<Settings>, ConfigError> {
+        let mut settings = Settings::new(self.config.clone())?;
+        settings.on_state_change = self.on_state_change.clone();
+        settings.on_rejected = self.on_rejected.clone();
+        Ok(Arc::new(settings))
+    }
+
+    /// Checks the settings and builds the layer.
+    pub fn build(self) -> Result<BreakerLayer<C>, ConfigError> {
+        let breaker =
+            CircuitBreaker::with_settings(self.settings()?, self.name.clone(), Instant::now());
+        Ok(BreakerLayer {
+            breaker: Arc::new(breaker),
+            classifier: self.classifier,
+        })
+    }
+
+    /// Builds a layer keeping one breaker per key that `key_of` extracts from each request
+    /// (a provider and model, a host), each named by its key.
+    ///
+    /// ```
+    /// use llm_breaker_layer::BreakerLayer;
+    ///
+    /// let per_host = BreakerLayer::builder()
+    ///     .max_keys(1_000)
+    ///     .build_keyed(|req: &http::Request<String>| req.uri().host().unwrap_or("").to_owned())
+    ///     .unwrap();
+    /// assert_eq!(per_host.handle().len(), 0);
+    /// ```
+    pub fn build_keyed<Req, K, F>(
+        self,
+        key_of: F,
+    ) -> Result<KeyedBreakerLayer<K, F, C>, ConfigError>
+    where
+        F: Fn(&Req) -> K,
+    {
+        if self.max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        let settings = self.settings()?;
+        Ok(KeyedBreakerLayer::new(
+            settings,
+            key_of,
+            self.classifier,
+            self.max_keys,
+            self.idle_after,
+        ))
+    }
+}
+
+/// Reads and controls one circuit breaker: its state, a metrics snapshot, and manual
+/// control. Cheap to clone; every clone controls the same breaker.
+///
+/// ```
+/// use llm_breaker_layer::{BreakerLayer, State};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let handle = BreakerLayer::standard().handle();
+/// handle.force_open();
+/// assert_eq!(handle.state(), State::ForcedOpen);
+/// handle.reset();
+/// assert_eq!(handle.metrics().state, State::Closed);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct BreakerHandle {
+    breaker: Arc<CircuitBreaker>,
+}
+
+impl BreakerHandle {
+    pub(crate) fn new(breaker: Arc<CircuitBreaker>) -> Self {
+        BreakerHandle { breaker }
+    }
+
+    /// The breaker's name, if it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.breaker.name()
+    }
+
+    /// The state now.
+    pub fn state(&self) -> State {
+        self.breaker.state(Instant::now())
+    }
+
+    /// A snapshot of the state and the window now.
+    pub fn metrics(&self) -> Metrics {
+        self.breaker.metrics(Instant::now())
+    }
+
+    /// Opens the breaker until [`reset`](Self::reset).
+    pub fn force_open(&self) {
+        self.breaker.force_open(Instant::now());
+    }
+
+    /// Lets every call through, uncounted, until [`reset`](Self::reset).
+    pub fn force_closed(&self) {
+        self.breaker.force_closed(Instant::now());
+    }
+
+    /// Back to closed with an empty window.
+    pub fn reset(&self) {
+        self.breaker.reset(Instant::now());
+    }
+}
+
+impl fmt::Debug for BreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BreakerHandle").field(&self.breaker).finish()
+    }
+}

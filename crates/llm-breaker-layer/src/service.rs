@@ -1,0 +1,114 @@
+//! [`Breaker`], the service the layer builds.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use llm_core::{CircuitOpen, Classify, DefaultClassifier, ObserveEnd};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use crate::future::{PermitGuard, ResponseFuture};
+use crate::state::CircuitBreaker;
+
+/// Rejects calls at once while its circuit breaker is open, and records the outcome of the
+/// calls it lets through.
+///
+/// A rejection never reaches the inner service: the call's future fails with
+/// [`CircuitOpen`] (converted into the service's error type), carrying the time until a probe.
+/// `poll_ready` only asks the inner service: rejecting by staying `Pending` would make a
+/// caller wait for an open breaker instead of falling back.
+pub struct Breaker<S, C = DefaultClassifier> {
+    inner: S,
+    breaker: Arc<CircuitBreaker>,
+    classifier: C,
+}
+
+impl<S, C> Breaker<S, C> {
+    pub(crate) fn from_parts(inner: S, breaker: Arc<CircuitBreaker>, classifier: C) -> Self {
+        Breaker {
+            inner,
+            breaker,
+            classifier,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Reads and controls the breaker this service shares with its layer and clones.
+    pub fn handle(&self) -> crate::BreakerHandle {
+        crate::BreakerHandle::new(self.breaker.clone())
+    }
+}
+
+impl<S: Clone, C: Clone> Clone for Breaker<S, C> {
+    fn clone(&self) -> Self {
+        Breaker {
+            inner: self.inner.clone(),
+            breaker: self.breaker.clone(),
+            classifier: self.classifier.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for Breaker<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("inner", &self.inner)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, Req> Service<Req> for Breaker<S, C>
+where
+    S: Service<Req>,
+    S::Error: From<CircuitOpen>,
+    S::Response: ObserveEnd,
+    C: Classify<S::Response, S::Error> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        admit(&self.breaker, &mut self.inner, request, &self.classifier)
+    }
+}
+
+/// Admits or rejects one call through `breaker`: shared by the single and keyed breakers.
+pub(crate) fn admit<S, C, Req>(
+    breaker: &Arc<CircuitBreaker>,
+    inner: &mut S,
+    request: Req,
+    classifier: &C,
+) -> ResponseFuture<S::Future, C>
+where
+    S: Service<Req>,
+    C: Clone,
+{
+    match breaker.try_acquire_with(Instant::now) {
+        Ok(permit) => {
+            let guard = PermitGuard::new(breaker.clone(), permit);
+            ResponseFuture::called(inner.call(request), guard, classifier.clone())
+        }
+        Err(open) => ResponseFuture::rejected(open, classifier.clone()),
+    }
+}
