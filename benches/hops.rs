@@ -13,41 +13,21 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
 use tower::{Layer, Service};
 
-/// A request with no extensions, cheap to copy: the bench measures the layer, not the request.
-#[derive(Clone, Copy)]
-struct Ping;
-impl RequestExtensions for Ping {}
+/// The inner service: always ready, answers at once with `()`, so the bench measures the
+/// layers and not the moving of a response.
+const INSTANT: ReadyService<()> = ReadyService::new(());
 
-struct Pong;
-impl llm_tower::ResponseOutcome for Pong {
-    fn response_outcome(&self) -> Outcome {
-        Outcome::success()
-    }
-}
-impl ResponseMetadata for Pong {}
-impl llm_tower::ObserveEnd for Pong {}
-
-/// The inner service: always ready, answers at once.
-#[derive(Clone, Copy)]
-struct Instant;
-impl Service<Ping> for Instant {
-    type Response = Pong;
-    type Error = LlmError;
-    type Future = Ready<Result<Pong, LlmError>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Ping) -> Self::Future {
-        ready(Ok(Pong))
-    }
-}
+/// The request: a number, which carries no extensions and is free to copy — the bench
+/// measures the layer, not the request.
+type Ping = u32;
 
 /// One call: readiness, the call, and its future polled to completion (once: every
 /// contender's success path completes on the first poll).
-fn hop<S: Service<Ping, Response = Pong>>(svc: &mut S, cx: &mut Context<'_>)
+fn hop<S: Service<Ping, Response = ()>>(svc: &mut S, cx: &mut Context<'_>)
 where
     S::Error: std::fmt::Debug,
 {
@@ -55,10 +35,10 @@ where
         matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))),
         "always ready"
     );
-    let fut = pin!(svc.call(black_box(Ping)));
+    let fut = pin!(svc.call(black_box(7)));
     match fut.poll(cx) {
-        Poll::Ready(Ok(pong)) => {
-            black_box(pong);
+        Poll::Ready(Ok(response)) => {
+            black_box(response);
         }
         _ => panic!("the success path completes on the first poll"),
     }
@@ -70,9 +50,9 @@ where
 struct RetryErrors {
     left: u32,
 }
-impl tower::retry::Policy<Ping, Pong, LlmError> for RetryErrors {
+impl tower::retry::Policy<Ping, (), LlmError> for RetryErrors {
     type Future = Ready<()>;
-    fn retry(&mut self, _: &mut Ping, result: &mut Result<Pong, LlmError>) -> Option<Self::Future> {
+    fn retry(&mut self, _: &mut Ping, result: &mut Result<(), LlmError>) -> Option<Self::Future> {
         match result {
             Ok(_) => None,
             Err(err) if err.kind().is_retryable() && self.left > 0 => {
@@ -98,21 +78,21 @@ fn hop_retry(c: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
 
     let mut group = c.benchmark_group("hop/retry");
-    let mut bare = Instant;
+    let mut bare = INSTANT;
     group.bench_function("bare service", |b| b.iter(|| hop(&mut bare, &mut cx)));
 
-    let mut ours = RetryLayer::standard().layer(Instant);
+    let mut ours = RetryLayer::standard().layer(INSTANT);
     group.bench_function("llm-retry-layer (standard, with budget)", |b| {
         b.iter(|| hop(&mut ours, &mut cx));
     });
 
     let no_budget = RetryLayer::builder().no_budget().build().unwrap();
-    let mut ours_no_budget = no_budget.layer(Instant);
+    let mut ours_no_budget = no_budget.layer(INSTANT);
     group.bench_function("llm-retry-layer (no budget)", |b| {
         b.iter(|| hop(&mut ours_no_budget, &mut cx));
     });
 
-    let mut tower_retry = tower::retry::RetryLayer::new(RetryErrors { left: 3 }).layer(Instant);
+    let mut tower_retry = tower::retry::RetryLayer::new(RetryErrors { left: 3 }).layer(INSTANT);
     group.bench_function("tower::retry::Retry", |b| {
         b.iter(|| hop(&mut tower_retry, &mut cx));
     });
@@ -129,10 +109,10 @@ struct Failsafe<S, B> {
 
 impl<S, B> Service<Ping> for Failsafe<S, B>
 where
-    S: Service<Ping, Response = Pong, Error = LlmError>,
+    S: Service<Ping, Response = (), Error = LlmError>,
     B: failsafe::futures::CircuitBreaker,
 {
-    type Response = Pong;
+    type Response = ();
     type Error = failsafe::Error<LlmError>;
     type Future = failsafe::futures::ResponseFuture<
         S::Future,
@@ -159,17 +139,17 @@ fn hop_breaker(c: &mut Criterion) {
     let mut cx = Context::from_waker(Waker::noop());
 
     let mut group = c.benchmark_group("hop/breaker");
-    let mut bare = Instant;
+    let mut bare = INSTANT;
     group.bench_function("bare service", |b| b.iter(|| hop(&mut bare, &mut cx)));
 
     // Closed path; each configured to trip on 5 failures in a row or a 50 % failure rate.
-    let mut ours = BreakerLayer::standard().layer(Instant);
+    let mut ours = BreakerLayer::standard().layer(INSTANT);
     group.bench_function("llm-breaker-layer (standard)", |b| {
         b.iter(|| hop(&mut ours, &mut cx));
     });
 
     let mut failsafe = Failsafe {
-        inner: Instant,
+        inner: INSTANT,
         breaker: failsafe::Config::new().build(),
     };
     group.bench_function("failsafe (default policy)", |b| {
@@ -182,7 +162,7 @@ fn hop_breaker(c: &mut Criterion) {
         .minimum_number_of_calls(10)
         .build()
         .unwrap();
-    let mut resilience = resilience.layer(Instant);
+    let mut resilience = resilience.layer(INSTANT);
     group.bench_function("tower-resilience-circuitbreaker", |b| {
         b.iter(|| hop(&mut resilience, &mut cx));
     });

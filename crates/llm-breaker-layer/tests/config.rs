@@ -3,18 +3,7 @@
 use std::time::Duration;
 
 use llm_breaker_layer::{BreakerConfig, BreakerLayer, WindowConfig};
-use llm_core::ConfigError;
-
-fn vars(
-    pairs: &'static [(&'static str, &'static str)],
-) -> impl Fn(&str) -> Result<Option<String>, ConfigError> {
-    move |key| {
-        Ok(pairs
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| (*v).to_owned()))
-    }
-}
+use llm_testkit::vars;
 
 #[test]
 fn presets_are_valid() {

@@ -183,9 +183,19 @@ pub trait ObserveEnd {
 
 impl<B> ObserveEnd for http::Response<B> {}
 
-// Plain response types are complete as they are and have nowhere to keep metadata.
+// Plain response types are successes, complete as they are, with nowhere to keep metadata.
 macro_rules! plain_response {
-    ($($ty:ty),* $(,)?) => { $(impl ResponseMetadata for $ty {} impl ObserveEnd for $ty {})* };
+    ($($ty:ty),* $(,)?) => {
+        $(
+            impl ResponseMetadata for $ty {}
+            impl ObserveEnd for $ty {}
+            impl crate::ResponseOutcome for $ty {
+                fn response_outcome(&self) -> crate::Outcome {
+                    crate::Outcome::success()
+                }
+            }
+        )*
+    };
 }
 plain_response!(
     (),
@@ -203,3 +213,8 @@ plain_response!(
 
 impl<T> ResponseMetadata for Vec<T> {}
 impl<T> ObserveEnd for Vec<T> {}
+impl<T> crate::ResponseOutcome for Vec<T> {
+    fn response_outcome(&self) -> crate::Outcome {
+        crate::Outcome::success()
+    }
+}

@@ -2,19 +2,9 @@
 
 use std::time::Duration;
 
-use llm_core::{ConfigError, ErrorKind, ErrorKinds};
+use llm_core::{ErrorKind, ErrorKinds};
 use llm_retry_layer::{Jitter, RetryConfig, RetryLayer, Strategy};
-
-fn vars(
-    pairs: &'static [(&'static str, &'static str)],
-) -> impl Fn(&str) -> Result<Option<String>, ConfigError> {
-    move |key| {
-        Ok(pairs
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| (*v).to_owned()))
-    }
-}
+use llm_testkit::vars;
 
 #[test]
 fn presets_are_valid_and_documented_values_hold() {

@@ -4,6 +4,8 @@
 //!   with a kind and a server delay, take some virtual time, never answer — and records every
 //!   call with its tokio-clock timestamp. Under `#[tokio::test(start_paused = true)]` a whole
 //!   backoff schedule runs in microseconds and every timestamp is exact.
+//! - [`ReadyService`] is always ready and answers at once without allocating: the inner
+//!   service of allocation tests and benchmarks.
 //! - [`ContractProbe`] wraps any service and panics when tower's contract is broken: `call`
 //!   without a successful `poll_ready`, or a clone used as if it had inherited readiness.
 //!
@@ -28,7 +30,9 @@
 //! ```
 
 mod probe;
+mod ready;
 mod scripted;
 
 pub use probe::ContractProbe;
+pub use ready::{ReadyService, vars};
 pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse, TestStream};

@@ -231,6 +231,13 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// A response with an empty body: cloning it allocates nothing.
+    pub const EMPTY: TestResponse = TestResponse {
+        body: String::new(),
+        usage: None,
+        meta: None,
+    };
+
     /// A response with `body`.
     pub fn new(body: impl Into<String>) -> Self {
         TestResponse {
