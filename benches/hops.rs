@@ -169,5 +169,30 @@ fn hop_breaker(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hop_retry, hop_breaker);
+fn hop_fallback(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+
+    let mut group = c.benchmark_group("hop/fallback");
+    let mut bare = INSTANT;
+    group.bench_function("bare service", |b| b.iter(|| hop(&mut bare, &mut cx)));
+
+    // The primary answers: the success path of a two-target chain.
+    let mut ours = Fallback::builder(vec![
+        Target::new("primary", INSTANT),
+        Target::new("backup", INSTANT),
+    ])
+    .build()
+    .unwrap();
+    group.bench_function("llm-fallback-layer (primary answers)", |b| {
+        b.iter(|| hop(&mut ours, &mut cx));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hop_retry, hop_breaker, hop_fallback);
 criterion_main!(benches);

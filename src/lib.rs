@@ -10,8 +10,9 @@
 //! | [`llm_core`] | always | error kinds, outcome classification, server-delay parsing, deadlines, budgets |
 //! | [`retry`] (`llm-retry-layer`) | `retry` (default) | retries with backoff, jitter, Retry-After, budgets, deadlines |
 //! | [`breaker`] (`llm-breaker-layer`) | `breaker` (default) | circuit breaker: failure-rate and slow-call windows, half-open probes, keyed breakers |
+//! | [`fallback`] (`llm-fallback-layer`) | `fallback` (default) | ordered fallback: triggers, rewrites, context-window and content-policy chains, bounds, hedging |
 //!
-//! The fallback, rate-limit and provider crates join the facade behind
+//! The rate-limit and provider crates join the facade behind
 //! features of their own names as they land; `full` enables everything.
 //!
 //! # Layer order
@@ -66,6 +67,11 @@ pub use llm_retry_layer as retry;
 #[cfg(feature = "breaker")]
 pub use llm_breaker_layer as breaker;
 
+/// Ordered fallback across targets with per-target triggers and rewrites, special chains,
+/// bounds and hedging: `llm-fallback-layer`.
+#[cfg(feature = "fallback")]
+pub use llm_fallback_layer as fallback;
+
 /// The names most stacks need, in one import: `use llm_tower::prelude::*;`.
 pub mod prelude {
     pub use llm_core::{
@@ -78,4 +84,7 @@ pub mod prelude {
 
     #[cfg(feature = "breaker")]
     pub use llm_breaker_layer::{BreakerConfig, BreakerLayer};
+
+    #[cfg(feature = "fallback")]
+    pub use llm_fallback_layer::{Chain, Fallback, FallbackConfig, Target};
 }

@@ -55,6 +55,7 @@
 
 pub mod backoff;
 pub mod classify;
+mod clone;
 pub mod config;
 mod cost;
 pub mod delay;
@@ -66,6 +67,7 @@ mod response;
 mod transport;
 
 pub use classify::{Classify, DefaultClassifier, ErrorClassifier, ErrorOutcome, ResponseOutcome};
+pub use clone::{CloneHttpRequest, CloneRequest, NoClone, UseClone};
 pub use config::ConfigError;
 pub use cost::{
     ApproxTokenizer, EstimateTokens, EstimatedCost, ReportsUsage, TokenCost, Tokenizer, Usage,
@@ -77,5 +79,5 @@ pub use error::{
 };
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
 pub use outcome::Outcome;
-pub use request::{AttemptBudget, Deadline, RemainingTargets, RequestExtensions};
+pub use request::{AttemptBudget, Deadline, ModelRequest, RemainingTargets, RequestExtensions};
 pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata};

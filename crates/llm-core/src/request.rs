@@ -64,6 +64,56 @@ pub trait RequestExtensions {
             .and_then(|ext| ext.get::<RemainingTargets>())
             .map_or(0, |remaining| remaining.0)
     }
+
+    /// Records how many fallback targets remain, for the layers further in. The default
+    /// keeps [`RemainingTargets`] in the extensions (which allocates their map on first
+    /// use); a request type with a field of its own overrides both methods.
+    ///
+    /// ```
+    /// use llm_core::RequestExtensions;
+    ///
+    /// let mut req = http::Request::new(());
+    /// req.set_remaining_targets(3);
+    /// assert_eq!(req.remaining_targets(), 3);
+    /// ```
+    fn set_remaining_targets(&mut self, remaining: u32) {
+        if let Some(extensions) = self.request_extensions_mut() {
+            // Nothing to say is the same as zero: do not allocate the map for it.
+            if remaining > 0 || extensions.get::<RemainingTargets>().is_some() {
+                extensions.insert(RemainingTargets(remaining));
+            }
+        }
+    }
+}
+
+/// A request that names a model and generation limits, so that layers can rewrite them:
+/// a fallback to another provider's name for the same model (`gpt-4o` →
+/// `openai/gpt-4o`), to a larger-context model, or with a smaller `max_tokens`. The
+/// providers' `ChatRequest` implements it.
+///
+/// ```
+/// use llm_core::ModelRequest;
+///
+/// struct Prompt { model: String, max_tokens: Option<u32>, temperature: Option<f32> }
+/// impl ModelRequest for Prompt {
+///     fn model(&self) -> &str { &self.model }
+///     fn set_model(&mut self, model: &str) { self.model = model.to_owned() }
+///     fn set_max_tokens(&mut self, max_tokens: u32) { self.max_tokens = Some(max_tokens) }
+///     fn set_temperature(&mut self, temperature: f32) { self.temperature = Some(temperature) }
+/// }
+/// let mut p = Prompt { model: "gpt-4o".into(), max_tokens: None, temperature: None };
+/// p.set_model("openai/gpt-4o");
+/// assert_eq!(p.model(), "openai/gpt-4o");
+/// ```
+pub trait ModelRequest {
+    /// The model the request asks for.
+    fn model(&self) -> &str;
+    /// Asks for `model` instead.
+    fn set_model(&mut self, model: &str);
+    /// Limits the answer to `max_tokens`.
+    fn set_max_tokens(&mut self, max_tokens: u32);
+    /// Samples at `temperature`.
+    fn set_temperature(&mut self, temperature: f32);
 }
 
 impl<B> RequestExtensions for http::Request<B> {

@@ -10,9 +10,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::clone::CloneRequest;
 use crate::policy::{Attempted, GiveUp, GiveUpReason, RetryEvent};
 use crate::service::Retry;
+use llm_core::CloneRequest;
 
 pin_project! {
     /// The future of a [`Retry`] call: an attempt, a wait, readiness, the next attempt.

@@ -8,10 +8,10 @@ use llm_core::{ConfigError, DefaultClassifier, ErrorKinds, Outcome};
 use tower_layer::Layer;
 
 use crate::budget::RetryBudget;
-use crate::clone::UseClone;
 use crate::config::{RetryConfig, Strategy};
 use crate::policy::{GiveUp, OnGiveUp, OnRetry, Policy, RetryEvent, RetryIf};
 use crate::service::Retry;
+use llm_core::UseClone;
 use llm_core::backoff::{Backoff, Jitter};
 
 /// Applies retries to a service: wraps it in [`Retry`].
@@ -331,7 +331,7 @@ impl<C, R> RetryLayerBuilder<C, R> {
         }
     }
 
-    /// Copies requests for further attempts with `cloner` (see [`CloneRequest`](crate::CloneRequest)).
+    /// Copies requests for further attempts with `cloner` (see [`CloneRequest`](llm_core::CloneRequest)).
     pub fn clone_requests_with<R2>(self, cloner: R2) -> RetryLayerBuilder<C, R2> {
         RetryLayerBuilder {
             config: self.config,

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 mod budget;
-mod clone;
 mod config;
 mod future;
 mod layer;
@@ -9,10 +8,10 @@ mod policy;
 mod service;
 
 pub use budget::RetryBudget;
-pub use clone::{CloneHttpRequest, CloneRequest, NoRetry, UseClone};
 pub use config::{BudgetConfig, RetryConfig, Strategy};
 pub use future::ResponseFuture;
 pub use layer::{RetryLayer, RetryLayerBuilder};
 pub use llm_core::backoff::{Backoff, BackoffStrategy, Jitter};
+pub use llm_core::{CloneHttpRequest, CloneRequest, NoClone, UseClone};
 pub use policy::{GiveUp, GiveUpReason, RetryEvent};
 pub use service::Retry;

@@ -8,9 +8,9 @@ use llm_core::{Classify, DefaultClassifier, RequestExtensions, ResponseMetadata}
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::clone::{CloneRequest, UseClone};
 use crate::future::ResponseFuture;
 use crate::policy::Policy;
+use llm_core::{CloneRequest, UseClone};
 
 /// Retries failed calls to the inner service as its [`RetryLayer`](crate::RetryLayer)
 /// says: which failures, how often, after how long.

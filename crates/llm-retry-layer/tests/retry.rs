@@ -8,7 +8,7 @@ use llm_core::{
     AttemptBudget, Deadline, ErrorKind, LlmError, RemainingTargets, RequestExtensions,
     ResponseMetadata,
 };
-use llm_retry_layer::{Backoff, GiveUpReason, Jitter, NoRetry, RetryLayer};
+use llm_retry_layer::{Backoff, GiveUpReason, Jitter, NoClone, RetryLayer};
 use llm_testkit::{ScriptedService, Step, TestResponse};
 use support::{MS, Recorder, exact};
 use tokio::time::Instant;
@@ -393,7 +393,7 @@ async fn requests_that_cannot_be_copied_get_one_attempt() {
     let (svc, calls) = ScriptedService::<Req>::always(fail(ErrorKind::ServerError));
     let svc = rec
         .attach(exact())
-        .clone_requests_with(NoRetry)
+        .clone_requests_with(NoClone)
         .build()
         .unwrap()
         .layer(svc);

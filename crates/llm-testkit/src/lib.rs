@@ -31,8 +31,10 @@
 
 mod probe;
 mod ready;
+mod request;
 mod scripted;
 
 pub use probe::ContractProbe;
 pub use ready::{ReadyService, vars};
+pub use request::TestRequest;
 pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse, TestStream};

@@ -1,9 +1,10 @@
-//! [`CloneRequest`]: how the retry layer keeps a copy of a request for the next attempt.
+//! [`CloneRequest`]: how the retry and fallback layers keep a copy of a request for the next
+//! attempt or the next target.
 
 use http::Request;
 
-/// Makes the copy of a request that the next attempt sends. `None` means the request
-/// cannot be copied: the call gets exactly one attempt.
+/// Makes the copy of a request that the next attempt (or the next fallback target) sends.
+/// `None` means the request cannot be copied: the call gets exactly one attempt.
 ///
 /// The default, [`UseClone`], needs `Req: Clone`. `http::Request` is not `Clone`;
 /// [`CloneHttpRequest`] copies one whose body is (`String`, `Bytes`, `Full<Bytes>`, …).
@@ -11,7 +12,7 @@ use http::Request;
 /// `Fn(&Req) -> Option<Req>` works too — for example `reqwest::Request::try_clone`:
 ///
 /// ```
-/// use llm_retry_layer::CloneRequest;
+/// use llm_core::CloneRequest;
 ///
 /// let try_clone = |req: &reqwest::Request| req.try_clone();
 /// let req = reqwest::Request::new(reqwest::Method::GET, "http://localhost/".parse().unwrap());
@@ -34,7 +35,7 @@ where
 /// Copies requests with `Clone`.
 ///
 /// ```
-/// use llm_retry_layer::{CloneRequest, UseClone};
+/// use llm_core::{CloneRequest, UseClone};
 /// assert_eq!(UseClone.clone_request(&String::from("hi")), Some(String::from("hi")));
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,7 +51,7 @@ impl<Req: Clone> CloneRequest<Req> for UseClone {
 /// extensions and body.
 ///
 /// ```
-/// use llm_retry_layer::{CloneHttpRequest, CloneRequest};
+/// use llm_core::{CloneHttpRequest, CloneRequest};
 ///
 /// let req = http::Request::post("http://api.local/v1").header("x-id", "7").body(String::from("{}")).unwrap();
 /// let copy = CloneHttpRequest.clone_request(&req).unwrap();
@@ -77,13 +78,13 @@ impl<B: Clone> CloneRequest<Request<B>> for CloneHttpRequest {
 /// twice (non-idempotent side effects).
 ///
 /// ```
-/// use llm_retry_layer::{CloneRequest, NoRetry};
-/// assert_eq!(CloneRequest::<u8>::clone_request(&NoRetry, &1), None);
+/// use llm_core::{CloneRequest, NoClone};
+/// assert_eq!(CloneRequest::<u8>::clone_request(&NoClone, &1), None);
 /// ```
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoRetry;
+pub struct NoClone;
 
-impl<Req> CloneRequest<Req> for NoRetry {
+impl<Req> CloneRequest<Req> for NoClone {
     fn clone_request(&self, _request: &Req) -> Option<Req> {
         None
     }

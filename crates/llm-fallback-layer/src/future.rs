@@ -1,0 +1,386 @@
+//! [`ResponseFuture`]: the fallback state machine — start a target when it is ready, watch
+//! up to two calls (the current target and a hedge), move on or finish.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use llm_core::{
+    AttemptBudget, AttemptRecord, Classify, CloneRequest, ErrorKind, FallbackExhausted,
+    RequestExtensions, ResponseMetadata,
+};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::service::{FallbackEvent, FallbackReason, Shared};
+
+/// A target whose readiness is being awaited before its call.
+struct Starting<S> {
+    target: usize,
+    service: S,
+}
+
+/// Everything but the two pinned calls.
+struct Core<S, Req, C, R> {
+    shared: Arc<Shared<S, Req>>,
+    classifier: C,
+    cloner: R,
+    // The original request, copied for each target; `None` once it was sent as it is.
+    request: Option<Req>,
+    // Targets before this index have been started.
+    next: usize,
+    starting: Option<Starting<S>>,
+    first_target: usize,
+    second_target: usize,
+    hedge_timer: Option<Pin<Box<Sleep>>>,
+    hedges: u32,
+    failures: Vec<AttemptRecord>,
+    // The request's attempt budget, kept apart: the last target takes the request itself.
+    budget: Option<AttemptBudget>,
+}
+
+enum Step<T> {
+    Return(T),
+    Continue,
+}
+
+pin_project! {
+    /// The future of a [`Fallback`](crate::Fallback) call.
+    pub struct ResponseFuture<S, Req, C, R>
+    where
+        S: Service<Req>,
+    {
+        core: Core<S, Req, C, R>,
+        #[pin]
+        first: Option<S::Future>,
+        #[pin]
+        second: Option<S::Future>,
+    }
+}
+
+impl<S, Req, C, R> fmt::Debug for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("next", &self.core.next)
+            .field("failures", &self.core.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req> + Clone,
+    Req: RequestExtensions,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared<S, Req>>,
+        classifier: C,
+        cloner: R,
+        mut request: Req,
+    ) -> Self {
+        if let Some(max) = shared.max_attempts {
+            if request.attempt_budget().is_none() {
+                if let Some(extensions) = request.request_extensions_mut() {
+                    extensions.insert(AttemptBudget::new(max));
+                }
+            }
+        }
+        let budget = request.attempt_budget().cloned();
+        let starting = Starting {
+            target: 0,
+            service: shared.targets[0].service.clone(),
+        };
+        ResponseFuture {
+            core: Core {
+                shared,
+                classifier,
+                cloner,
+                request: Some(request),
+                next: 1,
+                starting: Some(starting),
+                first_target: 0,
+                second_target: 0,
+                hedge_timer: None,
+                hedges: 0,
+                failures: Vec::new(),
+                budget,
+            },
+            first: None,
+            second: None,
+        }
+    }
+}
+
+impl<S, Req, C, R> Core<S, Req, C, R>
+where
+    S: Service<Req> + Clone,
+    S::Response: ResponseMetadata,
+    S::Error: From<FallbackExhausted> + fmt::Display,
+    C: Classify<S::Response, S::Error>,
+    R: CloneRequest<Req>,
+    Req: RequestExtensions,
+{
+    /// The request for `target`: a copy (the original for the last target, or when it
+    /// cannot be copied), rewritten, told how many targets remain after it.
+    fn request_for(&mut self, target: usize) -> Option<Req> {
+        let last = target + 1 == self.shared.targets.len();
+        let original = self.request.as_ref()?;
+        let mut request = match (last, self.cloner.clone_request(original)) {
+            (false, Some(copy)) => copy,
+            _ => self.request.take()?,
+        };
+        if let Some(rewrite) = &self.shared.targets[target].rewrite {
+            rewrite(&mut request);
+        }
+        request.set_remaining_targets((self.shared.targets.len() - target - 1) as u32);
+        Some(request)
+    }
+
+    /// Whether another target may start now: the deadline has not passed and the attempt
+    /// budget is not spent.
+    fn may_start_another(&self) -> bool {
+        let in_time = self
+            .request
+            .as_ref()
+            .is_some_and(|r| !r.deadline().is_some_and(|d| d.is_expired()));
+        in_time && self.budget.as_ref().is_none_or(|b| b.remaining() != 0)
+    }
+
+    fn schedule(&mut self, target: usize, reason: FallbackReason) {
+        let shared = &self.shared;
+        let event = FallbackEvent {
+            from: shared.targets[self.next.saturating_sub(1).min(shared.targets.len() - 1)]
+                .name
+                .clone(),
+            to: shared.targets[target].name.clone(),
+            reason,
+        };
+        tracing::info!(
+            from = &*event.from,
+            to = &*event.to,
+            hedge = matches!(event.reason, FallbackReason::Hedged { .. }),
+            "falling back"
+        );
+        if let Some(hook) = &shared.on_fallback {
+            hook(&event);
+        }
+        self.starting = Some(Starting {
+            target,
+            service: shared.targets[target].service.clone(),
+        });
+        self.next = target + 1;
+    }
+
+    fn arm_hedge(&mut self, slots_busy: usize) {
+        let Some(after) = self.shared.hedge_after else {
+            return;
+        };
+        if slots_busy < 2
+            && self.hedges < self.shared.max_hedges
+            && self.shared.next_regular(self.next).is_some()
+        {
+            self.hedge_timer = Some(Box::pin(tokio::time::sleep(after)));
+        }
+    }
+
+    fn exhausted(&mut self) -> S::Error {
+        let attempts = std::mem::take(&mut self.failures);
+        tracing::warn!(attempts = attempts.len(), "every fallback target failed");
+        S::Error::from(FallbackExhausted::new(attempts))
+    }
+
+    /// Handles a finished call of `target`: finish, move on, or wait for the other call.
+    fn on_result(
+        &mut self,
+        target: usize,
+        mut result: Result<S::Response, S::Error>,
+        other_busy: bool,
+    ) -> Step<Result<S::Response, S::Error>> {
+        let outcome = self.classifier.classify(result.as_ref());
+        let Some(kind) = outcome.kind() else {
+            self.record_success(target, &mut result);
+            return Step::Return(result);
+        };
+        let shared = self.shared.clone();
+        let failed = &shared.targets[target];
+        let moves_on =
+            failed.trigger.moves_on(&outcome, kind) || shared.special_chain_for(self.next, kind);
+        if !moves_on {
+            return Step::Return(result);
+        }
+        let message = match &result {
+            Err(err) => err.to_string(),
+            Ok(_) => format!("response classified as {kind}"),
+        };
+        self.failures.push(AttemptRecord {
+            target: failed.name.clone(),
+            kind,
+            message: message.clone(),
+            retry_after: outcome.retry_after(),
+        });
+        if other_busy || self.starting.is_some() {
+            return Step::Continue;
+        }
+        match shared
+            .next_for(self.next, kind)
+            .filter(|_| self.may_start_another())
+        {
+            Some(next) => {
+                self.schedule(next, FallbackReason::Failed { kind, message });
+                Step::Continue
+            }
+            None => Step::Return(Err(self.exhausted())),
+        }
+    }
+
+    fn record_success(&mut self, target: usize, result: &mut Result<S::Response, S::Error>) {
+        let Ok(response) = result else { return };
+        let budget_used = self.budget.as_ref().map(AttemptBudget::used);
+        if let Some(meta) = response.metadata_mut() {
+            meta.target = Some(self.shared.targets[target].name.clone());
+            meta.fallbacks = self.failures.len() as u32;
+            // NOTE: exact with an attempt budget; otherwise the answering target's own count
+            // plus one per failed target (a retry inside a failed target is not visible here).
+            meta.attempts = budget_used
+                .unwrap_or(meta.attempts + self.failures.len() as u32)
+                .max(1);
+        }
+    }
+}
+
+impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req> + Clone,
+    S::Response: ResponseMetadata,
+    S::Error: From<FallbackExhausted> + fmt::Display,
+    C: Classify<S::Response, S::Error>,
+    R: CloneRequest<Req>,
+    Req: RequestExtensions,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let core = &mut *this.core;
+        loop {
+            let mut progressed = false;
+
+            // 1. A target waiting for readiness.
+            if let Some(starting) = core.starting.as_mut() {
+                match starting.service.poll_ready(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Err(err)) => {
+                        let target = starting.target;
+                        core.starting = None;
+                        progressed = true;
+                        let busy = this.first.is_some() || this.second.is_some();
+                        if let Step::Return(out) = core.on_result(target, Err(err), busy) {
+                            this.first.set(None);
+                            this.second.set(None);
+                            return Poll::Ready(out);
+                        }
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let Starting {
+                            target,
+                            mut service,
+                        } = core.starting.take().expect("checked above");
+                        progressed = true;
+                        match core.request_for(target) {
+                            Some(request) => {
+                                let call = service.call(request);
+                                if this.first.is_none() {
+                                    this.first.set(Some(call));
+                                    core.first_target = target;
+                                } else {
+                                    this.second.set(Some(call));
+                                    core.second_target = target;
+                                }
+                                let busy = usize::from(this.first.is_some())
+                                    + usize::from(this.second.is_some());
+                                core.arm_hedge(busy);
+                            }
+                            // The request was sent as it was and cannot be copied again.
+                            None if this.first.is_none() && this.second.is_none() => {
+                                return Poll::Ready(Err(core.exhausted()));
+                            }
+                            None => {}
+                        }
+                    }
+                }
+            }
+
+            // 2. The calls in flight.
+            if let Some(call) = this.first.as_mut().as_pin_mut() {
+                if let Poll::Ready(result) = call.poll(cx) {
+                    this.first.set(None);
+                    progressed = true;
+                    let busy = this.second.is_some();
+                    if let Step::Return(out) = core.on_result(core.first_target, result, busy) {
+                        // The answer wins: the other call, if any, is dropped (cancelled).
+                        this.second.set(None);
+                        return Poll::Ready(out);
+                    }
+                }
+            }
+            if let Some(call) = this.second.as_mut().as_pin_mut() {
+                if let Poll::Ready(result) = call.poll(cx) {
+                    this.second.set(None);
+                    progressed = true;
+                    let busy = this.first.is_some();
+                    if let Step::Return(out) = core.on_result(core.second_target, result, busy) {
+                        this.first.set(None);
+                        return Poll::Ready(out);
+                    }
+                }
+            }
+            if core.starting.is_none() && this.first.is_none() && this.second.is_none() {
+                // Both calls ended in failures that moved on while another was in flight:
+                // pick the next target for the last failure now.
+                let kind = core.failures.last().map_or(ErrorKind::Other, |f| f.kind);
+                match core
+                    .shared
+                    .next_for(core.next, kind)
+                    .filter(|_| core.may_start_another())
+                {
+                    Some(next) => {
+                        let message = core
+                            .failures
+                            .last()
+                            .map(|f| f.message.clone())
+                            .unwrap_or_default();
+                        core.schedule(next, FallbackReason::Failed { kind, message });
+                        continue;
+                    }
+                    None => return Poll::Ready(Err(core.exhausted())),
+                }
+            }
+
+            // 3. The hedge timer.
+            if let Some(timer) = core.hedge_timer.as_mut() {
+                if timer.as_mut().poll(cx).is_ready() {
+                    core.hedge_timer = None;
+                    progressed = true;
+                    let free = this.first.is_none() || this.second.is_none();
+                    if free && core.starting.is_none() && core.may_start_another() {
+                        if let Some(hedge) = core.shared.next_regular(core.next) {
+                            core.hedges += 1;
+                            let after = core.shared.hedge_after.unwrap_or_default();
+                            core.schedule(hedge, FallbackReason::Hedged { after });
+                        }
+                    }
+                }
+            }
+
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+}
