@@ -11,8 +11,9 @@
 //! | [`retry`] (`llm-retry-layer`) | `retry` (default) | retries with backoff, jitter, Retry-After, budgets, deadlines |
 //! | [`breaker`] (`llm-breaker-layer`) | `breaker` (default) | circuit breaker: failure-rate and slow-call windows, half-open probes, keyed breakers |
 //! | [`fallback`] (`llm-fallback-layer`) | `fallback` (default) | ordered fallback: triggers, rewrites, context-window and content-policy chains, bounds, hedging |
+//! | [`ratelimit`] (`llm-ratelimit-layer`) | `ratelimit` (default) | requests and tokens per interval, reconciliation, provider feedback, keyed limits |
 //!
-//! The rate-limit and provider crates join the facade behind
+//! The provider crate joins the facade behind
 //! features of their own names as they land; `full` enables everything.
 //!
 //! # Layer order
@@ -72,6 +73,11 @@ pub use llm_breaker_layer as breaker;
 #[cfg(feature = "fallback")]
 pub use llm_fallback_layer as fallback;
 
+/// Requests and tokens per interval with reconciliation, provider feedback and keyed
+/// limits: `llm-ratelimit-layer`.
+#[cfg(feature = "ratelimit")]
+pub use llm_ratelimit_layer as ratelimit;
+
 /// The names most stacks need, in one import: `use llm_tower::prelude::*;`.
 pub mod prelude {
     pub use llm_core::{
@@ -87,4 +93,7 @@ pub mod prelude {
 
     #[cfg(feature = "fallback")]
     pub use llm_fallback_layer::{Chain, Fallback, FallbackConfig, Target};
+
+    #[cfg(feature = "ratelimit")]
+    pub use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
 }

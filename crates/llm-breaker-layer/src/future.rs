@@ -123,8 +123,8 @@ where
                         // NOTE: a stream's first chunk is not its outcome: record when it ends
                         // (DESIGN §4), timing slowness to this first response.
                         let at = guard.breaker.needs_clock().then(Instant::now);
-                        response.observe_end(EndObserver::new(move |outcome| {
-                            guard.finish(call_result(&outcome, counted), at);
+                        response.observe_end(EndObserver::new(move |end| {
+                            guard.finish(call_result(&end.outcome, counted), at);
                         }));
                     }
                     _ => guard.finish(call, None),

@@ -183,6 +183,22 @@ pub struct EstimatedCost<T = ApproxTokenizer> {
     tokenizer: T,
 }
 
+impl EstimatedCost {
+    /// Prices requests with the [`ApproxTokenizer`] (about four characters per token).
+    ///
+    /// ```
+    /// let cost = llm_core::EstimatedCost::approximate();
+    /// # let _ = cost;
+    /// ```
+    pub const fn approximate() -> Self {
+        EstimatedCost {
+            tokenizer: ApproxTokenizer {
+                chars_per_token: 4.0,
+            },
+        }
+    }
+}
+
 impl<T> EstimatedCost<T> {
     /// Prices requests with `tokenizer`.
     pub const fn new(tokenizer: T) -> Self {

@@ -261,7 +261,6 @@ pub fn server_delay(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 /// assert_eq!(info.exhausted_reset(), Some(Duration::from_secs(1)));
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct RateLimitInfo {
     /// Requests allowed per window.
     pub limit_requests: Option<u64>,

@@ -80,4 +80,4 @@ pub use error::{
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
 pub use outcome::Outcome;
 pub use request::{AttemptBudget, Deadline, ModelRequest, RemainingTargets, RequestExtensions};
-pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata};
+pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata, StreamEnd};

@@ -91,41 +91,60 @@ impl<B> ResponseMetadata for http::Response<B> {
     }
 }
 
-/// Told once how a streamed response ended: [`Outcome::success`] when its terminator
-/// arrived, a failure (typically [`ErrorKind::StreamInterrupted`](crate::ErrorKind)) when it
-/// broke. Dropped without being told — the caller dropped the stream — it reports
-/// [`ErrorKind::Cancelled`](crate::ErrorKind), so whatever it guards (a probe slot, a limiter
-/// reservation) is released either way.
+/// How a streamed response ended: its outcome and, when the provider reported it, the
+/// tokens it consumed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamEnd {
+    /// Success when the terminator arrived; a failure (typically `StreamInterrupted`) when
+    /// the stream broke; `Cancelled` when the caller dropped it.
+    pub outcome: crate::Outcome,
+    /// The usage the stream reported (OpenAI's usage chunk, Anthropic's `message_delta`).
+    pub usage: Option<crate::Usage>,
+}
+
+impl StreamEnd {
+    /// A stream that ended with `outcome`, reporting `usage`.
+    pub fn new(outcome: crate::Outcome, usage: Option<crate::Usage>) -> Self {
+        StreamEnd { outcome, usage }
+    }
+}
+
+/// Told once how a streamed response ended ([`StreamEnd`]): [`Outcome::success`] when its
+/// terminator arrived, a failure (typically [`ErrorKind::StreamInterrupted`](crate::ErrorKind))
+/// when it broke, with the usage the stream reported. Dropped without being told — the caller
+/// dropped the stream — it reports [`ErrorKind::Cancelled`](crate::ErrorKind), so whatever it
+/// guards (a probe slot, a limiter reservation) is released either way.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use llm_core::{EndObserver, ErrorKind, Outcome};
+/// use llm_core::{EndObserver, ErrorKind, Outcome, StreamEnd};
 ///
 /// let seen = Arc::new(Mutex::new(Vec::new()));
 /// let log = seen.clone();
-/// let observer = EndObserver::new(move |outcome: Outcome| log.lock().unwrap().push(outcome.kind()));
-/// observer.finish(Outcome::failure(ErrorKind::StreamInterrupted));
+/// let observer = EndObserver::new(move |end: StreamEnd| log.lock().unwrap().push(end.outcome.kind()));
+/// observer.finish(StreamEnd::new(Outcome::failure(ErrorKind::StreamInterrupted), None));
 ///
 /// let log = seen.clone();
-/// drop(EndObserver::new(move |outcome: Outcome| log.lock().unwrap().push(outcome.kind())));
+/// drop(EndObserver::new(move |end: StreamEnd| log.lock().unwrap().push(end.outcome.kind())));
 /// assert_eq!(*seen.lock().unwrap(), [Some(ErrorKind::StreamInterrupted), Some(ErrorKind::Cancelled)]);
 /// ```
 pub struct EndObserver {
-    callback: Option<Box<dyn FnOnce(crate::Outcome) + Send>>,
+    callback: Option<Box<dyn FnOnce(StreamEnd) + Send>>,
 }
 
 impl EndObserver {
     /// An observer that calls `callback` once with the stream's final outcome.
-    pub fn new(callback: impl FnOnce(crate::Outcome) + Send + 'static) -> Self {
+    pub fn new(callback: impl FnOnce(StreamEnd) + Send + 'static) -> Self {
         EndObserver {
             callback: Some(Box::new(callback)),
         }
     }
 
     /// Reports how the stream ended.
-    pub fn finish(mut self, outcome: crate::Outcome) {
+    pub fn finish(mut self, end: StreamEnd) {
         if let Some(callback) = self.callback.take() {
-            callback(outcome);
+            callback(end);
         }
     }
 }
@@ -133,7 +152,10 @@ impl EndObserver {
 impl Drop for EndObserver {
     fn drop(&mut self) {
         if let Some(callback) = self.callback.take() {
-            callback(crate::Outcome::failure(crate::ErrorKind::Cancelled));
+            callback(StreamEnd::new(
+                crate::Outcome::failure(crate::ErrorKind::Cancelled),
+                None,
+            ));
         }
     }
 }
@@ -155,7 +177,7 @@ impl std::fmt::Debug for EndObserver {
 /// [`finish`](EndObserver::finish) them when its terminator arrives or it breaks.
 ///
 /// ```
-/// use llm_core::{EndObserver, ObserveEnd, Outcome};
+/// use llm_core::{EndObserver, ObserveEnd, Outcome, StreamEnd};
 ///
 /// struct Chunks { observers: Vec<EndObserver> }
 /// impl ObserveEnd for Chunks {
@@ -164,7 +186,7 @@ impl std::fmt::Debug for EndObserver {
 /// }
 /// impl Chunks {
 ///     fn terminator_arrived(&mut self) {
-///         for observer in self.observers.drain(..) { observer.finish(Outcome::success()) }
+///         for observer in self.observers.drain(..) { observer.finish(StreamEnd::new(Outcome::success(), None)) }
 ///     }
 /// }
 /// ```
@@ -189,6 +211,11 @@ macro_rules! plain_response {
         $(
             impl ResponseMetadata for $ty {}
             impl ObserveEnd for $ty {}
+            impl crate::ReportsUsage for $ty {
+                fn usage(&self) -> Option<crate::Usage> {
+                    None
+                }
+            }
             impl crate::ResponseOutcome for $ty {
                 fn response_outcome(&self) -> crate::Outcome {
                     crate::Outcome::success()

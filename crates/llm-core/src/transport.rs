@@ -78,3 +78,10 @@ impl crate::response::ResponseMetadata for reqwest::Response {
 
 #[cfg(feature = "reqwest")]
 impl crate::response::ObserveEnd for reqwest::Response {}
+
+#[cfg(feature = "reqwest")]
+impl crate::cost::ReportsUsage for reqwest::Response {
+    fn usage(&self) -> Option<crate::cost::Usage> {
+        self.extensions().get::<crate::cost::Usage>().copied()
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use llm_core::{
     EndObserver, ErrorKind, LlmError, ObserveEnd, Outcome, ReportsUsage, ResponseMeta,
-    ResponseMetadata, ResponseOutcome, Usage,
+    ResponseMetadata, ResponseOutcome, StreamEnd, Usage,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -311,18 +311,26 @@ impl TestStream {
 
     /// Ends the stream with its terminator: a success.
     pub fn finish(self) {
-        self.end(Outcome::success());
+        self.end(StreamEnd::new(Outcome::success(), None));
+    }
+
+    /// Ends the stream with its terminator, reporting `usage` (as a final usage chunk does).
+    pub fn finish_with_usage(self, usage: Usage) {
+        self.end(StreamEnd::new(Outcome::success(), Some(usage)));
     }
 
     /// Breaks the stream after output began: a `StreamInterrupted` failure.
     pub fn interrupt(self) {
-        self.end(Outcome::failure(ErrorKind::StreamInterrupted));
+        self.end(StreamEnd::new(
+            Outcome::failure(ErrorKind::StreamInterrupted),
+            None,
+        ));
     }
 
-    /// Ends the stream with `outcome`.
-    pub fn end(mut self, outcome: Outcome) {
+    /// Ends the stream as `end` says.
+    pub fn end(mut self, end: StreamEnd) {
         for observer in self.observers.drain(..) {
-            observer.finish(outcome);
+            observer.finish(end);
         }
     }
 
@@ -345,6 +353,13 @@ impl ObserveEnd for TestStream {
 impl ResponseOutcome for TestStream {
     fn response_outcome(&self) -> Outcome {
         Outcome::success()
+    }
+}
+
+impl ReportsUsage for TestStream {
+    fn usage(&self) -> Option<Usage> {
+        // Known only at the end of the stream: see `finish_with_usage`.
+        None
     }
 }
 

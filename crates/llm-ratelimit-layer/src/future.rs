@@ -1,0 +1,332 @@
+//! [`ResponseFuture`]: admission (at once, after a wait, or rejected), the call, and the
+//! feedback its result gives the limiter.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use llm_core::{
+    Classify, EndObserver, ErrorKind, LimitReason, LocalRateLimited, ObserveEnd, ReportsUsage,
+    RequestExtensions, TokenCost,
+};
+use pin_project_lite::pin_project;
+use tokio::sync::{AcquireError, OwnedSemaphorePermit};
+use tokio::time::Sleep;
+use tower_service::Service;
+
+use crate::config::Mode;
+use crate::gcra::Grant;
+use crate::layer::{KeyOf, Shared, Stats};
+use crate::store::{RateLimitStore, StoreReply};
+
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// A grant not yet used: handed back to the store if the future is dropped before the call.
+struct Held<St: RateLimitStore<K>, K> {
+    store: Arc<St>,
+    key: K,
+    grant: Grant,
+    sent: bool,
+}
+
+impl<St: RateLimitStore<K>, K> Drop for Held<St, K> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.store.release(&self.key, &self.grant);
+        }
+    }
+}
+
+/// Counts a request as waiting while it lives.
+struct Waiting(Arc<Stats>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // Waiting for a concurrency permit.
+        Permit { acquire: Boxed<Result<OwnedSemaphorePermit, AcquireError>> },
+        // Waiting for a store that answers later.
+        Acquiring { pending: Boxed<Result<Grant, LocalRateLimited>> },
+        // Waiting for the reserved slot.
+        Sleeping { #[pin] sleep: Sleep },
+        // Waiting for the inner service's readiness after a wait.
+        Readying,
+        Called { #[pin] future: F },
+        Rejected { error: Option<LocalRateLimited> },
+    }
+}
+
+pin_project! {
+    /// The future of a [`RateLimit`](crate::RateLimit) call.
+    pub struct ResponseFuture<S, Req, St, KF, C, Cl>
+    where
+        S: Service<Req>,
+        KF: KeyOf<Req>,
+        St: RateLimitStore<KF::Key>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        shared: Arc<Shared<St, KF, C, Cl>>,
+        key: Option<KF::Key>,
+        tokens: u64,
+        max_wait: Duration,
+        held: Option<Held<St, KF::Key>>,
+        permit: Option<OwnedSemaphorePermit>,
+        waiting: Option<Waiting>,
+        // Only when the call could not go at once: a clone of the inner service (polled for
+        // readiness before the call) and the request.
+        service: Option<S>,
+        request: Option<Req>,
+    }
+}
+
+impl<S, Req, St, KF, C, Cl> fmt::Debug for ResponseFuture<S, Req, St, KF, C, Cl>
+where
+    S: Service<Req>,
+    KF: KeyOf<Req>,
+    St: RateLimitStore<KF::Key>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("tokens", &self.tokens)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, St, KF, C, Cl> ResponseFuture<S, Req, St, KF, C, Cl>
+where
+    S: Service<Req> + Clone,
+    KF: KeyOf<Req>,
+    St: RateLimitStore<KF::Key>,
+    C: TokenCost<Req>,
+    Req: RequestExtensions,
+{
+    pub(crate) fn start(inner: &mut S, shared: Arc<Shared<St, KF, C, Cl>>, request: Req) -> Self {
+        let key = shared.key_of.key_of(&request);
+        let tokens = shared.cost.cost(&request);
+        let max_wait = match shared.mode {
+            Mode::Reject => Duration::ZERO,
+            Mode::Wait => request
+                .deadline()
+                .map_or(shared.max_wait, |d| d.remaining().min(shared.max_wait)),
+        };
+        let mut future = ResponseFuture {
+            state: State::Readying,
+            shared,
+            key: Some(key),
+            tokens,
+            max_wait,
+            held: None,
+            permit: None,
+            waiting: None,
+            service: None,
+            request: None,
+        };
+        if let Some(semaphore) = &future.shared.semaphore {
+            match semaphore.clone().try_acquire_owned() {
+                Ok(permit) => future.permit = Some(permit),
+                Err(_) if future.shared.mode == Mode::Reject => {
+                    return future.reject(LocalRateLimited::new(LimitReason::Concurrency, None));
+                }
+                Err(_) => {
+                    future.state = State::Permit {
+                        acquire: Box::pin(semaphore.clone().acquire_owned()),
+                    };
+                    future.wait_with(inner, request);
+                    return future;
+                }
+            }
+        }
+        let key = future.key.as_ref().expect("set above");
+        match future.shared.store.acquire(key, tokens, max_wait) {
+            StoreReply::Ready(Ok(grant)) if grant.wait.is_zero() => {
+                future.hold(grant, true);
+                future.state = State::Called {
+                    future: inner.call(request),
+                };
+            }
+            StoreReply::Ready(Ok(grant)) => {
+                future.hold(grant, false);
+                future.state = State::Sleeping {
+                    sleep: tokio::time::sleep(grant.wait),
+                };
+                future.wait_with(inner, request);
+            }
+            StoreReply::Ready(Err(err)) => return future.reject(err),
+            StoreReply::Pending(pending) => {
+                future.state = State::Acquiring { pending };
+                future.wait_with(inner, request);
+            }
+        }
+        future
+    }
+
+    fn reject(mut self, err: LocalRateLimited) -> Self {
+        self.shared.rejected(&err);
+        self.state = State::Rejected { error: Some(err) };
+        self
+    }
+
+    fn wait_with(&mut self, inner: &S, request: Req) {
+        // NOTE: the service polled ready is left for the next call; this clone is polled
+        // again when the wait is over.
+        self.service = Some(inner.clone());
+        self.request = Some(request);
+        self.shared.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        self.waiting = Some(Waiting(self.shared.stats.clone()));
+    }
+
+    fn hold(&mut self, grant: Grant, sent: bool) {
+        let key = self.key.take().expect("the key is held once");
+        self.held = Some(Held {
+            store: self.shared.store.clone(),
+            key,
+            grant,
+            sent,
+        });
+        if sent {
+            self.shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S, Req, St, KF, C, Cl> Future for ResponseFuture<S, Req, St, KF, C, Cl>
+where
+    S: Service<Req>,
+    S::Error: From<LocalRateLimited>,
+    S::Response: ReportsUsage + ObserveEnd,
+    KF: KeyOf<Req>,
+    St: RateLimitStore<KF::Key>,
+    Cl: Classify<S::Response, S::Error>,
+{
+    type Output = Result<S::Response, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Rejected { error } => {
+                    let error = error
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Err(S::Error::from(error)));
+                }
+                StateProj::Permit { acquire } => {
+                    let permit = ready!(acquire.as_mut().poll(cx))
+                        .expect("the limiter never closes its semaphore");
+                    *this.permit = Some(permit);
+                    let key = this.key.as_ref().expect("the key is held until admission");
+                    match this.shared.store.acquire(key, *this.tokens, *this.max_wait) {
+                        StoreReply::Ready(Ok(grant)) => {
+                            let sleep = tokio::time::sleep(grant.wait);
+                            let key = this.key.take().expect("the key is held once");
+                            *this.held = Some(Held {
+                                store: this.shared.store.clone(),
+                                key,
+                                grant,
+                                sent: false,
+                            });
+                            this.state.set(State::Sleeping { sleep });
+                        }
+                        StoreReply::Ready(Err(err)) => {
+                            this.shared.rejected(&err);
+                            this.state.set(State::Rejected { error: Some(err) });
+                        }
+                        StoreReply::Pending(pending) => {
+                            this.state.set(State::Acquiring { pending });
+                        }
+                    }
+                }
+                StateProj::Acquiring { pending } => match ready!(pending.as_mut().poll(cx)) {
+                    Ok(grant) => {
+                        let sleep = tokio::time::sleep(grant.wait);
+                        let key = this.key.take().expect("the key is held once");
+                        *this.held = Some(Held {
+                            store: this.shared.store.clone(),
+                            key,
+                            grant,
+                            sent: false,
+                        });
+                        this.state.set(State::Sleeping { sleep });
+                    }
+                    Err(err) => {
+                        this.shared.rejected(&err);
+                        this.state.set(State::Rejected { error: Some(err) });
+                    }
+                },
+                StateProj::Sleeping { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    let service = this
+                        .service
+                        .as_mut()
+                        .expect("a waiting call keeps a service");
+                    ready!(service.poll_ready(cx))?;
+                    let request = this
+                        .request
+                        .take()
+                        .expect("a waiting call keeps its request");
+                    if let Some(held) = this.held.as_mut() {
+                        held.sent = true;
+                    }
+                    *this.waiting = None;
+                    this.shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
+                    let future = service.call(request);
+                    this.state.set(State::Called { future });
+                }
+                StateProj::Called { future } => {
+                    let mut result = ready!(future.poll(cx));
+                    let outcome = this.shared.classifier.classify(result.as_ref());
+                    let held = this.held.take().expect("a call is made with a grant");
+                    let store = &held.store;
+                    if outcome.kind() == Some(ErrorKind::RateLimited) {
+                        if let Some(delay) = outcome.retry_after() {
+                            // NOTE: the provider's pause holds for everyone sharing this limiter.
+                            store.pause(&held.key, delay);
+                        }
+                    }
+                    if !outcome.rate_limit().is_empty() {
+                        store.observe(&held.key, outcome.rate_limit());
+                    }
+                    let permit = this.permit.take();
+                    match &mut result {
+                        Ok(response) if outcome.is_success() && response.ends_later() => {
+                            if held.grant.tokens > 0 || permit.is_some() {
+                                response.observe_end(EndObserver::new(move |end| {
+                                    if let Some(usage) = end.usage {
+                                        held.store.reconcile(
+                                            &held.key,
+                                            &held.grant,
+                                            usage.total_tokens,
+                                        );
+                                    }
+                                    drop(permit);
+                                }));
+                            }
+                        }
+                        Ok(response) => {
+                            if let Some(usage) = response.usage() {
+                                store.reconcile(&held.key, &held.grant, usage.total_tokens);
+                            }
+                        }
+                        // A failed call is not billed: its estimate goes back.
+                        Err(_) => store.reconcile(&held.key, &held.grant, 0),
+                    }
+                    return Poll::Ready(result);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! [`RateLimitLayer`], its builder, [`RateLimit`], and [`RateLimitHandle`].
+
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use llm_core::{
+    Classify, ConfigError, DefaultClassifier, LocalRateLimited, ObserveEnd, ReportsUsage,
+    RequestExtensions, TokenCost,
+};
+use tokio::sync::Semaphore;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::{Mode, RateLimitConfig};
+use crate::future::ResponseFuture;
+use crate::gcra::Capacity;
+use crate::store::{KeyedLocalStore, LocalStore, RateLimitStore};
+
+/// Picks the key a request is limited under (API key, user, model, host).
+pub trait KeyOf<Req> {
+    /// The key type.
+    type Key: Clone + Send + Sync + 'static;
+    /// The key of `request`.
+    fn key_of(&self, request: &Req) -> Self::Key;
+}
+
+/// Every request under one key: an unkeyed limiter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoKey;
+
+impl<Req> KeyOf<Req> for NoKey {
+    type Key = ();
+    fn key_of(&self, _: &Req) {}
+}
+
+impl<F, Req, K> KeyOf<Req> for F
+where
+    F: Fn(&Req) -> K,
+    K: Clone + Send + Sync + 'static,
+{
+    type Key = K;
+    fn key_of(&self, request: &Req) -> K {
+        self(request)
+    }
+}
+
+/// Prices every request at zero tokens: for limiters of requests only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoTokenCost;
+
+impl<Req> TokenCost<Req> for NoTokenCost {
+    fn cost(&self, _: &Req) -> u64 {
+        0
+    }
+}
+
+/// Counters a [`RateLimitHandle`] reads.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) waiting: AtomicUsize,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+pub(crate) type OnRejected = Arc<dyn Fn(&LocalRateLimited) + Send + Sync>;
+
+/// Everything a limiter's services share.
+pub(crate) struct Shared<St, KF, C, Cl> {
+    pub(crate) store: Arc<St>,
+    pub(crate) key_of: KF,
+    pub(crate) cost: C,
+    pub(crate) classifier: Cl,
+    pub(crate) mode: Mode,
+    pub(crate) max_wait: Duration,
+    pub(crate) semaphore: Option<Arc<Semaphore>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) on_rejected: Option<OnRejected>,
+}
+
+impl<St, KF, C, Cl> Shared<St, KF, C, Cl> {
+    pub(crate) fn rejected(&self, err: &LocalRateLimited) {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            retry_after_ms = err.retry_after().map(|d| d.as_millis() as u64),
+            "rate limited locally"
+        );
+        if let Some(hook) = &self.on_rejected {
+            hook(err);
+        }
+    }
+}
+
+/// Applies requests-per-interval, tokens-per-interval and concurrency limits to a service.
+/// Every clone of the layer and of its services shares one store: axum's per-request clones
+/// see one limit, with no `Buffer`.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_core::ErrorKind;
+/// use llm_ratelimit_layer::{Mode, Rate, RateLimitConfig, RateLimitLayer};
+/// use llm_testkit::{ScriptedService, Step, TestResponse};
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let config = RateLimitConfig { requests: Some(Rate::per_minute(60).burst(2)), mode: Mode::Reject, ..Default::default() };
+/// let limit = RateLimitLayer::builder().config(config).build().unwrap();
+/// let (provider, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
+/// let svc = limit.layer(provider);
+///
+/// svc.clone().oneshot(1).await.unwrap();
+/// svc.clone().oneshot(2).await.unwrap();
+/// let err = svc.clone().oneshot(3).await.unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::LocalRateLimited);
+/// assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+/// # }
+/// ```
+pub struct RateLimitLayer<St = LocalStore, KF = NoKey, C = NoTokenCost, Cl = DefaultClassifier> {
+    shared: Arc<Shared<St, KF, C, Cl>>,
+}
+
+impl RateLimitLayer {
+    /// A builder (the configuration must set at least one limit).
+    pub fn builder() -> RateLimitLayerBuilder {
+        RateLimitLayerBuilder {
+            config: RateLimitConfig::default(),
+            cost: NoTokenCost,
+            classifier: DefaultClassifier,
+            on_rejected: None,
+        }
+    }
+
+    /// A layer with `config`, limiting every request under one key.
+    pub fn new(config: RateLimitConfig) -> Result<Self, ConfigError> {
+        RateLimitLayer::builder().config(config).build()
+    }
+}
+
+impl<St, KF, C, Cl> RateLimitLayer<St, KF, C, Cl> {
+    /// Reads the limiter's capacity and counters.
+    pub fn handle(&self) -> RateLimitHandle<St> {
+        RateLimitHandle {
+            store: self.shared.store.clone(),
+            stats: self.shared.stats.clone(),
+        }
+    }
+}
+
+impl<St, KF, C, Cl> Clone for RateLimitLayer<St, KF, C, Cl> {
+    fn clone(&self) -> Self {
+        RateLimitLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<St, KF, C, Cl> fmt::Debug for RateLimitLayer<St, KF, C, Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayer")
+            .field("mode", &self.shared.mode)
+            .field("max_wait", &self.shared.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, KF, C, Cl> Layer<S> for RateLimitLayer<St, KF, C, Cl> {
+    type Service = RateLimit<S, St, KF, C, Cl>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Builds a [`RateLimitLayer`]; the build checks every setting and names the field at fault.
+pub struct RateLimitLayerBuilder<C = NoTokenCost, Cl = DefaultClassifier> {
+    config: RateLimitConfig,
+    cost: C,
+    classifier: Cl,
+    on_rejected: Option<OnRejected>,
+}
+
+impl<C, Cl> fmt::Debug for RateLimitLayerBuilder<C, Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitLayerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
+    /// The limits and mode.
+    #[must_use]
+    pub fn config(mut self, config: RateLimitConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Prices requests in tokens before the call (for chat requests: `EstimatedCost`, the
+    /// prompt's estimate plus `max_tokens`).
+    pub fn token_cost<C2>(self, cost: C2) -> RateLimitLayerBuilder<C2, Cl> {
+        RateLimitLayerBuilder {
+            config: self.config,
+            cost,
+            classifier: self.classifier,
+            on_rejected: self.on_rejected,
+        }
+    }
+
+    /// Classifies responses (for provider feedback) with `classifier`.
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> RateLimitLayerBuilder<C, Cl2> {
+        RateLimitLayerBuilder {
+            config: self.config,
+            cost: self.cost,
+            classifier,
+            on_rejected: self.on_rejected,
+        }
+    }
+
+    /// Called for every request the limiter turns away.
+    #[must_use]
+    pub fn on_rejected(mut self, hook: impl Fn(&LocalRateLimited) + Send + Sync + 'static) -> Self {
+        self.on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// One limiter for every request.
+    pub fn build(self) -> Result<RateLimitLayer<LocalStore, NoKey, C, Cl>, ConfigError> {
+        let limits = self.config.limits()?;
+        self.build_with_store(LocalStore::new(limits), NoKey)
+    }
+
+    /// A limiter per key that `key_of` extracts from each request, with bounded memory
+    /// (`max_keys`, `idle_after`).
+    pub fn build_keyed<Req, K, F>(
+        self,
+        key_of: F,
+    ) -> Result<RateLimitLayer<KeyedLocalStore<K>, F, C, Cl>, ConfigError>
+    where
+        F: Fn(&Req) -> K,
+        K: Hash + Eq + Clone,
+    {
+        let limits = self.config.limits()?;
+        let store = KeyedLocalStore::new(limits, self.config.max_keys, self.config.idle_after);
+        self.build_with_store(store, key_of)
+    }
+
+    /// A limiter whose state lives in `store` (another process's view of the same limits:
+    /// the seam a shared store plugs into).
+    pub fn build_with_store<St, KF>(
+        self,
+        store: St,
+        key_of: KF,
+    ) -> Result<RateLimitLayer<St, KF, C, Cl>, ConfigError> {
+        self.config.limits()?;
+        let semaphore = self
+            .config
+            .max_concurrency
+            .map(|n| Arc::new(Semaphore::new(n as usize)));
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared {
+                store: Arc::new(store),
+                key_of,
+                cost: self.cost,
+                classifier: self.classifier,
+                mode: self.config.mode,
+                max_wait: self.config.max_wait,
+                semaphore,
+                stats: Arc::new(Stats::default()),
+                on_rejected: self.on_rejected,
+            }),
+        })
+    }
+}
+
+/// Reads a limiter: capacity per key and counters.
+///
+/// ```
+/// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let layer = RateLimitLayer::new(RateLimitConfig::per_minute(500, 30_000)).unwrap();
+/// let capacity = layer.handle().capacity(&());
+/// assert_eq!((capacity.requests, capacity.tokens), (Some(500), Some(30_000)));
+/// # }
+/// ```
+pub struct RateLimitHandle<St> {
+    store: Arc<St>,
+    stats: Arc<Stats>,
+}
+
+impl<St> Clone for RateLimitHandle<St> {
+    fn clone(&self) -> Self {
+        RateLimitHandle {
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+}
+
+impl<St> fmt::Debug for RateLimitHandle<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitHandle")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St> RateLimitHandle<St> {
+    /// What `key` could admit now.
+    pub fn capacity<K>(&self, key: &K) -> Capacity
+    where
+        St: RateLimitStore<K>,
+    {
+        self.store.capacity(key)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// Requests waiting for capacity now.
+    pub fn waiting(&self) -> usize {
+        self.stats.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Requests admitted so far.
+    pub fn admitted(&self) -> u64 {
+        self.stats.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Requests turned away so far.
+    pub fn rejected(&self) -> u64 {
+        self.stats.rejected.load(Ordering::Relaxed)
+    }
+}
+
+/// A service behind a rate limiter. Calls that fit go at once; in wait mode, others wait
+/// (never past `max_wait` nor the request's deadline) in arrival order; in reject mode, or
+/// when the wait would be too long, they fail at once with [`LocalRateLimited`] saying when
+/// capacity returns. A provider's 429 with a delay pauses the limiter for every sharer; the
+/// provider's remaining-capacity headers resynchronise it; the reported usage corrects each
+/// call's token estimate (for streams, at their end).
+pub struct RateLimit<S, St = LocalStore, KF = NoKey, C = NoTokenCost, Cl = DefaultClassifier> {
+    inner: S,
+    shared: Arc<Shared<St, KF, C, Cl>>,
+}
+
+impl<S, St, KF, C, Cl> RateLimit<S, St, KF, C, Cl> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St, KF, C, Cl> Clone for RateLimit<S, St, KF, C, Cl> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St, KF, C, Cl> fmt::Debug for RateLimit<S, St, KF, C, Cl> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, KF, C, Cl, Req> Service<Req> for RateLimit<S, St, KF, C, Cl>
+where
+    S: Service<Req> + Clone,
+    S::Error: From<LocalRateLimited>,
+    S::Response: ReportsUsage + ObserveEnd,
+    St: RateLimitStore<KF::Key>,
+    KF: KeyOf<Req>,
+    C: TokenCost<Req>,
+    Cl: Classify<S::Response, S::Error>,
+    Req: RequestExtensions,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Req, St, KF, C, Cl>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // NOTE: the limit needs the request (its key and token cost): it is decided in call.
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        ResponseFuture::start(&mut self.inner, self.shared.clone(), request)
+    }
+}

@@ -1,0 +1,216 @@
+//! [`RateLimitStore`]: where a limiter's state lives — in this process, per key, or (behind
+//! a feature of a later release) in Redis, shared by every instance.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use llm_core::{LocalRateLimited, RateLimitInfo};
+use tokio::time::Instant;
+
+use crate::gcra::{Capacity, Grant, Limiter};
+
+/// A store's answer to an admission request: at once (an in-process store, which never
+/// allocates), or later (a store that asks a server).
+pub enum StoreReply {
+    /// The answer now.
+    Ready(Result<Grant, LocalRateLimited>),
+    /// The answer when the future completes.
+    Pending(Pin<Box<dyn Future<Output = Result<Grant, LocalRateLimited>> + Send>>),
+}
+
+impl fmt::Debug for StoreReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreReply::Ready(result) => f.debug_tuple("Ready").field(result).finish(),
+            StoreReply::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
+}
+
+/// Holds rate-limit state for the layer. Every operation is per key; a store that is not
+/// keyed ignores the key. A store shared between processes (Redis) implements the same
+/// operations, so replacing the in-process store changes neither the layer's behaviour nor
+/// its API.
+pub trait RateLimitStore<K>: Send + Sync + 'static {
+    /// Admits one request costing `tokens` for `key`, waiting at most `max_wait`.
+    fn acquire(&self, key: &K, tokens: u64, max_wait: Duration) -> StoreReply;
+    /// Hands back a grant whose call never went.
+    fn release(&self, key: &K, grant: &Grant);
+    /// Corrects a grant to the tokens the call really used.
+    fn reconcile(&self, key: &K, grant: &Grant, actual_tokens: u64);
+    /// Pauses `key` for everyone sharing it: the provider asked for `delay`.
+    fn pause(&self, key: &K, delay: Duration);
+    /// Resynchronises `key` with what the provider reported.
+    fn observe(&self, key: &K, info: &RateLimitInfo);
+    /// What `key` could admit now.
+    fn capacity(&self, key: &K) -> Capacity;
+}
+
+/// The limits one limiter enforces, as [`Limiter::new`] takes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) requests: Option<(u64, Duration, u64)>,
+    pub(crate) tokens: Option<(u64, Duration, u64)>,
+}
+
+/// One limiter in this process, shared by every key: the default store.
+#[derive(Debug)]
+pub struct LocalStore {
+    limiter: Limiter,
+}
+
+impl LocalStore {
+    pub(crate) fn new(limits: Limits) -> Self {
+        LocalStore {
+            limiter: Limiter::new(limits.requests, limits.tokens, Instant::now()),
+        }
+    }
+}
+
+impl<K> RateLimitStore<K> for LocalStore {
+    fn acquire(&self, _: &K, tokens: u64, max_wait: Duration) -> StoreReply {
+        StoreReply::Ready(self.limiter.acquire(tokens, Instant::now(), max_wait))
+    }
+
+    fn release(&self, _: &K, grant: &Grant) {
+        self.limiter.release(grant);
+    }
+
+    fn reconcile(&self, _: &K, grant: &Grant, actual_tokens: u64) {
+        self.limiter.reconcile(grant, actual_tokens, Instant::now());
+    }
+
+    fn pause(&self, _: &K, delay: Duration) {
+        self.limiter.pause(delay, Instant::now());
+    }
+
+    fn observe(&self, _: &K, info: &RateLimitInfo) {
+        self.limiter.observe(info, Instant::now());
+    }
+
+    fn capacity(&self, _: &K) -> Capacity {
+        self.limiter.capacity(Instant::now())
+    }
+}
+
+struct Entry {
+    limiter: Arc<Limiter>,
+    last_used: AtomicU64,
+}
+
+/// A limiter per key in this process — per API key, user or model — with bounded memory:
+/// at `max_keys`, idle keys are evicted first, then the least recently used.
+pub struct KeyedLocalStore<K> {
+    limits: Limits,
+    limiters: RwLock<HashMap<K, Entry>>,
+    max_keys: usize,
+    idle_after: Duration,
+    origin: Instant,
+}
+
+impl<K> fmt::Debug for KeyedLocalStore<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLocalStore")
+            .field("limits", &self.limits)
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLocalStore<K> {
+    pub(crate) fn new(limits: Limits, max_keys: usize, idle_after: Duration) -> Self {
+        KeyedLocalStore {
+            limits,
+            limiters: RwLock::new(HashMap::new()),
+            max_keys,
+            idle_after,
+            origin: Instant::now(),
+        }
+    }
+
+    /// How many keys have a limiter now.
+    pub fn len(&self) -> usize {
+        self.limiters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Whether no key has a limiter.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn limiter(&self, key: &K) -> Arc<Limiter> {
+        let now = Instant::now();
+        let stamp = now.saturating_duration_since(self.origin).as_millis() as u64;
+        {
+            let limiters = self.limiters.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(entry) = limiters.get(key) {
+                if stamp.saturating_sub(entry.last_used.load(Ordering::Relaxed)) >= 1_000 {
+                    entry.last_used.store(stamp, Ordering::Relaxed);
+                }
+                return entry.limiter.clone();
+            }
+        }
+        let mut limiters = self.limiters.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = limiters.get(key) {
+            return entry.limiter.clone();
+        }
+        if limiters.len() >= self.max_keys {
+            let idle_before = stamp.saturating_sub(self.idle_after.as_millis() as u64);
+            limiters.retain(|_, e| e.last_used.load(Ordering::Relaxed) > idle_before);
+            if limiters.len() >= self.max_keys {
+                let oldest = limiters
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
+                    .map(|(k, _)| k.clone());
+                if let Some(oldest) = oldest {
+                    limiters.remove(&oldest);
+                }
+            }
+        }
+        let limiter = Arc::new(Limiter::new(self.limits.requests, self.limits.tokens, now));
+        limiters.insert(
+            key.clone(),
+            Entry {
+                limiter: limiter.clone(),
+                last_used: AtomicU64::new(stamp),
+            },
+        );
+        limiter
+    }
+}
+
+impl<K: Hash + Eq + Clone + Send + Sync + 'static> RateLimitStore<K> for KeyedLocalStore<K> {
+    fn acquire(&self, key: &K, tokens: u64, max_wait: Duration) -> StoreReply {
+        StoreReply::Ready(self.limiter(key).acquire(tokens, Instant::now(), max_wait))
+    }
+
+    fn release(&self, key: &K, grant: &Grant) {
+        self.limiter(key).release(grant);
+    }
+
+    fn reconcile(&self, key: &K, grant: &Grant, actual_tokens: u64) {
+        self.limiter(key)
+            .reconcile(grant, actual_tokens, Instant::now());
+    }
+
+    fn pause(&self, key: &K, delay: Duration) {
+        self.limiter(key).pause(delay, Instant::now());
+    }
+
+    fn observe(&self, key: &K, info: &RateLimitInfo) {
+        self.limiter(key).observe(info, Instant::now());
+    }
+
+    fn capacity(&self, key: &K) -> Capacity {
+        self.limiter(key).capacity(Instant::now())
+    }
+}
