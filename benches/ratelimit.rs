@@ -16,7 +16,9 @@ use std::time::{Duration, Instant as StdInstant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use llm_testkit::ReadyService;
-use llm_tower::ratelimit::{Limiter, Mode, Rate, RateLimitConfig, RateLimitLayer};
+use llm_tower::ratelimit::{
+    Limiter, Mode, QuantaClock, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore,
+};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -44,6 +46,33 @@ fn admission(c: &mut Criterion) {
             b.iter(|| black_box(limiter.acquire(0, Instant::now(), Duration::ZERO)).is_ok());
         },
     );
+    let config = RateLimitConfig {
+        requests: Some(Rate {
+            limit: u64::from(HUGE),
+            per: Duration::from_secs(10),
+            burst: None,
+        }),
+        mode: Mode::Reject,
+        ..RateLimitConfig::default()
+    };
+    let fast = RateLimitLayer::builder()
+        .config(config)
+        .build_with_clock(QuantaClock::new())
+        .unwrap()
+        .handle();
+    group.bench_function(
+        "llm-ratelimit-layer LocalStore<QuantaClock>::acquire",
+        |b| {
+            b.iter(|| {
+                black_box(RateLimitStore::<()>::acquire(
+                    fast.store(),
+                    &(),
+                    0,
+                    Duration::ZERO,
+                ))
+            });
+        },
+    );
     let limiter = ours();
     let now = Instant::now();
     group.bench_function(
@@ -69,7 +98,43 @@ fn admission(c: &mut Criterion) {
 fn contention(c: &mut Criterion) {
     const THREADS: usize = 2;
     let mut group = c.benchmark_group("ratelimit/contended (2 threads)");
-    group.bench_function("llm-ratelimit-layer", |b| {
+    group.bench_function("llm-ratelimit-layer LocalStore<QuantaClock>", |b| {
+        let config = RateLimitConfig {
+            requests: Some(Rate {
+                limit: u64::from(HUGE),
+                per: Duration::from_secs(10),
+                burst: None,
+            }),
+            mode: Mode::Reject,
+            ..RateLimitConfig::default()
+        };
+        let handle = RateLimitLayer::builder()
+            .config(config)
+            .build_with_clock(QuantaClock::new())
+            .unwrap()
+            .handle();
+        b.iter_custom(|iters| {
+            let per_thread = iters.div_ceil(THREADS as u64);
+            let start = StdInstant::now();
+            std::thread::scope(|s| {
+                for _ in 0..THREADS {
+                    let handle = handle.clone();
+                    s.spawn(move || {
+                        for _ in 0..per_thread {
+                            black_box(RateLimitStore::<()>::acquire(
+                                handle.store(),
+                                &(),
+                                0,
+                                Duration::ZERO,
+                            ));
+                        }
+                    });
+                }
+            });
+            start.elapsed() / THREADS as u32
+        });
+    });
+    group.bench_function("llm-ratelimit-layer (tokio clock)", |b| {
         let limiter = Arc::new(ours());
         b.iter_custom(|iters| {
             let per_thread = iters.div_ceil(THREADS as u64);

@@ -179,6 +179,17 @@ impl Limiter {
         now: Instant,
         max_wait: Duration,
     ) -> Result<Grant, LocalRateLimited> {
+        self.acquire_at(tokens, self.ns(now), max_wait)
+    }
+
+    /// As [`acquire`](Self::acquire), with the time as nanoseconds on the limiter's own scale:
+    /// no conversion on the hot path.
+    pub(crate) fn acquire_at(
+        &self,
+        tokens: u64,
+        now_ns: u64,
+        max_wait: Duration,
+    ) -> Result<Grant, LocalRateLimited> {
         let tokens = if self.tokens.is_some() { tokens } else { 0 };
         if let Some(bucket) = &self.tokens {
             if tokens > bucket.burst {
@@ -191,7 +202,6 @@ impl Limiter {
                 ));
             }
         }
-        let now_ns = self.ns(now);
         let deadline =
             now_ns.saturating_add(u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX));
         let paused = self.paused_until.load(Ordering::Acquire);
@@ -241,10 +251,14 @@ impl Limiter {
     /// Corrects a grant's token reservation to the `actual` tokens the call used: refunds
     /// the difference, or charges it.
     pub fn reconcile(&self, grant: &Grant, actual: u64, now: Instant) {
+        self.reconcile_at(grant, actual, self.ns(now));
+    }
+
+    pub(crate) fn reconcile_at(&self, grant: &Grant, actual: u64, now_ns: u64) {
         let Some(bucket) = &self.tokens else { return };
         match actual.cmp(&grant.tokens) {
             std::cmp::Ordering::Less => bucket.refund(grant.tokens - actual),
-            std::cmp::Ordering::Greater => bucket.charge(self.ns(now), actual - grant.tokens),
+            std::cmp::Ordering::Greater => bucket.charge(now_ns, actual - grant.tokens),
             std::cmp::Ordering::Equal => {}
         }
     }
@@ -252,16 +266,21 @@ impl Limiter {
     /// Admits nothing until `now + delay` (a provider's 429 with a server delay), for every
     /// sharer of this limiter. A pause only ever lengthens.
     pub fn pause(&self, delay: Duration, now: Instant) {
-        let until = self
-            .ns(now)
-            .saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
+        self.pause_at(delay, self.ns(now));
+    }
+
+    pub(crate) fn pause_at(&self, delay: Duration, now_ns: u64) {
+        let until = now_ns.saturating_add(u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX));
         self.paused_until.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Resynchronises with what the provider reported: fewer requests or tokens remaining
     /// than the limiter believes lowers its count; an exhausted bucket pauses until its reset.
     pub fn observe(&self, info: &RateLimitInfo, now: Instant) {
-        let now_ns = self.ns(now);
+        self.observe_at(info, self.ns(now));
+    }
+
+    pub(crate) fn observe_at(&self, info: &RateLimitInfo, now_ns: u64) {
         if let (Some(bucket), Some(remaining)) = (&self.requests, info.remaining_requests) {
             bucket.clamp_available(now_ns, remaining);
         }
@@ -269,13 +288,16 @@ impl Limiter {
             bucket.clamp_available(now_ns, remaining);
         }
         if let Some(reset) = info.exhausted_reset() {
-            self.pause(reset, now);
+            self.pause_at(reset, now_ns);
         }
     }
 
     /// What could be admitted at `now`.
     pub fn capacity(&self, now: Instant) -> Capacity {
-        let now_ns = self.ns(now);
+        self.capacity_at(self.ns(now))
+    }
+
+    pub(crate) fn capacity_at(&self, now_ns: u64) -> Capacity {
         Capacity {
             requests: self.requests.as_ref().map(|b| b.available(now_ns)),
             tokens: self.tokens.as_ref().map(|b| b.available(now_ns)),

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::clock::{Clock, TokioClock};
 use crate::config::{Mode, RateLimitConfig};
 use crate::future::ResponseFuture;
 use crate::gcra::Capacity;
@@ -231,8 +232,17 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
 
     /// One limiter for every request.
     pub fn build(self) -> Result<RateLimitLayer<LocalStore, NoKey, C, Cl>, ConfigError> {
+        self.build_with_clock(TokioClock::new())
+    }
+
+    /// One limiter for every request, reading the time from `clock` (with the `quanta`
+    /// feature, `QuantaClock` makes admission several times cheaper).
+    pub fn build_with_clock<Clk: Clock>(
+        self,
+        clock: Clk,
+    ) -> Result<RateLimitLayer<LocalStore<Clk>, NoKey, C, Cl>, ConfigError> {
         let limits = self.config.limits()?;
-        self.build_with_store(LocalStore::new(limits), NoKey)
+        self.build_with_store(LocalStore::new(limits, clock), NoKey)
     }
 
     /// A limiter per key that `key_of` extracts from each request, with bounded memory

@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 
+mod clock;
 mod config;
 mod future;
 mod gcra;
 mod layer;
 mod store;
 
+#[cfg(feature = "quanta")]
+pub use clock::QuantaClock;
+pub use clock::{Clock, TokioClock};
 pub use config::{Mode, Rate, RateLimitConfig};
 pub use future::ResponseFuture;
 pub use gcra::{Capacity, Grant, Limiter};

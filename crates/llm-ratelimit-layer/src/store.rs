@@ -13,6 +13,7 @@ use std::time::Duration;
 use llm_core::{LocalRateLimited, RateLimitInfo};
 use tokio::time::Instant;
 
+use crate::clock::{Clock, TokioClock};
 use crate::gcra::{Capacity, Grant, Limiter};
 
 /// A store's answer to an admission request: at once (an in-process store, which never
@@ -59,23 +60,39 @@ pub(crate) struct Limits {
     pub(crate) tokens: Option<(u64, Duration, u64)>,
 }
 
-/// One limiter in this process, shared by every key: the default store.
+/// One limiter in this process, shared by every key: the default store. It reads the time
+/// from its [`Clock`] (tokio's by default).
 #[derive(Debug)]
-pub struct LocalStore {
+pub struct LocalStore<Clk = TokioClock> {
     limiter: Limiter,
+    clock: Clk,
+    origin_ns: u64,
 }
 
-impl LocalStore {
-    pub(crate) fn new(limits: Limits) -> Self {
+impl<Clk: Clock> LocalStore<Clk> {
+    pub(crate) fn new(limits: Limits, clock: Clk) -> Self {
+        let origin_ns = clock.now_ns();
+        let limiter = Limiter::new(limits.requests, limits.tokens, Instant::now());
         LocalStore {
-            limiter: Limiter::new(limits.requests, limits.tokens, Instant::now()),
+            limiter,
+            clock,
+            origin_ns,
         }
+    }
+
+    /// Now, on the limiter's scale: since this store was made, plus the one nanosecond by
+    /// which `Limiter` keeps zero for "never".
+    fn now_ns(&self) -> u64 {
+        self.clock
+            .now_ns()
+            .saturating_sub(self.origin_ns)
+            .saturating_add(1)
     }
 }
 
-impl<K> RateLimitStore<K> for LocalStore {
+impl<K, Clk: Clock> RateLimitStore<K> for LocalStore<Clk> {
     fn acquire(&self, _: &K, tokens: u64, max_wait: Duration) -> StoreReply {
-        StoreReply::Ready(self.limiter.acquire(tokens, Instant::now(), max_wait))
+        StoreReply::Ready(self.limiter.acquire_at(tokens, self.now_ns(), max_wait))
     }
 
     fn release(&self, _: &K, grant: &Grant) {
@@ -83,19 +100,20 @@ impl<K> RateLimitStore<K> for LocalStore {
     }
 
     fn reconcile(&self, _: &K, grant: &Grant, actual_tokens: u64) {
-        self.limiter.reconcile(grant, actual_tokens, Instant::now());
+        self.limiter
+            .reconcile_at(grant, actual_tokens, self.now_ns());
     }
 
     fn pause(&self, _: &K, delay: Duration) {
-        self.limiter.pause(delay, Instant::now());
+        self.limiter.pause_at(delay, self.now_ns());
     }
 
     fn observe(&self, _: &K, info: &RateLimitInfo) {
-        self.limiter.observe(info, Instant::now());
+        self.limiter.observe_at(info, self.now_ns());
     }
 
     fn capacity(&self, _: &K) -> Capacity {
-        self.limiter.capacity(Instant::now())
+        self.limiter.capacity_at(self.now_ns())
     }
 }
 

@@ -459,3 +459,22 @@ async fn rejections_reach_box_error_stacks_and_the_hook() {
     assert_eq!(LlmError::from(err).kind(), ErrorKind::LocalRateLimited);
     assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
+
+/// The TSC clock admits and rejects like tokio's: a burst, then a rejection naming the wait
+/// (no time passes in between, so nothing sleeps).
+#[cfg(feature = "quanta")]
+#[tokio::test]
+async fn the_quanta_clock_limits_like_tokios() {
+    let layer = RateLimitLayer::builder()
+        .config(requests(60, 3, Mode::Reject))
+        .build_with_clock(llm_ratelimit_layer::QuantaClock::new())
+        .unwrap();
+    let (svc, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
+    let svc = layer.layer(svc);
+    for i in 0..3 {
+        svc.clone().oneshot(i).await.unwrap();
+    }
+    let err = svc.oneshot(3).await.unwrap_err();
+    let wait = err.retry_after().unwrap();
+    assert!(wait > MS(900) && wait <= S(1), "{wait:?}");
+}
