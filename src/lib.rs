@@ -56,6 +56,9 @@
 //! # }
 //! ```
 
+mod ext;
+
+pub use ext::{LlmServiceExt, ServiceBuilderExt};
 pub use llm_core;
 pub use llm_core::*;
 
@@ -96,4 +99,6 @@ pub mod prelude {
 
     #[cfg(feature = "ratelimit")]
     pub use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+
+    pub use crate::{LlmServiceExt, ServiceBuilderExt};
 }
