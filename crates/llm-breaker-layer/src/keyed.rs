@@ -1,13 +1,12 @@
 //! Keyed breakers: one circuit breaker per key (provider and model, host), with bounded memory.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use llm_core::keyed::KeyedRegistry;
 use llm_core::{CircuitOpen, Classify, ObserveEnd};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -18,77 +17,18 @@ use crate::layer::BreakerHandle;
 use crate::service::admit;
 use crate::state::{CircuitBreaker, Settings};
 
-struct Entry {
-    breaker: Arc<CircuitBreaker>,
-    // Milliseconds after the registry's origin when the key was last used.
-    last_used: AtomicU64,
-}
-
 /// The breakers of a keyed layer, shared by its services and clones.
 struct Registry<K> {
     settings: Arc<Settings>,
-    breakers: RwLock<HashMap<K, Entry>>,
-    max_keys: usize,
-    idle_after: Duration,
-    origin: Instant,
+    breakers: KeyedRegistry<K, CircuitBreaker>,
 }
 
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
-    fn millis(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.origin).as_millis() as u64
-    }
-
     fn breaker(&self, key: &K) -> Arc<CircuitBreaker> {
-        let now = Instant::now();
-        let stamp = self.millis(now);
-        {
-            let breakers = self
-                .breakers
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Some(entry) = breakers.get(key) {
-                // NOTE: recency only needs second precision; skip the write (and the cache
-                // line it would bounce between cores) when the stamp is fresh.
-                if stamp.saturating_sub(entry.last_used.load(Ordering::Relaxed)) >= 1_000 {
-                    entry.last_used.store(stamp, Ordering::Relaxed);
-                }
-                return entry.breaker.clone();
-            }
-        }
-        let mut breakers = self
-            .breakers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(entry) = breakers.get(key) {
-            return entry.breaker.clone();
-        }
-        if breakers.len() >= self.max_keys {
-            let idle_before = stamp.saturating_sub(self.idle_after.as_millis() as u64);
-            breakers.retain(|_, entry| entry.last_used.load(Ordering::Relaxed) > idle_before);
-            if breakers.len() >= self.max_keys {
-                let oldest = breakers
-                    .iter()
-                    .min_by_key(|(_, entry)| entry.last_used.load(Ordering::Relaxed))
-                    .map(|(key, _)| key.clone());
-                if let Some(oldest) = oldest {
-                    breakers.remove(&oldest);
-                }
-            }
-        }
-        let name: Arc<str> = Arc::from(key.to_string());
-        let breaker = Arc::new(CircuitBreaker::with_settings(
-            self.settings.clone(),
-            Some(name),
-            now,
-        ));
-        breakers.insert(
-            key.clone(),
-            Entry {
-                breaker: breaker.clone(),
-                last_used: AtomicU64::new(stamp),
-            },
-        );
-        breaker
+        self.breakers.get_or_insert_with(key, |key| {
+            let name: Arc<str> = Arc::from(key.to_string());
+            CircuitBreaker::with_settings(self.settings.clone(), Some(name), Instant::now())
+        })
     }
 }
 
@@ -112,10 +52,7 @@ impl<K, F, C> KeyedBreakerLayer<K, F, C> {
         KeyedBreakerLayer {
             registry: Arc::new(Registry {
                 settings,
-                breakers: RwLock::new(HashMap::new()),
-                max_keys,
-                idle_after,
-                origin: Instant::now(),
+                breakers: KeyedRegistry::new(max_keys, idle_after),
             }),
             key_of,
             classifier,
@@ -143,7 +80,7 @@ impl<K, F: Clone, C: Clone> Clone for KeyedBreakerLayer<K, F, C> {
 impl<K, F, C> fmt::Debug for KeyedBreakerLayer<K, F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedBreakerLayer")
-            .field("max_keys", &self.registry.max_keys)
+            .field("breakers", &self.registry.breakers)
             .finish_non_exhaustive()
     }
 }
@@ -258,33 +195,17 @@ impl<K> fmt::Debug for KeyedBreakerHandle<K> {
 impl<K: Hash + Eq + Clone> KeyedBreakerHandle<K> {
     /// The breaker of `key`, if the key has been used (and not evicted).
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
-        let breakers = self
-            .registry
-            .breakers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        breakers
-            .get(key)
-            .map(|entry| BreakerHandle::new(entry.breaker.clone()))
+        self.registry.breakers.get(key).map(BreakerHandle::new)
     }
 
     /// The keys that have a breaker now.
     pub fn keys(&self) -> Vec<K> {
-        let breakers = self
-            .registry
-            .breakers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        breakers.keys().cloned().collect()
+        self.registry.breakers.keys()
     }
 
     /// How many keys have a breaker now.
     pub fn len(&self) -> usize {
-        self.registry
-            .breakers
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
+        self.registry.breakers.len()
     }
 
     /// Whether no key has a breaker.

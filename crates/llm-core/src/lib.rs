@@ -60,6 +60,7 @@ pub mod config;
 mod cost;
 pub mod delay;
 mod error;
+pub mod keyed;
 mod kind;
 mod outcome;
 mod request;

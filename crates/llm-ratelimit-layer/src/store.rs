@@ -1,15 +1,14 @@
 //! [`RateLimitStore`]: where a limiter's state lives — in this process, per key, or (behind
 //! a feature of a later release) in Redis, shared by every instance.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use llm_core::keyed::KeyedRegistry;
 use llm_core::{LocalRateLimited, RateLimitInfo};
 use tokio::time::Instant;
 
@@ -117,27 +116,19 @@ impl<K, Clk: Clock> RateLimitStore<K> for LocalStore<Clk> {
     }
 }
 
-struct Entry {
-    limiter: Arc<Limiter>,
-    last_used: AtomicU64,
-}
-
 /// A limiter per key in this process — per API key, user or model — with bounded memory:
 /// at `max_keys`, idle keys are evicted first, then the least recently used.
 pub struct KeyedLocalStore<K> {
     limits: Limits,
-    limiters: RwLock<HashMap<K, Entry>>,
-    max_keys: usize,
-    idle_after: Duration,
-    origin: Instant,
+    limiters: KeyedRegistry<K, Limiter>,
 }
 
 impl<K> fmt::Debug for KeyedLocalStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLocalStore")
             .field("limits", &self.limits)
-            .field("max_keys", &self.max_keys)
-            .finish_non_exhaustive()
+            .field("limiters", &self.limiters)
+            .finish()
     }
 }
 
@@ -145,64 +136,24 @@ impl<K: Hash + Eq + Clone> KeyedLocalStore<K> {
     pub(crate) fn new(limits: Limits, max_keys: usize, idle_after: Duration) -> Self {
         KeyedLocalStore {
             limits,
-            limiters: RwLock::new(HashMap::new()),
-            max_keys,
-            idle_after,
-            origin: Instant::now(),
+            limiters: KeyedRegistry::new(max_keys, idle_after),
         }
     }
 
     /// How many keys have a limiter now.
     pub fn len(&self) -> usize {
-        self.limiters
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.limiters.len()
     }
 
     /// Whether no key has a limiter.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.limiters.is_empty()
     }
 
     fn limiter(&self, key: &K) -> Arc<Limiter> {
-        let now = Instant::now();
-        let stamp = now.saturating_duration_since(self.origin).as_millis() as u64;
-        {
-            let limiters = self.limiters.read().unwrap_or_else(|p| p.into_inner());
-            if let Some(entry) = limiters.get(key) {
-                if stamp.saturating_sub(entry.last_used.load(Ordering::Relaxed)) >= 1_000 {
-                    entry.last_used.store(stamp, Ordering::Relaxed);
-                }
-                return entry.limiter.clone();
-            }
-        }
-        let mut limiters = self.limiters.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = limiters.get(key) {
-            return entry.limiter.clone();
-        }
-        if limiters.len() >= self.max_keys {
-            let idle_before = stamp.saturating_sub(self.idle_after.as_millis() as u64);
-            limiters.retain(|_, e| e.last_used.load(Ordering::Relaxed) > idle_before);
-            if limiters.len() >= self.max_keys {
-                let oldest = limiters
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used.load(Ordering::Relaxed))
-                    .map(|(k, _)| k.clone());
-                if let Some(oldest) = oldest {
-                    limiters.remove(&oldest);
-                }
-            }
-        }
-        let limiter = Arc::new(Limiter::new(self.limits.requests, self.limits.tokens, now));
-        limiters.insert(
-            key.clone(),
-            Entry {
-                limiter: limiter.clone(),
-                last_used: AtomicU64::new(stamp),
-            },
-        );
-        limiter
+        self.limiters.get_or_insert_with(key, |_| {
+            Limiter::new(self.limits.requests, self.limits.tokens, Instant::now())
+        })
     }
 }
 
