@@ -30,6 +30,7 @@ struct Entry<V> {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let registry = KeyedRegistry::new(2, Duration::from_secs(60));
 /// let a = registry.get_or_insert_with(&"a", |_| 1);
+/// tokio::time::advance(Duration::from_secs(2)).await;
 /// registry.get_or_insert_with(&"b", |_| 2);
 /// registry.get_or_insert_with(&"c", |_| 3); // evicts the least recently used: "a"
 /// assert_eq!(*a, 1);
