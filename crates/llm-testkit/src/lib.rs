@@ -35,6 +35,6 @@ mod request;
 mod scripted;
 
 pub use probe::ContractProbe;
-pub use ready::{ReadyService, vars};
+pub use ready::{ReadyService, count_allocations, vars};
 pub use request::TestRequest;
 pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse, TestStream};

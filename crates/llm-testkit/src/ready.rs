@@ -63,3 +63,50 @@ pub fn vars(
             .map(|(_, value)| (*value).to_owned()))
     }
 }
+
+/// Heap blocks allocated by `calls` calls through `svc` (readiness, call, the future run to
+/// completion), after 100 warm-up calls, on a current-thread runtime: the check behind
+/// "no allocation per successful call".
+///
+/// The test binary must make dhat its global allocator; this function runs the dhat
+/// profiler in testing mode itself, so call it once per test binary.
+///
+/// ```no_run
+/// #[global_allocator]
+/// static ALLOC: dhat::Alloc = dhat::Alloc;
+///
+/// let svc = llm_testkit::ReadyService::new(());
+/// assert_eq!(llm_testkit::count_allocations(svc, 10_000), 0);
+/// ```
+pub fn count_allocations<S>(mut svc: S, calls: u32) -> u64
+where
+    S: Service<u32>,
+    S::Error: std::fmt::Debug,
+{
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        for i in 0..100 {
+            call(&mut svc, i).await;
+        }
+        let before = dhat::HeapStats::get().total_blocks;
+        for i in 0..calls {
+            call(&mut svc, i).await;
+        }
+        dhat::HeapStats::get().total_blocks - before
+    })
+}
+
+async fn call<S>(svc: &mut S, request: u32)
+where
+    S: Service<u32>,
+    S::Error: std::fmt::Debug,
+{
+    std::future::poll_fn(|cx| svc.poll_ready(cx))
+        .await
+        .expect("the service is ready");
+    svc.call(request).await.expect("the call succeeds");
+}
