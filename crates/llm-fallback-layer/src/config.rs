@@ -104,16 +104,7 @@ impl FallbackConfig {
                 }
             }
         }
-        if self.hedge_after.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
-                "hedge_after",
-                "must be longer than zero (leave it out to disable hedging)",
-            ));
-        }
-        if self.max_attempts == Some(0) {
-            return Err(ConfigError::new("max_attempts", "must be at least 1"));
-        }
-        Ok(())
+        check_bounds(self.hedge_after, self.max_attempts)
     }
 
     /// Builds the targets, looking each name up with `service`. The error names the target
@@ -169,4 +160,21 @@ impl FallbackConfig {
             })
             .collect()
     }
+}
+
+/// The bounds every chain checks, from configuration or from the builder.
+pub(crate) fn check_bounds(
+    hedge_after: Option<Duration>,
+    max_attempts: Option<u32>,
+) -> Result<(), ConfigError> {
+    if hedge_after.is_some_and(|d| d.is_zero()) {
+        return Err(ConfigError::new(
+            "hedge_after",
+            "must be longer than zero (leave it out to disable hedging)",
+        ));
+    }
+    if max_attempts == Some(0) {
+        return Err(ConfigError::new("max_attempts", "must be at least 1"));
+    }
+    Ok(())
 }

@@ -269,16 +269,7 @@ impl<S, Req, C, R> FallbackBuilder<S, Req, C, R> {
         if self.targets.len() + extra_targets == 0 {
             return Err(ConfigError::new("targets", "must name at least one target"));
         }
-        if self.hedge_after.is_some_and(|d| d.is_zero()) {
-            return Err(ConfigError::new(
-                "hedge_after",
-                "must be longer than zero (leave it out to disable hedging)",
-            ));
-        }
-        if self.max_attempts == Some(0) {
-            return Err(ConfigError::new("max_attempts", "must be at least 1"));
-        }
-        Ok(())
+        crate::config::check_bounds(self.hedge_after, self.max_attempts)
     }
 
     fn shared(self, targets: Vec<Target<S, Req>>) -> (Shared<S, Req>, C, R) {

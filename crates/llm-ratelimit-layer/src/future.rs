@@ -200,6 +200,36 @@ where
     }
 }
 
+/// The state after a store answered a waiting request: sleep until its slot, or reject.
+fn admitted<F, St, K, KF, C, Cl>(
+    result: Result<Grant, LocalRateLimited>,
+    shared: &Arc<Shared<St, KF, C, Cl>>,
+    key: &mut Option<K>,
+    held: &mut Option<Held<St, K>>,
+) -> State<F>
+where
+    St: RateLimitStore<K>,
+{
+    match result {
+        Ok(grant) => {
+            let key = key.take().expect("the key is held until admission");
+            *held = Some(Held {
+                store: shared.store.clone(),
+                key,
+                grant,
+                sent: false,
+            });
+            State::Sleeping {
+                sleep: tokio::time::sleep(grant.wait),
+            }
+        }
+        Err(err) => {
+            shared.rejected(&err);
+            State::Rejected { error: Some(err) }
+        }
+    }
+}
+
 impl<S, Req, St, KF, C, Cl> Future for ResponseFuture<S, Req, St, KF, C, Cl>
 where
     S: Service<Req>,
@@ -227,43 +257,20 @@ where
                     *this.permit = Some(permit);
                     let key = this.key.as_ref().expect("the key is held until admission");
                     match this.shared.store.acquire(key, *this.tokens, *this.max_wait) {
-                        StoreReply::Ready(Ok(grant)) => {
-                            let sleep = tokio::time::sleep(grant.wait);
-                            let key = this.key.take().expect("the key is held once");
-                            *this.held = Some(Held {
-                                store: this.shared.store.clone(),
-                                key,
-                                grant,
-                                sent: false,
-                            });
-                            this.state.set(State::Sleeping { sleep });
-                        }
-                        StoreReply::Ready(Err(err)) => {
-                            this.shared.rejected(&err);
-                            this.state.set(State::Rejected { error: Some(err) });
+                        StoreReply::Ready(result) => {
+                            let next = admitted(result, this.shared, this.key, this.held);
+                            this.state.set(next);
                         }
                         StoreReply::Pending(pending) => {
                             this.state.set(State::Acquiring { pending });
                         }
                     }
                 }
-                StateProj::Acquiring { pending } => match ready!(pending.as_mut().poll(cx)) {
-                    Ok(grant) => {
-                        let sleep = tokio::time::sleep(grant.wait);
-                        let key = this.key.take().expect("the key is held once");
-                        *this.held = Some(Held {
-                            store: this.shared.store.clone(),
-                            key,
-                            grant,
-                            sent: false,
-                        });
-                        this.state.set(State::Sleeping { sleep });
-                    }
-                    Err(err) => {
-                        this.shared.rejected(&err);
-                        this.state.set(State::Rejected { error: Some(err) });
-                    }
-                },
+                StateProj::Acquiring { pending } => {
+                    let result = ready!(pending.as_mut().poll(cx));
+                    let next = admitted(result, this.shared, this.key, this.held);
+                    this.state.set(next);
+                }
                 StateProj::Sleeping { sleep } => {
                     ready!(sleep.poll(cx));
                     this.state.set(State::Readying);
