@@ -202,8 +202,12 @@ impl Limiter {
                 ));
             }
         }
-        let deadline =
-            now_ns.saturating_add(u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX));
+        let max_wait_ns = if max_wait.is_zero() {
+            0
+        } else {
+            u64::try_from(max_wait.as_nanos()).unwrap_or(u64::MAX)
+        };
+        let deadline = now_ns.saturating_add(max_wait_ns);
         let paused = self.paused_until.load(Ordering::Acquire);
         let from = now_ns.max(paused);
         if from > deadline {
@@ -228,10 +232,13 @@ impl Limiter {
                 }
             }
         }
-        Ok(Grant {
-            wait: Duration::from_nanos(go - now_ns),
-            tokens,
-        })
+        // NOTE: most admissions go at once; a `Duration` from nanoseconds costs a division.
+        let wait = if go == now_ns {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(go - now_ns)
+        };
+        Ok(Grant { wait, tokens })
     }
 
     fn denied(&self, reason: LimitReason, wait_ns: u64) -> LocalRateLimited {
