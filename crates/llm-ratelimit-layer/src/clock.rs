@@ -94,6 +94,7 @@ impl Default for QuantaClock {
 
 #[cfg(feature = "quanta")]
 impl Clock for QuantaClock {
+    #[inline]
     fn now_ns(&self) -> u64 {
         self.clock.delta_as_nanos(self.origin_raw, self.clock.raw())
     }

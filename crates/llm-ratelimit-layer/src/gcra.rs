@@ -33,12 +33,14 @@ impl Bucket {
         }
     }
 
+    #[inline]
     fn span(&self, units: u64) -> u64 {
         units.saturating_mul(self.emission_ns)
     }
 
     /// When `units` could go, starting no earlier than `from` (nanoseconds since origin),
     /// and the TAT that taking them then leaves.
+    #[inline]
     fn plan(&self, tat: u64, from: u64, units: u64) -> (u64, u64) {
         let new_tat = tat.max(from).saturating_add(self.span(units));
         (new_tat.saturating_sub(self.capacity_ns).max(from), new_tat)
@@ -46,6 +48,7 @@ impl Bucket {
 
     /// Reserves `units`, going no earlier than `from`, if they can go by `deadline`:
     /// `Ok(go)` (committed) or `Err(go)` (nothing taken).
+    #[inline]
     fn reserve(&self, from: u64, units: u64, deadline: u64) -> Result<u64, u64> {
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
@@ -164,6 +167,7 @@ impl Limiter {
         }
     }
 
+    #[inline]
     fn ns(&self, at: Instant) -> u64 {
         // NOTE: offset by one so that 0 stays "never paused" and a fresh TAT of 0 is in the past.
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
@@ -184,6 +188,7 @@ impl Limiter {
 
     /// As [`acquire`](Self::acquire), with the time as nanoseconds on the limiter's own scale:
     /// no conversion on the hot path.
+    #[inline]
     pub(crate) fn acquire_at(
         &self,
         tokens: u64,

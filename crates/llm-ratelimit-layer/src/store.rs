@@ -81,6 +81,7 @@ impl<Clk: Clock> LocalStore<Clk> {
 
     /// Now, on the limiter's scale: since this store was made, plus the one nanosecond by
     /// which `Limiter` keeps zero for "never".
+    #[inline]
     fn now_ns(&self) -> u64 {
         self.clock
             .now_ns()
@@ -90,6 +91,7 @@ impl<Clk: Clock> LocalStore<Clk> {
 }
 
 impl<K, Clk: Clock> RateLimitStore<K> for LocalStore<Clk> {
+    #[inline]
     fn acquire(&self, _: &K, tokens: u64, max_wait: Duration) -> StoreReply {
         StoreReply::Ready(self.limiter.acquire_at(tokens, self.now_ns(), max_wait))
     }
