@@ -18,6 +18,15 @@ use crate::state::CircuitBreaker;
 /// [`CircuitOpen`] (converted into the service's error type), carrying the time until a probe.
 /// `poll_ready` only asks the inner service: rejecting by staying `Pending` would make a
 /// caller wait for an open breaker instead of falling back.
+///
+/// ```
+/// use llm_breaker_layer::BreakerLayer;
+/// use llm_testkit::ReadyService;
+/// use tower::Layer;
+///
+/// let breaker = BreakerLayer::standard().layer(ReadyService::new(()));
+/// assert_eq!(breaker.handle().state(), llm_breaker_layer::State::Closed);
+/// ```
 pub struct Breaker<S, C = DefaultClassifier> {
     inner: S,
     breaker: Arc<CircuitBreaker>,

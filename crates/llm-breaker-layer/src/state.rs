@@ -130,6 +130,19 @@ impl Permit {
 }
 
 /// A snapshot of a breaker's state and window.
+///
+/// ```
+/// use llm_breaker_layer::{BreakerConfig, CallResult, CircuitBreaker};
+/// use tokio::time::Instant;
+///
+/// let t0 = Instant::now();
+/// let breaker = CircuitBreaker::new(BreakerConfig::standard(), t0).unwrap();
+/// let permit = breaker.try_acquire(t0).unwrap();
+/// breaker.record(permit, CallResult::Failure, t0);
+/// let m = breaker.metrics(t0);
+/// assert_eq!((m.calls, m.failures, m.consecutive_failures), (1, 1, 1));
+/// assert_eq!(m.failure_rate, 1.0);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Metrics {

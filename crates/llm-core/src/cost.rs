@@ -86,6 +86,14 @@ pub trait Tokenizer: Send + Sync {
 /// Estimates tokens as characters divided by a ratio (four for English text with the BPE
 /// vocabularies of GPT-4-class models), rounded up. Cheap and close enough to reserve
 /// capacity; the limiter corrects it from the reported usage.
+///
+/// ```
+/// use llm_core::{ApproxTokenizer, Tokenizer};
+///
+/// // Code and non-English text run denser: three characters a token.
+/// let dense = ApproxTokenizer::new(3.0);
+/// assert_eq!(dense.count_tokens("fn main() {}"), 4);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ApproxTokenizer {
     chars_per_token: f64,

@@ -20,7 +20,15 @@ use crate::delay::RateLimitInfo;
 use crate::kind::ErrorKind;
 use crate::outcome::Outcome;
 
-/// A type-erased error, as tower uses it.
+/// A type-erased error, as tower uses it. The stock classifier finds our errors, I/O errors
+/// and timeouts inside one.
+///
+/// ```
+/// use llm_core::{BoxError, ErrorKind, ErrorOutcome};
+///
+/// let err: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut));
+/// assert_eq!(err.error_outcome().kind(), Some(ErrorKind::Timeout));
+/// ```
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// The error of an LLM call: what kind of failure it was, who said so, and what they said.
@@ -372,6 +380,13 @@ impl ErrorOutcome for CircuitOpen {
 }
 
 /// Why our rate limiter turned a call away.
+///
+/// ```
+/// use llm_core::{LimitReason, LocalRateLimited};
+///
+/// let err = LocalRateLimited::new(LimitReason::ProviderPause, Some(std::time::Duration::from_secs(20)));
+/// assert!(matches!(err.reason(), LimitReason::ProviderPause));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LimitReason {
@@ -467,6 +482,13 @@ impl ErrorOutcome for LocalRateLimited {
 }
 
 /// One failed attempt in a fallback chain.
+///
+/// ```
+/// use llm_core::{AttemptRecord, ErrorKind};
+///
+/// let record = AttemptRecord { target: "openai".into(), kind: ErrorKind::RateLimited, message: "slow down".into(), retry_after: None };
+/// assert_eq!(record.target.as_ref(), "openai");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttemptRecord {
     /// The target's name.

@@ -93,6 +93,13 @@ impl<B> ResponseMetadata for http::Response<B> {
 
 /// How a streamed response ended: its outcome and, when the provider reported it, the
 /// tokens it consumed.
+///
+/// ```
+/// use llm_core::{Outcome, StreamEnd, Usage};
+///
+/// let end = StreamEnd::new(Outcome::success(), Some(Usage::new(14, 30)));
+/// assert_eq!(end.usage.map(|u| u.total_tokens), Some(44));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StreamEnd {

@@ -35,6 +35,20 @@ pub enum FallbackReason {
 }
 
 /// The chain moved from one target to another.
+///
+/// ```
+/// use llm_fallback_layer::{Fallback, FallbackReason, Target};
+/// use llm_testkit::{ReadyService, TestRequest};
+///
+/// let chain = Fallback::builder(vec![Target::<_, TestRequest>::new("a", ReadyService::new(()))])
+///     .on_fallback(|event| match &event.reason {
+///         FallbackReason::Failed { kind, .. } => eprintln!("{} failed ({kind}); trying {}", event.from, event.to),
+///         FallbackReason::Hedged { after } => eprintln!("{} silent for {after:?}; racing {}", event.from, event.to),
+///         _ => {}
+///     })
+///     .build()
+///     .unwrap();
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FallbackEvent {
@@ -103,6 +117,19 @@ impl<S, Req> Shared<S, Req> {
 /// - With `hedge_after`, the next target also starts when the current one has answered
 ///   nothing for that long; the first answer wins and the other call is dropped.
 /// - The response's metadata names the target that answered and counts the fallbacks.
+///
+/// ```
+/// use llm_fallback_layer::{Fallback, Target};
+/// use llm_testkit::{ReadyService, TestRequest};
+///
+/// let chain = Fallback::builder(vec![
+///     Target::<_, TestRequest>::new("primary", ReadyService::new(())),
+///     Target::new("backup", ReadyService::new(())),
+/// ])
+/// .build()
+/// .unwrap();
+/// assert_eq!(chain.target_names().collect::<Vec<_>>(), ["primary", "backup"]);
+/// ```
 pub struct Fallback<S, Req, C = DefaultClassifier, R = UseClone> {
     pub(crate) shared: Arc<Shared<S, Req>>,
     pub(crate) classifier: C,

@@ -22,6 +22,15 @@ use crate::gcra::Capacity;
 use crate::store::{KeyedLocalStore, LocalStore, RateLimitStore};
 
 /// Picks the key a request is limited under (API key, user, model, host).
+///
+/// Any `Fn(&Req) -> K` is one; [`NoKey`] puts every request under one key.
+///
+/// ```
+/// use llm_ratelimit_layer::KeyOf;
+///
+/// let per_user = |req: &(String, &str)| req.0.clone();
+/// assert_eq!(per_user.key_of(&("alice".to_owned(), "Hi")), "alice");
+/// ```
 pub trait KeyOf<Req> {
     /// The key type.
     type Key: Clone + Send + Sync + 'static;
@@ -357,6 +366,15 @@ impl<St> RateLimitHandle<St> {
 /// capacity returns. A provider's 429 with a delay pauses the limiter for every sharer; the
 /// provider's remaining-capacity headers resynchronise it; the reported usage corrects each
 /// call's token estimate (for streams, at their end).
+///
+/// ```
+/// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+/// use llm_testkit::ReadyService;
+/// use tower::Layer;
+///
+/// let limited = RateLimitLayer::new(RateLimitConfig::per_minute(60, 100_000)).unwrap().layer(ReadyService::new(()));
+/// let _provider: &ReadyService<()> = limited.get_ref();
+/// ```
 pub struct RateLimit<S, St = LocalStore, KF = NoKey, C = NoTokenCost, Cl = DefaultClassifier> {
     inner: S,
     shared: Arc<Shared<St, KF, C, Cl>>,

@@ -37,6 +37,37 @@ impl fmt::Debug for StoreReply {
 /// keyed ignores the key. A store shared between processes (Redis) implements the same
 /// operations, so replacing the in-process store changes neither the layer's behaviour nor
 /// its API.
+///
+/// A store of your own — here one that admits everything and counts what it saw — plugs in
+/// with `build_with_store`:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+/// use llm_core::RateLimitInfo;
+/// use llm_ratelimit_layer::{Capacity, Grant, NoKey, RateLimitConfig, RateLimitLayer, RateLimitStore, StoreReply};
+///
+/// #[derive(Default)]
+/// struct Counting { admitted: AtomicU64 }
+///
+/// impl<K> RateLimitStore<K> for Counting {
+///     fn acquire(&self, _: &K, tokens: u64, _: Duration) -> StoreReply {
+///         self.admitted.fetch_add(1, Ordering::Relaxed);
+///         StoreReply::Ready(Ok(Grant { wait: Duration::ZERO, tokens }))
+///     }
+///     fn release(&self, _: &K, _: &Grant) {}
+///     fn reconcile(&self, _: &K, _: &Grant, _: u64) {}
+///     fn pause(&self, _: &K, _: Duration) {}
+///     fn observe(&self, _: &K, _: &RateLimitInfo) {}
+///     fn capacity(&self, _: &K) -> Capacity { Capacity::default() }
+/// }
+///
+/// let layer = RateLimitLayer::builder()
+///     .config(RateLimitConfig::per_minute(60, 1_000))
+///     .build_with_store(Counting::default(), NoKey)
+///     .unwrap();
+/// assert_eq!(layer.handle().store().admitted.load(Ordering::Relaxed), 0);
+/// ```
 pub trait RateLimitStore<K>: Send + Sync + 'static {
     /// Admits one request costing `tokens` for `key`, waiting at most `max_wait`.
     fn acquire(&self, key: &K, tokens: u64, max_wait: Duration) -> StoreReply;

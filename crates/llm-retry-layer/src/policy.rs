@@ -15,6 +15,16 @@ pub(crate) type OnRetry = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 pub(crate) type OnGiveUp = Arc<dyn Fn(&GiveUp) + Send + Sync>;
 
 /// A retry about to happen, as `on_retry` hooks see it.
+///
+/// ```
+/// use llm_retry_layer::RetryLayer;
+///
+/// let layer = RetryLayer::builder()
+///     .on_retry(|event| tracing::info!(attempt = event.attempt, delay_ms = event.delay.as_millis() as u64, "retrying"))
+///     .on_give_up(|give_up| tracing::warn!(attempts = give_up.attempts, reason = give_up.reason.as_str(), "gave up"))
+///     .build()
+///     .unwrap();
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RetryEvent {

@@ -18,6 +18,15 @@ use llm_core::{CloneRequest, UseClone};
 /// Its error type is the inner service's: retrying creates no error of its own, it returns
 /// the last attempt's result (an `Ok` response a classifier judged a failure, such as a
 /// 503, included).
+///
+/// ```
+/// use llm_retry_layer::RetryLayer;
+/// use llm_testkit::ReadyService;
+/// use tower::Layer;
+///
+/// let retry = RetryLayer::standard().layer(ReadyService::new(()));
+/// let _provider: &ReadyService<()> = retry.get_ref();
+/// ```
 pub struct Retry<S, C = DefaultClassifier, R = UseClone> {
     pub(crate) inner: S,
     pub(crate) policy: Arc<Policy>,

@@ -374,6 +374,18 @@ impl ResponseMetadata for TestStream {
 }
 
 /// One recorded call.
+///
+/// ```
+/// use llm_testkit::{ScriptedService, Step, TestResponse};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let (svc, handle) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
+/// svc.oneshot(42).await.unwrap();
+/// let call = &handle.calls()[0];
+/// assert_eq!((call.index, call.request), (0, 42));
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Call<Req> {
@@ -580,6 +592,21 @@ impl<Req, Res, Err> Drop for InFlight<Req, Res, Err> {
 }
 
 /// Reads what a [`ScriptedService`] saw, and controls its readiness.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_testkit::{ScriptedService, Step, TestResponse};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// let (svc, handle) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")).after(Duration::from_secs(1)));
+/// let call = tokio::spawn(svc.oneshot(1));
+/// tokio::task::yield_now().await;
+/// assert_eq!(handle.in_flight(), 1);
+/// call.await.unwrap().unwrap();
+/// assert_eq!((handle.in_flight(), handle.completed()), (0, 1));
+/// # }
+/// ```
 pub struct ScriptHandle<Req, Res = TestResponse, Err = LlmError> {
     shared: Arc<Shared<Req, Res, Err>>,
 }
