@@ -137,7 +137,7 @@ async fn main() {
                 c.name.as_deref().unwrap_or(""),
                 c.from,
                 c.to
-            )
+            );
         })
         .build()
         .expect("valid breaker settings");
