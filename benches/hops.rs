@@ -15,7 +15,9 @@ use std::task::{Context, Poll, Waker};
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
-use tower::{Layer, Service};
+use std::time::Duration;
+
+use tower::{Layer, Service, ServiceExt};
 
 /// The inner service: always ready, answers at once with `()`, so the bench measures the
 /// layers and not the moving of a response.
@@ -61,6 +63,29 @@ impl tower::retry::Policy<Ping, (), LlmError> for RetryErrors {
             }
             Err(_) => None,
         }
+    }
+    fn clone_request(&mut self, req: &Ping) -> Option<Ping> {
+        Some(*req)
+    }
+}
+
+/// The same policy for services whose errors are boxed (behind tower's `Buffer`).
+#[derive(Clone, Copy)]
+struct RetryBoxed {
+    left: u32,
+}
+impl tower::retry::Policy<Ping, (), tower::BoxError> for RetryBoxed {
+    type Future = Ready<()>;
+    fn retry(
+        &mut self,
+        _: &mut Ping,
+        result: &mut Result<(), tower::BoxError>,
+    ) -> Option<Self::Future> {
+        if result.is_err() && self.left > 0 {
+            self.left -= 1;
+            return Some(ready(()));
+        }
+        None
     }
     fn clone_request(&mut self, req: &Ping) -> Option<Ping> {
         Some(*req)
@@ -194,5 +219,82 @@ fn hop_fallback(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hop_retry, hop_breaker, hop_fallback);
+/// The recommended stack: a two-target fallback over, per target, retry → breaker → rate
+/// limit → provider; beside it, tower's own retry over its rate limit (behind a `Buffer`,
+/// since `tower::limit::RateLimit` is not `Clone`) needs a runtime, so it is measured by
+/// awaiting, as is ours in the second line.
+fn full_stack(c: &mut Criterion) {
+    use llm_tower::ratelimit::{Mode, Rate};
+    use tower::util::BoxCloneService;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let limits = RateLimitConfig {
+        requests: Some(Rate {
+            limit: u64::from(u32::MAX),
+            per: Duration::from_secs(10),
+            burst: None,
+        }),
+        mode: Mode::Reject,
+        ..RateLimitConfig::default()
+    };
+    let target = |name: &'static str| {
+        let limited = RateLimitLayer::new(limits.clone()).unwrap().layer(INSTANT);
+        let stack = RetryLayer::standard().layer(BreakerLayer::standard().layer(limited));
+        Target::new(name, stack)
+    };
+    let mut ours = Fallback::builder(vec![target("primary"), target("backup")])
+        .build()
+        .unwrap();
+
+    let mut group = c.benchmark_group("stack");
+    group.bench_function(
+        "llm-tower: fallback[retry → breaker → rate limit] (polled once)",
+        |b| {
+            b.iter(|| hop(&mut ours, &mut cx));
+        },
+    );
+    group.bench_function("llm-tower: same stack (awaited on a runtime)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                ours.ready()
+                    .await
+                    .unwrap()
+                    .call(black_box(7))
+                    .await
+                    .unwrap();
+            });
+        });
+    });
+    let mut tower_stack: BoxCloneService<Ping, (), tower::BoxError> = BoxCloneService::new(
+        tower::ServiceBuilder::new()
+            .retry(RetryBoxed { left: 3 })
+            .buffer(1024)
+            .rate_limit(u64::from(u32::MAX), Duration::from_secs(10))
+            .service(INSTANT),
+    );
+    group.bench_function(
+        "tower: retry → buffer → rate_limit (awaited on a runtime)",
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    tower_stack
+                        .ready()
+                        .await
+                        .unwrap()
+                        .call(black_box(7))
+                        .await
+                        .unwrap();
+                });
+            });
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, hop_retry, hop_breaker, hop_fallback, full_stack);
 criterion_main!(benches);
