@@ -169,10 +169,8 @@ impl Limiter {
 
     #[inline]
     fn ns(&self, at: Instant) -> u64 {
-        // NOTE: offset by one so that 0 stays "never paused" and a fresh TAT of 0 is in the past.
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
+        // NOTE: a pause until 0 and a TAT of 0 both lie at or before any now: no sentinel needed.
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Admits one request costing `tokens` at `now`, waiting at most `max_wait`: the grant
@@ -195,18 +193,17 @@ impl Limiter {
         now_ns: u64,
         max_wait: Duration,
     ) -> Result<Grant, LocalRateLimited> {
-        let tokens = if self.tokens.is_some() { tokens } else { 0 };
-        if let Some(bucket) = &self.tokens {
-            if tokens > bucket.burst {
-                return Err(LocalRateLimited::new(
-                    LimitReason::CostExceedsCapacity {
-                        cost: tokens,
-                        capacity: bucket.burst,
-                    },
-                    None,
-                ));
+        let tokens = match &self.tokens {
+            None => 0,
+            Some(bucket) if tokens > bucket.burst => {
+                let reason = LimitReason::CostExceedsCapacity {
+                    cost: tokens,
+                    capacity: bucket.burst,
+                };
+                return Err(LocalRateLimited::new(reason, None));
             }
-        }
+            Some(_) => tokens,
+        };
         let max_wait_ns = if max_wait.is_zero() {
             0
         } else {

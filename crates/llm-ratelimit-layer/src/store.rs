@@ -110,14 +110,10 @@ impl<Clk: Clock> LocalStore<Clk> {
         }
     }
 
-    /// Now, on the limiter's scale: since this store was made, plus the one nanosecond by
-    /// which `Limiter` keeps zero for "never".
+    /// Now, on the limiter's scale: nanoseconds since this store was made.
     #[inline]
     fn now_ns(&self) -> u64 {
-        self.clock
-            .now_ns()
-            .saturating_sub(self.origin_ns)
-            .saturating_add(1)
+        self.clock.now_ns().saturating_sub(self.origin_ns)
     }
 }
 
