@@ -296,5 +296,83 @@ fn full_stack(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hop_retry, hop_breaker, hop_fallback, full_stack);
+/// One call awaited on a current-thread runtime: for layers whose futures box and await
+/// (tower-resilience, tower's buffer), and for ours beside them on the same footing.
+fn awaited<S>(rt: &tokio::runtime::Runtime, svc: &mut S)
+where
+    S: Service<Ping, Response = ()>,
+    S::Error: std::fmt::Debug,
+{
+    rt.block_on(async {
+        svc.ready().await.unwrap().call(black_box(7)).await.unwrap();
+    });
+}
+
+/// Retry and rate limit, awaited, beside tower-resilience's (which box every call's future)
+/// and tower's rate limit (behind the `Buffer` it needs to be `Clone`).
+fn awaited_alternatives(c: &mut Criterion) {
+    use llm_tower::ratelimit::{Mode, Rate};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+
+    let mut group = c.benchmark_group("awaited/retry");
+    let mut ours = RetryLayer::standard().layer(INSTANT);
+    group.bench_function("llm-retry-layer (standard)", |b| {
+        b.iter(|| awaited(&rt, &mut ours));
+    });
+    let mut resilience = tower_resilience_retry::RetryLayer::<Ping, (), LlmError>::builder()
+        .max_attempts(4)
+        .build()
+        .layer(INSTANT);
+    group.bench_function("tower-resilience-retry", |b| {
+        b.iter(|| awaited(&rt, &mut resilience));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("awaited/ratelimit");
+    let limits = RateLimitConfig {
+        requests: Some(Rate {
+            limit: 1_000_000_000,
+            per: Duration::from_secs(10),
+            burst: None,
+        }),
+        mode: Mode::Reject,
+        ..RateLimitConfig::default()
+    };
+    let mut ours = RateLimitLayer::new(limits).unwrap().layer(INSTANT);
+    group.bench_function("llm-ratelimit-layer (tokio clock)", |b| {
+        b.iter(|| awaited(&rt, &mut ours));
+    });
+    let mut resilience = tower_resilience_ratelimiter::RateLimiterLayer::builder()
+        .limit_for_period(1_000_000_000)
+        .refresh_period(Duration::from_secs(10))
+        .timeout_duration(Duration::ZERO)
+        .build()
+        .unwrap()
+        .layer(INSTANT);
+    group.bench_function("tower-resilience-ratelimiter", |b| {
+        b.iter(|| awaited(&rt, &mut resilience));
+    });
+    let mut tower_limit = tower::ServiceBuilder::new()
+        .buffer(1024)
+        .rate_limit(1_000_000_000, Duration::from_secs(10))
+        .service(INSTANT);
+    group.bench_function("tower buffer → limit::RateLimit", |b| {
+        b.iter(|| awaited(&rt, &mut tower_limit));
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    hop_retry,
+    hop_breaker,
+    hop_fallback,
+    full_stack,
+    awaited_alternatives
+);
 criterion_main!(benches);
