@@ -7,15 +7,17 @@
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
-use std::future::{Future, Ready, ready};
+mod support;
+
+use std::future::{Ready, ready};
 use std::hint::black_box;
-use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
 use std::time::Duration;
+use support::{hop, unlimited};
 
 use tower::{Layer, Service, ServiceExt};
 
@@ -26,25 +28,6 @@ const INSTANT: ReadyService<()> = ReadyService::new(());
 /// The request: a number, which carries no extensions and is free to copy — the bench
 /// measures the layer, not the request.
 type Ping = u32;
-
-/// One call: readiness, the call, and its future polled to completion (once: every
-/// contender's success path completes on the first poll).
-fn hop<S: Service<Ping, Response = ()>>(svc: &mut S, cx: &mut Context<'_>)
-where
-    S::Error: std::fmt::Debug,
-{
-    assert!(
-        matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))),
-        "always ready"
-    );
-    let fut = pin!(svc.call(black_box(7)));
-    match fut.poll(cx) {
-        Poll::Ready(Ok(response)) => {
-            black_box(response);
-        }
-        _ => panic!("the success path completes on the first poll"),
-    }
-}
 
 /// tower's own retry, configured to do the same work on success: copy the request, call,
 /// look at the result, return it.
@@ -224,7 +207,6 @@ fn hop_fallback(c: &mut Criterion) {
 /// since `tower::limit::RateLimit` is not `Clone`) needs a runtime, so it is measured by
 /// awaiting, as is ours in the second line.
 fn full_stack(c: &mut Criterion) {
-    use llm_tower::ratelimit::{Mode, Rate};
     use tower::util::BoxCloneService;
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -233,15 +215,7 @@ fn full_stack(c: &mut Criterion) {
         .unwrap();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
-    let limits = RateLimitConfig {
-        requests: Some(Rate {
-            limit: u64::from(u32::MAX),
-            per: Duration::from_secs(10),
-            burst: None,
-        }),
-        mode: Mode::Reject,
-        ..RateLimitConfig::default()
-    };
+    let limits = unlimited();
     let target = |name: &'static str| {
         let limited = RateLimitLayer::new(limits.clone()).unwrap().layer(INSTANT);
         let stack = RetryLayer::standard().layer(BreakerLayer::standard().layer(limited));
@@ -311,8 +285,6 @@ where
 /// Retry and rate limit, awaited, beside tower-resilience's (which box every call's future)
 /// and tower's rate limit (behind the `Buffer` it needs to be `Clone`).
 fn awaited_alternatives(c: &mut Criterion) {
-    use llm_tower::ratelimit::{Mode, Rate};
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -334,15 +306,7 @@ fn awaited_alternatives(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("awaited/ratelimit");
-    let limits = RateLimitConfig {
-        requests: Some(Rate {
-            limit: 1_000_000_000,
-            per: Duration::from_secs(10),
-            burst: None,
-        }),
-        mode: Mode::Reject,
-        ..RateLimitConfig::default()
-    };
+    let limits = unlimited();
     let mut ours = RateLimitLayer::new(limits).unwrap().layer(INSTANT);
     group.bench_function("llm-ratelimit-layer (tokio clock)", |b| {
         b.iter(|| awaited(&rt, &mut ours));

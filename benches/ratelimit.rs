@@ -1,40 +1,36 @@
 //! Rate-limit admission beside governor, in one run: one admission check, the same with
 //! both cores contending for one limiter, and a call through the layer.
 //!
-//! Run: `cargo bench --bench ratelimit`. Results and reading: BENCHMARKS.md.
+//! Run: `cargo bench --bench ratelimit --features fast-clock`. Results: BENCHMARKS.md.
 
 // criterion_group! generates an undocumented public function.
 #![allow(missing_docs)]
 
-use std::future::Future;
+mod support;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant as StdInstant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::{Quota, RateLimiter};
 use llm_testkit::ReadyService;
-use llm_tower::ratelimit::{
-    Limiter, Mode, QuantaClock, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore,
-};
+use llm_tower::ratelimit::{Limiter, QuantaClock, RateLimitLayer, RateLimitStore};
+use support::{contended, hop, unlimited};
 use tokio::time::Instant;
-use tower::{Layer, Service};
-
-/// A limit no benchmark loop reaches: every check is an admission, the success path.
-const HUGE: u32 = u32::MAX;
+use tower::Layer;
 
 fn ours() -> Limiter {
     Limiter::new(
-        Some((u64::from(HUGE), Duration::from_secs(1), u64::from(HUGE))),
+        Some((1_000_000_000, Duration::from_secs(10), 1_000_000_000)),
         None,
         Instant::now(),
     )
 }
 
 fn governor() -> governor::DefaultDirectRateLimiter {
-    RateLimiter::direct(Quota::per_second(NonZeroU32::new(HUGE).unwrap()))
+    RateLimiter::direct(Quota::per_second(NonZeroU32::new(100_000_000).unwrap()))
 }
 
 fn admission(c: &mut Criterion) {
@@ -46,17 +42,8 @@ fn admission(c: &mut Criterion) {
             b.iter(|| black_box(limiter.acquire(0, Instant::now(), Duration::ZERO)).is_ok());
         },
     );
-    let config = RateLimitConfig {
-        requests: Some(Rate {
-            limit: u64::from(HUGE),
-            per: Duration::from_secs(10),
-            burst: None,
-        }),
-        mode: Mode::Reject,
-        ..RateLimitConfig::default()
-    };
     let fast = RateLimitLayer::builder()
-        .config(config)
+        .config(unlimited())
         .build_with_clock(QuantaClock::new())
         .unwrap()
         .handle();
@@ -73,7 +60,6 @@ fn admission(c: &mut Criterion) {
             });
         },
     );
-    let limiter = ours();
     let now = Instant::now();
     group.bench_function(
         "llm-ratelimit-layer Limiter::acquire (time given, no clock read)",
@@ -96,115 +82,61 @@ fn admission(c: &mut Criterion) {
 
 /// Both cores hammer one limiter; the time reported is per admission.
 fn contention(c: &mut Criterion) {
-    const THREADS: usize = 2;
     let mut group = c.benchmark_group("ratelimit/contended (2 threads)");
+    let fast = RateLimitLayer::builder()
+        .config(unlimited())
+        .build_with_clock(QuantaClock::new())
+        .unwrap()
+        .handle();
     group.bench_function("llm-ratelimit-layer LocalStore<QuantaClock>", |b| {
-        let config = RateLimitConfig {
-            requests: Some(Rate {
-                limit: u64::from(HUGE),
-                per: Duration::from_secs(10),
-                burst: None,
-            }),
-            mode: Mode::Reject,
-            ..RateLimitConfig::default()
-        };
-        let handle = RateLimitLayer::builder()
-            .config(config)
-            .build_with_clock(QuantaClock::new())
-            .unwrap()
-            .handle();
-        b.iter_custom(|iters| {
-            let per_thread = iters.div_ceil(THREADS as u64);
-            let start = StdInstant::now();
-            std::thread::scope(|s| {
-                for _ in 0..THREADS {
-                    let handle = handle.clone();
-                    s.spawn(move || {
-                        for _ in 0..per_thread {
-                            black_box(RateLimitStore::<()>::acquire(
-                                handle.store(),
-                                &(),
-                                0,
-                                Duration::ZERO,
-                            ));
-                        }
-                    });
-                }
-            });
-            start.elapsed() / THREADS as u32
+        contended(b, 2, || {
+            black_box(RateLimitStore::<()>::acquire(
+                fast.store(),
+                &(),
+                0,
+                Duration::ZERO,
+            ));
         });
     });
+    let limiter = ours();
     group.bench_function("llm-ratelimit-layer (tokio clock)", |b| {
-        let limiter = Arc::new(ours());
-        b.iter_custom(|iters| {
-            let per_thread = iters.div_ceil(THREADS as u64);
-            let start = StdInstant::now();
-            std::thread::scope(|s| {
-                for _ in 0..THREADS {
-                    let limiter = limiter.clone();
-                    s.spawn(move || {
-                        for _ in 0..per_thread {
-                            black_box(limiter.acquire(0, Instant::now(), Duration::ZERO)).ok();
-                        }
-                    });
-                }
-            });
-            start.elapsed() / THREADS as u32
+        contended(b, 2, || {
+            black_box(limiter.acquire(0, Instant::now(), Duration::ZERO)).ok();
         });
     });
+    let gov = governor();
     group.bench_function("governor", |b| {
-        let gov = Arc::new(governor());
-        b.iter_custom(|iters| {
-            let per_thread = iters.div_ceil(THREADS as u64);
-            let start = StdInstant::now();
-            std::thread::scope(|s| {
-                for _ in 0..THREADS {
-                    let gov = gov.clone();
-                    s.spawn(move || {
-                        for _ in 0..per_thread {
-                            black_box(gov.check()).ok();
-                        }
-                    });
-                }
-            });
-            start.elapsed() / THREADS as u32
+        contended(b, 2, || {
+            black_box(gov.check()).ok();
         });
     });
     group.finish();
 }
 
-fn hop(c: &mut Criterion) {
+fn layer_hop(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
-    let config = RateLimitConfig {
-        requests: Some(Rate {
-            limit: u64::from(HUGE),
-            per: Duration::from_secs(10),
-            burst: None,
-        }),
-        mode: Mode::Reject,
-        ..RateLimitConfig::default()
-    };
-    let mut svc = RateLimitLayer::new(config)
+    let mut group = c.benchmark_group("hop/ratelimit");
+    let mut svc = RateLimitLayer::new(unlimited())
         .unwrap()
         .layer(ReadyService::new(()));
-    let mut group = c.benchmark_group("hop/ratelimit");
-    group.bench_function("llm-ratelimit-layer (requests per interval)", |b| {
-        b.iter(|| {
-            assert!(matches!(
-                Service::<u32>::poll_ready(&mut svc, &mut cx),
-                Poll::Ready(Ok(()))
-            ));
-            let fut = std::pin::pin!(svc.call(black_box(7)));
-            assert!(matches!(Future::poll(fut, &mut cx), Poll::Ready(Ok(()))));
-        });
+    group.bench_function("llm-ratelimit-layer (tokio clock)", |b| {
+        b.iter(|| hop(&mut svc, &mut cx));
+    });
+    let fast = RateLimitLayer::builder()
+        .config(unlimited())
+        .build_with_clock(QuantaClock::new())
+        .unwrap();
+    let mut svc = fast.layer(ReadyService::new(()));
+    group.bench_function("llm-ratelimit-layer (QuantaClock)", |b| {
+        b.iter(|| hop(&mut svc, &mut cx));
     });
     group.finish();
 }
 
-criterion_group!(benches, admission, contention, hop);
+criterion_group!(benches, admission, contention, layer_hop);
 criterion_main!(benches);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use governor::{Quota, RateLimiter};
 use llm_tower::ratelimit::{
-    Clock, Mode, QuantaClock, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore,
+    Clock, Mode, QuantaClock, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore, TokioClock,
 };
 
 /// A clock that never moves: what is left to count is the admission itself.
@@ -25,6 +25,23 @@ struct Fixed;
 impl Clock for Fixed {
     fn now_ns(&self) -> u64 {
         black_box(1_000)
+    }
+}
+
+/// `n` admissions through the in-process store reading `clock`.
+fn admit(config: RateLimitConfig, clock: impl Clock, n: u64) {
+    let handle = RateLimitLayer::builder()
+        .config(config)
+        .build_with_clock(clock)
+        .expect("valid limits")
+        .handle();
+    for _ in 0..n {
+        black_box(RateLimitStore::<()>::acquire(
+            handle.store(),
+            &(),
+            0,
+            Duration::ZERO,
+        ));
     }
 }
 
@@ -52,51 +69,9 @@ fn main() {
         .expect("a runtime");
     let _guard = runtime.enter();
     match contender.as_str() {
-        "llm-tower-quanta" => {
-            let handle = RateLimitLayer::builder()
-                .config(config)
-                .build_with_clock(QuantaClock::new())
-                .expect("valid")
-                .handle();
-            for _ in 0..n {
-                black_box(RateLimitStore::<()>::acquire(
-                    handle.store(),
-                    &(),
-                    0,
-                    Duration::ZERO,
-                ));
-            }
-        }
-        "llm-tower-tokio" => {
-            let handle = RateLimitLayer::builder()
-                .config(config)
-                .build()
-                .expect("valid")
-                .handle();
-            for _ in 0..n {
-                black_box(RateLimitStore::<()>::acquire(
-                    handle.store(),
-                    &(),
-                    0,
-                    Duration::ZERO,
-                ));
-            }
-        }
-        "llm-tower-fixed" => {
-            let handle = RateLimitLayer::builder()
-                .config(config)
-                .build_with_clock(Fixed)
-                .expect("valid")
-                .handle();
-            for _ in 0..n {
-                black_box(RateLimitStore::<()>::acquire(
-                    handle.store(),
-                    &(),
-                    0,
-                    Duration::ZERO,
-                ));
-            }
-        }
+        "llm-tower-quanta" => admit(config, QuantaClock::new(), n),
+        "llm-tower-tokio" => admit(config, TokioClock::new(), n),
+        "llm-tower-fixed" => admit(config, Fixed, n),
         "governor-fixed" => {
             let clock = governor::clock::FakeRelativeClock::default();
             // 1e9 per second: each admission moves the TAT by 1 ns, far inside the burst.

@@ -3,6 +3,23 @@
 
 use llm_core::{BoxError, ErrorKind, ErrorOutcome, LlmError, ResponseOutcome};
 
+/// A loopback server that reads one request and answers with `reply` (or hangs up without a
+/// status line when there is none).
+async fn serve_once(reply: Option<&'static [u8]>) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = socket.read(&mut buf).await;
+        if let Some(reply) = reply {
+            let _ = socket.write_all(reply).await;
+        }
+    });
+    addr
+}
+
 /// A loopback port with nothing listening on it.
 fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -21,15 +38,7 @@ async fn refused_connection_is_a_network_error() {
 
 #[tokio::test]
 async fn connection_closed_before_headers_is_a_network_error() {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        // Read the request, then hang up without a status line.
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = socket.read(&mut buf).await;
-    });
+    let addr = serve_once(None).await;
     let err = reqwest::Client::new()
         .get(format!("http://{addr}/"))
         .send()
@@ -44,19 +53,14 @@ async fn connection_closed_before_headers_is_a_network_error() {
 
 #[tokio::test]
 async fn status_errors_classify_as_their_status() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = socket.read(&mut buf).await;
-        let _ = socket
-            .write_all(
-                b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 3\r\ncontent-length: 0\r\n\r\n",
-            )
-            .await;
-    });
+    let addr = serve_once(Some(
+        b"HTTP/1.1 429 Too Many Requests
+retry-after: 3
+content-length: 0
+
+",
+    ))
+    .await;
     let res = reqwest::Client::new()
         .get(format!("http://{addr}/"))
         .send()
@@ -76,14 +80,7 @@ async fn status_errors_classify_as_their_status() {
 #[tokio::test]
 async fn hyper_errors_inside_the_chain_are_classified() {
     use std::error::Error as _;
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut buf = [0u8; 1024];
-        let _ = socket.read(&mut buf).await;
-    });
+    let addr = serve_once(None).await;
     let err = reqwest::Client::new()
         .get(format!("http://{addr}/"))
         .send()
