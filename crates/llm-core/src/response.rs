@@ -117,7 +117,7 @@ impl StreamEnd {
     }
 }
 
-/// Told once how a streamed response ended ([`StreamEnd`]): [`Outcome::success`] when its
+/// Told once how a streamed response ended ([`StreamEnd`]): [`Outcome::success`](crate::Outcome::success) when its
 /// terminator arrived, a failure (typically [`ErrorKind::StreamInterrupted`](crate::ErrorKind))
 /// when it broke, with the usage the stream reported. Dropped without being told — the caller
 /// dropped the stream — it reports [`ErrorKind::Cancelled`](crate::ErrorKind), so whatever it
