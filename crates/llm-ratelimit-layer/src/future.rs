@@ -156,6 +156,7 @@ where
                 };
             }
             StoreReply::Ready(Ok(grant)) => {
+                future.shared.waits(grant.wait);
                 future.hold(grant, false);
                 future.state = State::Sleeping {
                     sleep: tokio::time::sleep(grant.wait),
@@ -212,6 +213,9 @@ where
 {
     match result {
         Ok(grant) => {
+            if !grant.wait.is_zero() {
+                shared.waits(grant.wait);
+            }
             let key = key.take().expect("the key is held until admission");
             *held = Some(Held {
                 store: shared.store.clone(),

@@ -77,6 +77,7 @@ pub(crate) struct Stats {
 }
 
 pub(crate) type OnRejected = Arc<dyn Fn(&LocalRateLimited) + Send + Sync>;
+pub(crate) type OnWait = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// Everything a limiter's services share.
 pub(crate) struct Shared<St, KF, C, Cl> {
@@ -89,6 +90,7 @@ pub(crate) struct Shared<St, KF, C, Cl> {
     pub(crate) semaphore: Option<Arc<Semaphore>>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) on_rejected: Option<OnRejected>,
+    pub(crate) on_wait: Option<OnWait>,
 }
 
 impl<St, KF, C, Cl> Shared<St, KF, C, Cl> {
@@ -100,6 +102,16 @@ impl<St, KF, C, Cl> Shared<St, KF, C, Cl> {
         );
         if let Some(hook) = &self.on_rejected {
             hook(err);
+        }
+    }
+
+    pub(crate) fn waits(&self, wait: Duration) {
+        tracing::debug!(
+            wait_ms = wait.as_millis() as u64,
+            "waiting for rate-limit capacity"
+        );
+        if let Some(hook) = &self.on_wait {
+            hook(wait);
         }
     }
 }
@@ -140,6 +152,7 @@ impl RateLimitLayer {
             cost: NoTokenCost,
             classifier: DefaultClassifier,
             on_rejected: None,
+            on_wait: None,
         }
     }
 
@@ -193,6 +206,7 @@ pub struct RateLimitLayerBuilder<C = NoTokenCost, Cl = DefaultClassifier> {
     cost: C,
     classifier: Cl,
     on_rejected: Option<OnRejected>,
+    on_wait: Option<OnWait>,
 }
 
 impl<C, Cl> fmt::Debug for RateLimitLayerBuilder<C, Cl> {
@@ -219,6 +233,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
             cost,
             classifier: self.classifier,
             on_rejected: self.on_rejected,
+            on_wait: self.on_wait,
         }
     }
 
@@ -229,6 +244,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
             cost: self.cost,
             classifier,
             on_rejected: self.on_rejected,
+            on_wait: self.on_wait,
         }
     }
 
@@ -236,6 +252,13 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
     #[must_use]
     pub fn on_rejected(mut self, hook: impl Fn(&LocalRateLimited) + Send + Sync + 'static) -> Self {
         self.on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for every request that must wait for capacity, with how long it waits.
+    #[must_use]
+    pub fn on_wait(mut self, hook: impl Fn(Duration) + Send + Sync + 'static) -> Self {
+        self.on_wait = Some(Arc::new(hook));
         self
     }
 
@@ -292,6 +315,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
                 semaphore,
                 stats: Arc::new(Stats::default()),
                 on_rejected: self.on_rejected,
+                on_wait: self.on_wait,
             }),
         })
     }

@@ -478,3 +478,27 @@ async fn the_quanta_clock_limits_like_tokios() {
     let wait = err.retry_after().unwrap();
     assert!(wait > MS(900) && wait <= S(1), "{wait:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_wait_hook_sees_each_wait() {
+    let waits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = waits.clone();
+    let layer = RateLimitLayer::builder()
+        .config(requests(60, 1, Mode::Wait))
+        .on_wait(move |wait| log.lock().unwrap().push(wait))
+        .build()
+        .unwrap();
+    let (svc, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
+    let svc = layer.layer(svc);
+    let tasks: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(svc.clone().oneshot(i)))
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        *waits.lock().unwrap(),
+        [S(1), S(2)],
+        "the first went at once; the others waited"
+    );
+}
