@@ -1,6 +1,7 @@
 //! Ergonomic stacking: [`ServiceBuilderExt`] for `tower::ServiceBuilder`, and [`LlmServiceExt`]
 //! so a stack reads `provider.with_retry(…).with_breaker(…)`.
 
+#[cfg(any(feature = "retry", feature = "breaker", feature = "ratelimit"))]
 use tower_layer::{Layer, Stack};
 
 #[cfg(feature = "breaker")]
