@@ -239,6 +239,23 @@ where
         }
     }
 
+    /// Polls the call in `slot` (made to `target`); a finished call is emptied from its
+    /// slot and handled. `None` while it runs or when the slot is empty.
+    fn poll_call(
+        &mut self,
+        mut slot: Pin<&mut Option<S::Future>>,
+        target: usize,
+        other_busy: bool,
+        cx: &mut Context<'_>,
+    ) -> Option<Step<Result<S::Response, S::Error>>> {
+        let result = match slot.as_mut().as_pin_mut()?.poll(cx) {
+            Poll::Ready(result) => result,
+            Poll::Pending => return None,
+        };
+        slot.set(None);
+        Some(self.on_result(target, result, other_busy))
+    }
+
     fn record_success(&mut self, target: usize, result: &mut Result<S::Response, S::Error>) {
         let Ok(response) = result else { return };
         let budget_used = self.budget.as_ref().map(AttemptBudget::used);
@@ -316,29 +333,24 @@ where
                 }
             }
 
-            // 2. The calls in flight.
-            if let Some(call) = this.first.as_mut().as_pin_mut() {
-                if let Poll::Ready(result) = call.poll(cx) {
-                    this.first.set(None);
-                    progressed = true;
-                    let busy = this.second.is_some();
-                    if let Step::Return(out) = core.on_result(core.first_target, result, busy) {
-                        // The answer wins: the other call, if any, is dropped (cancelled).
-                        this.second.set(None);
-                        return Poll::Ready(out);
-                    }
-                }
-            }
-            if let Some(call) = this.second.as_mut().as_pin_mut() {
-                if let Poll::Ready(result) = call.poll(cx) {
+            // 2. The calls in flight. An answer wins: the other call, if any, is dropped
+            // (cancelled).
+            let (first, second) = (core.first_target, core.second_target);
+            match core.poll_call(this.first.as_mut(), first, this.second.is_some(), cx) {
+                Some(Step::Return(out)) => {
                     this.second.set(None);
-                    progressed = true;
-                    let busy = this.first.is_some();
-                    if let Step::Return(out) = core.on_result(core.second_target, result, busy) {
-                        this.first.set(None);
-                        return Poll::Ready(out);
-                    }
+                    return Poll::Ready(out);
                 }
+                Some(Step::Continue) => progressed = true,
+                None => {}
+            }
+            match core.poll_call(this.second.as_mut(), second, this.first.is_some(), cx) {
+                Some(Step::Return(out)) => {
+                    this.first.set(None);
+                    return Poll::Ready(out);
+                }
+                Some(Step::Continue) => progressed = true,
+                None => {}
             }
             if core.starting.is_none() && this.first.is_none() && this.second.is_none() {
                 // Both calls ended in failures that moved on while another was in flight:

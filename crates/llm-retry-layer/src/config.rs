@@ -288,9 +288,7 @@ impl RetryConfig {
                 ),
             ));
         }
-        if self.strategy != Strategy::Fixed {
-            self.backoff().validate()?;
-        }
+        self.backoff().validate()?;
         self.budget.build()?;
         Ok(())
     }
