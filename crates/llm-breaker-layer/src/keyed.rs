@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use llm_core::keyed::KeyedRegistry;
+use llm_core::keyed::{KeyOf, KeyedRegistry};
 use llm_core::{CircuitOpen, Classify, ObserveEnd};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -148,7 +148,7 @@ where
     S::Error: From<CircuitOpen>,
     S::Response: ObserveEnd,
     K: Hash + Eq + Clone + fmt::Display,
-    F: Fn(&Req) -> K,
+    F: KeyOf<Req, Key = K>,
     C: Classify<S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
@@ -160,7 +160,7 @@ where
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        let breaker = self.registry.breaker(&(self.key_of)(&request));
+        let breaker = self.registry.breaker(&self.key_of.key_of(&request));
         admit(&breaker, &mut self.inner, request, &self.classifier)
     }
 }

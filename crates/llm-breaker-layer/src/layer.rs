@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use llm_core::keyed::KeyOf;
 use llm_core::{CircuitOpen, ConfigError, DefaultClassifier};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -228,7 +229,7 @@ impl<C> BreakerLayerBuilder<C> {
         key_of: F,
     ) -> Result<KeyedBreakerLayer<K, F, C>, ConfigError>
     where
-        F: Fn(&Req) -> K,
+        F: KeyOf<Req, Key = K>,
     {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));

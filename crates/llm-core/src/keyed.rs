@@ -145,6 +145,50 @@ impl<K: Hash + Eq + Clone, V> KeyedRegistry<K, V> {
     }
 }
 
+/// Picks the key a request is limited or circuit-broken under: API key, user, model, host.
+///
+/// Any `Fn(&Req) -> K` is one; [`NoKey`] puts every request under one key. The keyed rate
+/// limiter and the keyed circuit breaker both take one.
+///
+/// ```
+/// use llm_core::keyed::KeyOf;
+///
+/// let per_user = |req: &(String, &str)| req.0.clone();
+/// assert_eq!(per_user.key_of(&("alice".to_owned(), "Hi")), "alice");
+/// ```
+pub trait KeyOf<Req> {
+    /// The key type.
+    type Key: Clone + Send + Sync + 'static;
+    /// The key of `request`.
+    fn key_of(&self, request: &Req) -> Self::Key;
+}
+
+/// Every request under one key: an unkeyed layer.
+///
+/// ```
+/// use llm_core::keyed::{KeyOf, NoKey};
+///
+/// let () = NoKey.key_of(&"any request");
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoKey;
+
+impl<Req> KeyOf<Req> for NoKey {
+    type Key = ();
+    fn key_of(&self, _: &Req) {}
+}
+
+impl<F, Req, K> KeyOf<Req> for F
+where
+    F: Fn(&Req) -> K,
+    K: Clone + Send + Sync + 'static,
+{
+    type Key = K;
+    fn key_of(&self, request: &Req) -> K {
+        self(request)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,9 @@ use tower_service::Service;
 
 use crate::config::Mode;
 use crate::gcra::Grant;
-use crate::layer::{KeyOf, Shared, Stats};
+use llm_core::keyed::KeyOf;
+
+use crate::layer::{Shared, Stats};
 use crate::store::{RateLimitStore, StoreReply};
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;

@@ -20,43 +20,7 @@ use crate::config::{Mode, RateLimitConfig};
 use crate::future::ResponseFuture;
 use crate::gcra::Capacity;
 use crate::store::{KeyedLocalStore, LocalStore, RateLimitStore};
-
-/// Picks the key a request is limited under (API key, user, model, host).
-///
-/// Any `Fn(&Req) -> K` is one; [`NoKey`] puts every request under one key.
-///
-/// ```
-/// use llm_ratelimit_layer::KeyOf;
-///
-/// let per_user = |req: &(String, &str)| req.0.clone();
-/// assert_eq!(per_user.key_of(&("alice".to_owned(), "Hi")), "alice");
-/// ```
-pub trait KeyOf<Req> {
-    /// The key type.
-    type Key: Clone + Send + Sync + 'static;
-    /// The key of `request`.
-    fn key_of(&self, request: &Req) -> Self::Key;
-}
-
-/// Every request under one key: an unkeyed limiter.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoKey;
-
-impl<Req> KeyOf<Req> for NoKey {
-    type Key = ();
-    fn key_of(&self, _: &Req) {}
-}
-
-impl<F, Req, K> KeyOf<Req> for F
-where
-    F: Fn(&Req) -> K,
-    K: Clone + Send + Sync + 'static,
-{
-    type Key = K;
-    fn key_of(&self, request: &Req) -> K {
-        self(request)
-    }
-}
+use llm_core::keyed::{KeyOf, NoKey};
 
 /// Prices every request at zero tokens: for limiters of requests only.
 #[derive(Clone, Copy, Debug, Default)]
@@ -284,7 +248,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
         key_of: F,
     ) -> Result<RateLimitLayer<KeyedLocalStore<K>, F, C, Cl>, ConfigError>
     where
-        F: Fn(&Req) -> K,
+        F: KeyOf<Req, Key = K>,
         K: Hash + Eq + Clone,
     {
         let limits = self.config.limits()?;

@@ -13,7 +13,6 @@ pub use clock::{Clock, TokioClock};
 pub use config::{Mode, Rate, RateLimitConfig};
 pub use future::ResponseFuture;
 pub use gcra::{Capacity, Grant, Limiter};
-pub use layer::{
-    KeyOf, NoKey, NoTokenCost, RateLimit, RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder,
-};
+pub use layer::{NoTokenCost, RateLimit, RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder};
+pub use llm_core::keyed::{KeyOf, NoKey};
 pub use store::{KeyedLocalStore, LocalStore, RateLimitStore, StoreReply};
