@@ -1,3 +1,7 @@
+#![cfg_attr(feature = "server", doc = include_str!("../README.md"))]
+//!
+//! # Scripted services
+//!
 //! Test services for llm-tower layers and for your own middleware.
 //!
 //! - [`ScriptedService`] answers each call with the next [`Step`] of a script — succeed, fail
@@ -38,3 +42,8 @@ pub use probe::ContractProbe;
 pub use ready::{ReadyService, count_allocations, vars};
 pub use request::TestRequest;
 pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse, TestStream};
+
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub use server::{MockProvider, MockProviderBuilder};
