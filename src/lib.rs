@@ -81,6 +81,11 @@ pub use llm_fallback_layer as fallback;
 #[cfg(feature = "ratelimit")]
 pub use llm_ratelimit_layer as ratelimit;
 
+/// OpenAI, Azure OpenAI, OpenRouter, Anthropic, Gemini, Ollama and OpenAI-compatible servers
+/// as tower services, streaming included: `llm-providers`.
+#[cfg(feature = "providers")]
+pub use llm_providers as providers;
+
 /// The names most stacks need, in one import: `use llm_tower::prelude::*;`.
 pub mod prelude {
     pub use llm_core::{
@@ -99,6 +104,11 @@ pub mod prelude {
 
     #[cfg(feature = "ratelimit")]
     pub use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+
+    #[cfg(feature = "providers")]
+    pub use llm_providers::{
+        ChatChunk, ChatRequest, ChatResponse, ChatStream, Message, Provider, ProviderKind,
+    };
 
     pub use crate::{LlmServiceExt, ServiceBuilderExt};
 }

@@ -60,7 +60,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use plan::{DelayFormat, Fault, Latency, Plan, RateLimitSim, Route, Rule};
-pub use wire::{canonical_answer, canonical_token};
+pub use wire::{canonical_answer, canonical_token, stream_body};
 
 use limits::{Budgets, Refusal};
 use wire::{ErrorReply, Exchange, Frame};
@@ -1112,6 +1112,13 @@ async fn send_stream(
         if breaks == Some(i) {
             match fault {
                 Fault::CutAfter { abort: true, .. } => {
+                    // NOTE: hyper drops its unflushed write buffer when a body fails. Let it
+                    // take every frame and flush (it flushes when the body runs dry) before
+                    // breaking the body, so the client receives the chunks before the abort.
+                    while tx.capacity() < tx.max_capacity() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                     let err = io::Error::new(io::ErrorKind::ConnectionAborted, "cut");
                     let _ = tx.send(Err(err)).await;
                 }

@@ -44,6 +44,34 @@ pub fn canonical_answer(tokens: usize) -> String {
     (0..tokens).map(canonical_token).collect()
 }
 
+/// The whole body of a successful stream of `tokens` content chunks on `route`, byte for byte
+/// as the mock provider sends it: a recorded-shape fixture for decoder tests and benchmarks.
+///
+/// ```
+/// use llm_testkit::server::{Route, stream_body};
+///
+/// let body = String::from_utf8(stream_body(Route::OpenAi, 2)).unwrap();
+/// assert!(body.starts_with("data: {\"id\":\"chatcmpl-"));
+/// assert!(body.ends_with("data: [DONE]\n\n"));
+/// ```
+pub fn stream_body(route: Route, tokens: usize) -> Vec<u8> {
+    let exchange = Exchange {
+        route,
+        model: "gpt-4o-2024-08-06".to_owned(),
+        stream: true,
+        include_usage: true,
+        prompt_tokens: 14,
+        tokens: (0..tokens).map(canonical_token).collect(),
+        truncated: false,
+        request_id: "ABfw0".to_owned(),
+        created: 1_727_346_168,
+    };
+    stream_frames(&exchange, false)
+        .iter()
+        .flat_map(|f| f.bytes())
+        .collect()
+}
+
 /// What one request is answered with, before faults.
 #[derive(Debug)]
 pub(crate) struct Exchange {

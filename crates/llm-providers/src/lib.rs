@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+mod config;
+pub mod decode;
+mod errors;
+mod provider;
+mod stream;
+mod types;
+mod wire;
+
+pub use config::{ProviderConfig, ProviderRegistry};
+pub use llm_core::{ErrorKind, LlmError, Usage};
+pub use provider::{
+    Provider, ProviderBuilder, ProviderKind, ResponseFuture, StreamingProvider, Timeouts,
+};
+pub use stream::ChatStream;
+pub use types::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Message, Role};
