@@ -64,12 +64,14 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("sse/{name}"));
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.sample_size(30);
-        group.bench_function("llm-providers decode", |b| b.iter(|| ours(&body, false)));
+        group.bench_function("llm-providers decode", |b| {
+            b.iter(|| ours(&body, false));
+        });
         group.bench_function("eventsource-stream decode", |b| {
             b.iter(|| theirs(&rt, &reads, false));
         });
         group.bench_function("llm-providers decode+parse", |b| {
-            b.iter(|| ours(&body, true))
+            b.iter(|| ours(&body, true));
         });
         group.bench_function("eventsource-stream decode+parse", |b| {
             b.iter(|| theirs(&rt, &reads, true));
