@@ -362,11 +362,11 @@ pub(crate) fn scrub(message: &str, secrets: &[&str]) -> String {
 /// print the URL, and a URL may carry a key (`?key=`).
 pub(crate) fn from_transport(kind: ProviderKind, err: reqwest::Error) -> LlmError {
     let err = err.without_url();
-    let error_kind = if err.is_timeout() {
-        ErrorKind::Timeout
-    } else {
-        ErrorKind::Network
-    };
+    // The core's transport classifier (timeouts vs. connection and body failures).
+    let error_kind = llm_core::classify::classify_error_chain(&err)
+        .kind()
+        .filter(|k| *k != ErrorKind::Other)
+        .unwrap_or(ErrorKind::Network);
     let message = error_chain_text(&err);
     LlmError::new(error_kind, message)
         .with_provider(kind.name())

@@ -27,6 +27,31 @@ fn put<T: Into<Value>>(map: &mut Map<String, Value>, key: &str, value: Option<T>
     }
 }
 
+/// The sampling fields under a provider's names: temperature, top_p, max tokens, stop.
+fn sampling(map: &mut Map<String, Value>, req: &ChatRequest, names: [&str; 4]) {
+    let [temperature, top_p, max_tokens, stop] = names;
+    put(map, temperature, req.temperature_value());
+    put(map, top_p, req.top_p_value());
+    put(map, max_tokens, req.max_tokens_limit());
+    if !req.stop_sequences().is_empty() {
+        map.insert(stop.into(), req.stop_sequences().into());
+    }
+}
+
+/// OpenAI-style messages (also Ollama's): the system prompt first, as a `system` message.
+fn chat_messages(req: &ChatRequest) -> Vec<Value> {
+    let mut messages = Vec::with_capacity(req.messages().len() + 1);
+    if let Some(system) = req.system_prompt() {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    messages.extend(
+        req.messages()
+            .iter()
+            .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
+    );
+    messages
+}
+
 /// The JSON body for `req` (the URL is built by the provider).
 pub(crate) fn request_body(kind: ProviderKind, req: &ChatRequest, stream: bool) -> Value {
     let mut body = Map::new();
@@ -35,15 +60,7 @@ pub(crate) fn request_body(kind: ProviderKind, req: &ChatRequest, stream: bool) 
         | ProviderKind::Azure
         | ProviderKind::OpenRouter
         | ProviderKind::OpenAiCompatible => {
-            let mut messages = Vec::with_capacity(req.messages().len() + 1);
-            if let Some(system) = req.system_prompt() {
-                messages.push(json!({"role": "system", "content": system}));
-            }
-            messages.extend(
-                req.messages()
-                    .iter()
-                    .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
-            );
+            let messages = chat_messages(req);
             if kind != ProviderKind::Azure {
                 body.insert("model".into(), req.model().into());
             }
@@ -55,12 +72,7 @@ pub(crate) fn request_body(kind: ProviderKind, req: &ChatRequest, stream: bool) 
             } else {
                 "max_tokens"
             };
-            put(&mut body, max_key, req.max_tokens_limit());
-            put(&mut body, "temperature", req.temperature_value());
-            put(&mut body, "top_p", req.top_p_value());
-            if !req.stop_sequences().is_empty() {
-                body.insert("stop".into(), req.stop_sequences().into());
-            }
+            sampling(&mut body, req, ["temperature", "top_p", max_key, "stop"]);
             if stream {
                 body.insert("stream".into(), true.into());
                 body.insert("stream_options".into(), json!({"include_usage": true}));
@@ -87,11 +99,11 @@ pub(crate) fn request_body(kind: ProviderKind, req: &ChatRequest, stream: bool) 
                 body.insert("system".into(), system.join("\n\n").into());
             }
             body.insert("messages".into(), messages.into());
-            put(&mut body, "temperature", req.temperature_value());
-            put(&mut body, "top_p", req.top_p_value());
-            if !req.stop_sequences().is_empty() {
-                body.insert("stop_sequences".into(), req.stop_sequences().into());
-            }
+            sampling(
+                &mut body,
+                req,
+                ["temperature", "top_p", "max_tokens", "stop_sequences"],
+            );
             if stream {
                 body.insert("stream".into(), true.into());
             }
@@ -118,36 +130,26 @@ pub(crate) fn request_body(kind: ProviderKind, req: &ChatRequest, stream: bool) 
             }
             body.insert("contents".into(), contents.into());
             let mut config = Map::new();
-            put(&mut config, "temperature", req.temperature_value());
-            put(&mut config, "topP", req.top_p_value());
-            put(&mut config, "maxOutputTokens", req.max_tokens_limit());
-            if !req.stop_sequences().is_empty() {
-                config.insert("stopSequences".into(), req.stop_sequences().into());
-            }
+            sampling(
+                &mut config,
+                req,
+                ["temperature", "topP", "maxOutputTokens", "stopSequences"],
+            );
             if !config.is_empty() {
                 body.insert("generationConfig".into(), config.into());
             }
         }
         ProviderKind::Ollama => {
-            let mut messages = Vec::with_capacity(req.messages().len() + 1);
-            if let Some(system) = req.system_prompt() {
-                messages.push(json!({"role": "system", "content": system}));
-            }
-            messages.extend(
-                req.messages()
-                    .iter()
-                    .map(|m| json!({"role": m.role.as_str(), "content": m.content})),
-            );
+            let messages = chat_messages(req);
             body.insert("model".into(), req.model().into());
             body.insert("messages".into(), messages.into());
             body.insert("stream".into(), stream.into());
             let mut options = Map::new();
-            put(&mut options, "temperature", req.temperature_value());
-            put(&mut options, "top_p", req.top_p_value());
-            put(&mut options, "num_predict", req.max_tokens_limit());
-            if !req.stop_sequences().is_empty() {
-                options.insert("stop".into(), req.stop_sequences().into());
-            }
+            sampling(
+                &mut options,
+                req,
+                ["temperature", "top_p", "num_predict", "stop"],
+            );
             if !options.is_empty() {
                 body.insert("options".into(), options.into());
             }
