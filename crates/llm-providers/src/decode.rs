@@ -38,9 +38,7 @@ pub struct SseEvent {
 /// ```
 #[derive(Debug, Default)]
 pub struct SseDecoder {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already framed.
-    pos: usize,
+    lines: LineBuffer,
     event: Option<String>,
     data: String,
     has_data: bool,
@@ -54,24 +52,18 @@ impl SseDecoder {
 
     /// Adds bytes read from the body.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.pos > 0 {
-            // NOTE: compact before growing, so the buffer holds at most one partial line
-            // beyond what was just pushed.
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(bytes);
+        self.lines.push(bytes);
     }
 
     /// Bytes received but not yet framed into a complete line.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.lines.buffered()
     }
 
     /// The next complete event, if the bytes pushed so far hold one.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let rest = &self.buf[self.pos..];
+            let rest = self.lines.rest();
             let end = rest.iter().position(|&b| b == b'\n' || b == b'\r')?;
             let terminator = match rest[end] {
                 b'\r' => match rest.get(end + 1) {
@@ -82,8 +74,8 @@ impl SseDecoder {
                 },
                 _ => 1,
             };
-            let line_start = self.pos;
-            self.pos += end + terminator;
+            let line_start = self.lines.pos;
+            self.lines.pos += end + terminator;
             if let Some(event) = self.line(line_start, line_start + end) {
                 return Some(event);
             }
@@ -92,7 +84,7 @@ impl SseDecoder {
 
     /// Handles one line; returns an event when the line was the blank line ending one.
     fn line(&mut self, start: usize, end: usize) -> Option<SseEvent> {
-        let line = &self.buf[start..end];
+        let line = &self.lines.buf[start..end];
         if line.is_empty() {
             let event = self.event.take();
             if !self.has_data {
@@ -148,8 +140,7 @@ impl SseDecoder {
 /// ```
 #[derive(Debug, Default)]
 pub struct NdjsonDecoder {
-    buf: Vec<u8>,
-    pos: usize,
+    lines: LineBuffer,
 }
 
 impl NdjsonDecoder {
@@ -160,26 +151,22 @@ impl NdjsonDecoder {
 
     /// Adds bytes read from the body.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(bytes);
+        self.lines.push(bytes);
     }
 
     /// Bytes received but not yet framed into a complete line.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.pos
+        self.lines.buffered()
     }
 
     /// The next complete, non-blank line.
     pub fn next_line(&mut self) -> Option<String> {
         loop {
-            let rest = &self.buf[self.pos..];
+            let rest = self.lines.rest();
             let end = rest.iter().position(|&b| b == b'\n')?;
             let line = trim_line(&rest[..end]);
             let line = (!line.is_empty()).then(|| String::from_utf8_lossy(line).into_owned());
-            self.pos += end + 1;
+            self.lines.pos += end + 1;
             if line.is_some() {
                 return line;
             }
@@ -191,10 +178,39 @@ impl NdjsonDecoder {
         if let Some(line) = self.next_line() {
             return Some(line);
         }
-        let line = trim_line(&self.buf[self.pos..]);
+        let line = trim_line(self.lines.rest());
         let line = (!line.is_empty()).then(|| String::from_utf8_lossy(line).into_owned());
-        self.pos = self.buf.len();
+        self.lines.pos = self.lines.buf.len();
         line
+    }
+}
+
+/// The bytes of a body both decoders frame lines from: one reused buffer and how far it has
+/// been framed.
+#[derive(Debug, Default)]
+struct LineBuffer {
+    buf: Vec<u8>,
+    /// Bytes of `buf` already framed.
+    pos: usize,
+}
+
+impl LineBuffer {
+    fn push(&mut self, bytes: &[u8]) {
+        if self.pos > 0 {
+            // NOTE: compact before growing, so the buffer holds at most one partial line
+            // beyond what was just pushed.
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn rest(&self) -> &[u8] {
+        &self.buf[self.pos..]
     }
 }
 
