@@ -1,0 +1,536 @@
+//! The gateway's configuration: a TOML file, environment overrides, and validation whose
+//! errors name the file, the field and the reason.
+//!
+//! ```toml
+//! listen = "127.0.0.1:3000"
+//! request_timeout = "60s"          # overall deadline of one gateway request
+//! max_body_bytes = 1048576
+//!
+//! [[providers]]
+//! name = "openai"                  # kind defaults to the name when it is a known kind
+//! model = "gpt-4o-mini"            # the model `/api/chat` asks this provider for
+//! api_key_env = "OPENAI_API_KEY"
+//! timeouts = { connect = "5s", first_token = "20s", idle = "30s", total = "300s" }
+//! retry = { max_retries = 3, base_delay = "1s" }
+//! breaker = { consecutive_failures = 3, open_duration = "30s" }
+//! rate_limit = { requests = { limit = 500, per = "1m" }, mode = "reject" }
+//!
+//! [[routes]]
+//! model = "fast"                   # what clients of /v1/chat/completions ask for
+//! targets = [{ provider = "openai", model = "gpt-4o-mini" }, { provider = "anthropic", model = "claude-3-5-haiku-latest" }]
+//!
+//! [[routes]]
+//! model = "*"                      # any other name: same name upstream, then a fallback
+//! targets = [{ provider = "openrouter" }, { provider = "openai", model = "gpt-4o-mini" }]
+//! ```
+//!
+//! Each provider's `retry`, `breaker` and `rate_limit` tables override the gateway's defaults
+//! field by field ([`default_retry`], [`default_breaker`], [`default_rate_limit`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use llm_providers::{ProviderConfig, ProviderKind};
+use llm_tower::breaker::BreakerConfig;
+use llm_tower::config::parse_duration;
+use llm_tower::ratelimit::{Mode, RateLimitConfig};
+use llm_tower::retry::{Jitter, RetryConfig};
+use llm_tower::{ConfigError, ErrorKind, ErrorKinds};
+use serde::{Deserialize, Serialize};
+
+/// A configuration the gateway refused, with where it came from.
+#[derive(Debug)]
+pub(crate) struct ConfigFileError {
+    /// The file (or `environment`, or `built-in demo`).
+    pub(crate) source: String,
+    /// The field at fault and why.
+    pub(crate) error: ConfigError,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: `{}` {}",
+            self.source,
+            self.error.field(),
+            self.error.reason()
+        )
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+/// Everything the gateway needs to start.
+#[derive(Clone, Debug)]
+pub(crate) struct GatewayConfig {
+    /// Where to listen.
+    pub(crate) listen: SocketAddr,
+    /// The overall deadline of one gateway request: retries and fallbacks fit inside it.
+    pub(crate) request_timeout: Duration,
+    /// Larger request bodies are refused with 413.
+    pub(crate) max_body_bytes: usize,
+    /// Upstream providers, in order: the first is `/api/chat`'s default, and the others are
+    /// its fallbacks in this order.
+    pub(crate) providers: Vec<ProviderSettings>,
+    /// `/v1/chat/completions` routes: model name → chain of targets.
+    pub(crate) routes: Vec<RouteConfig>,
+}
+
+/// One upstream provider and the resilience settings of its stack.
+#[derive(Clone, Debug)]
+pub(crate) struct ProviderSettings {
+    /// The name clients and logs use.
+    pub(crate) name: String,
+    /// The model `/api/chat` asks it for.
+    pub(crate) model: String,
+    /// Kind, endpoint, key variable, timeouts.
+    pub(crate) connection: ProviderConfig,
+    /// Retries on this provider.
+    pub(crate) retry: RetryConfig,
+    /// Its circuit breaker.
+    pub(crate) breaker: BreakerConfig,
+    /// Its local rate limit (none: unlimited).
+    pub(crate) rate_limit: Option<RateLimitConfig>,
+}
+
+/// A `/v1/chat/completions` route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteConfig {
+    /// The model name clients ask for; `"*"` matches any name without a route of its own.
+    pub(crate) model: String,
+    /// Tried in order.
+    pub(crate) targets: Vec<RouteTarget>,
+}
+
+/// One target of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteTarget {
+    /// A configured provider's name.
+    pub(crate) provider: String,
+    /// The upstream model; absent: the model name the client asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) model: Option<String>,
+}
+
+impl RouteConfig {
+    /// Whether this is the wildcard route.
+    pub(crate) fn is_wildcard(&self) -> bool {
+        self.model == "*"
+    }
+}
+
+/// Retries in the gateway unless configured otherwise: a timeout, a 5xx or an overload is
+/// retried after 1 s, 2 s and 4 s (no jitter: the schedule is the documented one); a rate
+/// limit, an exhausted quota or an open circuit moves to the next provider at once.
+pub(crate) fn default_retry() -> RetryConfig {
+    let mut retry = RetryConfig::standard();
+    retry.max_retries = 3;
+    retry.base_delay = Duration::from_secs(1);
+    retry.max_delay = Duration::from_secs(4);
+    retry.multiplier = 2.0;
+    retry.jitter = Jitter::None;
+    // The whole 1 s, 2 s, 4 s schedule runs before handing over to the next provider.
+    retry.failover_delay = retry.max_delay;
+    retry.failover_on = ErrorKinds::of(&[
+        ErrorKind::RateLimited,
+        ErrorKind::QuotaExceeded,
+        ErrorKind::CircuitOpen,
+        ErrorKind::LocalRateLimited,
+    ]);
+    retry
+}
+
+/// The gateway's breaker: trips on 3 failures in a row or half the last 20 calls, open 30 s.
+pub(crate) fn default_breaker() -> BreakerConfig {
+    let mut breaker = BreakerConfig::standard();
+    breaker.consecutive_failures = Some(3);
+    breaker
+}
+
+/// A configured rate limit rejects rather than queueing for long: a request that would wait
+/// more than 2 s goes to the next provider instead.
+pub(crate) fn default_rate_limit() -> RateLimitConfig {
+    RateLimitConfig {
+        mode: Mode::Wait,
+        max_wait: Duration::from_secs(2),
+        ..RateLimitConfig::default()
+    }
+}
+
+/// The model `/api/chat` asks a provider of `kind` for when its table names none.
+fn default_model(kind: ProviderKind) -> Option<&'static str> {
+    match kind {
+        ProviderKind::OpenAi => Some("gpt-4o-mini"),
+        ProviderKind::Anthropic => Some("claude-3-5-haiku-latest"),
+        ProviderKind::Gemini => Some("gemini-2.0-flash"),
+        ProviderKind::OpenRouter => Some("openai/gpt-4o-mini"),
+        ProviderKind::Ollama => Some("llama3.2"),
+        _ => None,
+    }
+}
+
+/// The file's shape; providers stay raw tables until their gateway keys are taken out, so
+/// that the rest is checked field by field by `ProviderConfig` itself.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    #[serde(default, with = "llm_tower::config::option_duration")]
+    request_timeout: Option<Duration>,
+    max_body_bytes: Option<usize>,
+    #[serde(default)]
+    providers: Vec<toml::Table>,
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
+}
+
+/// Where variables come from: the environment, or a test's map.
+pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl GatewayConfig {
+    /// Reads and checks `path`, with `GATEWAY_*` overrides from `vars` and API keys from it.
+    pub(crate) fn from_file(path: &Path, vars: Lookup<'_>) -> Result<Self, ConfigFileError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigFileError {
+            source: source.clone(),
+            error: ConfigError::new("(file)", format!("cannot be read: {err}")),
+        })?;
+        GatewayConfig::from_toml(&text, &source, vars)
+    }
+
+    /// Parses and checks a configuration; `source` names it in errors.
+    pub(crate) fn from_toml(
+        text: &str,
+        source: &str,
+        vars: Lookup<'_>,
+    ) -> Result<Self, ConfigFileError> {
+        let at = |error: ConfigError| ConfigFileError {
+            source: source.to_owned(),
+            error,
+        };
+        let file: FileConfig = toml::from_str(text).map_err(|err| at(toml_error(&err, text)))?;
+        let listen = match file.listen {
+            Some(listen) => listen.parse().map_err(|err| {
+                at(ConfigError::new(
+                    "listen",
+                    format!("{err} (got {listen:?})"),
+                ))
+            })?,
+            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+        };
+        let mut providers = Vec::with_capacity(file.providers.len());
+        for (index, table) in file.providers.into_iter().enumerate() {
+            providers.push(provider_settings(index, table).map_err(at)?);
+        }
+        let config = GatewayConfig {
+            listen,
+            request_timeout: file.request_timeout.unwrap_or(Duration::from_secs(60)),
+            max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
+            providers,
+            routes: file.routes,
+        };
+        config.validate().map_err(at)?;
+        // The environment's values are checked again: they answer for their own errors.
+        let from_env = |error| ConfigFileError {
+            source: "environment".to_owned(),
+            error,
+        };
+        let config = config.with_overrides(vars).map_err(from_env)?;
+        config.validate().map_err(from_env)?;
+        Ok(config)
+    }
+
+    /// One provider for each usual API key variable that is set (`OPENAI_API_KEY`,
+    /// `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, `OPENROUTER_API_KEY`), with the gateway's
+    /// defaults; `None` when none is set.
+    pub(crate) fn from_env_keys(vars: Lookup<'_>) -> Result<Option<Self>, ConfigFileError> {
+        let mut text = String::new();
+        for (name, var) in [
+            ("openai", "OPENAI_API_KEY"),
+            ("anthropic", "ANTHROPIC_API_KEY"),
+            ("gemini", "GEMINI_API_KEY"),
+            ("openrouter", "OPENROUTER_API_KEY"),
+        ] {
+            if vars(var).is_some_and(|key| !key.trim().is_empty()) {
+                text.push_str(&format!("[[providers]]\nname = \"{name}\"\n\n"));
+            }
+        }
+        if text.is_empty() {
+            return Ok(None);
+        }
+        GatewayConfig::from_toml(&text, "API keys in the environment", vars).map(Some)
+    }
+
+    /// Applies `GATEWAY_LISTEN`, `GATEWAY_REQUEST_TIMEOUT` and, per provider (its name in
+    /// capitals), `GATEWAY_<NAME>_BASE_URL`, `GATEWAY_<NAME>_MODEL`, the retry variables
+    /// `GATEWAY_<NAME>_RETRY_MAX_ATTEMPTS`, `…_RETRY_BASE_DELAY`, `…_RETRY_MAX_DELAY`, and the
+    /// breaker's `GATEWAY_<NAME>_CIRCUIT_BREAKER_THRESHOLD`, `…_TIMEOUT`.
+    pub(crate) fn with_overrides(mut self, vars: Lookup<'_>) -> Result<Self, ConfigError> {
+        let lookup = |key: &str| -> Result<Option<String>, ConfigError> { Ok(vars(key)) };
+        if let Some(listen) = vars("GATEWAY_LISTEN") {
+            self.listen = listen.parse().map_err(|err| {
+                ConfigError::new("GATEWAY_LISTEN", format!("{err} (got {listen:?})"))
+            })?;
+        }
+        if let Some(timeout) = vars("GATEWAY_REQUEST_TIMEOUT") {
+            self.request_timeout = parse_duration("GATEWAY_REQUEST_TIMEOUT", &timeout)?;
+        }
+        for provider in &mut self.providers {
+            let prefix = format!("GATEWAY_{}_", env_name(&provider.name));
+            if let Some(url) = vars(&format!("{prefix}BASE_URL")) {
+                provider.connection.base_url = Some(url);
+            }
+            if let Some(model) = vars(&format!("{prefix}MODEL")) {
+                provider.model = model;
+            }
+            provider.retry = provider.retry.clone().merge_vars(&prefix, lookup)?;
+            provider.breaker = provider.breaker.clone().merge_vars(&prefix, lookup)?;
+        }
+        Ok(self)
+    }
+
+    /// Checks what serde cannot: names, references between tables, each layer's settings.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.providers.is_empty() {
+            return Err(ConfigError::new(
+                "providers",
+                "must name at least one provider ([[providers]] with a name)",
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "request_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new("max_body_bytes", "must be at least 1"));
+        }
+        for (i, provider) in self.providers.iter().enumerate() {
+            let section = format!("providers[{i}]");
+            if self.providers[..i].iter().any(|p| p.name == provider.name) {
+                return Err(ConfigError::new(
+                    format!("{section}.name"),
+                    format!("repeats the provider name {:?}", provider.name),
+                ));
+            }
+            provider
+                .retry
+                .validate()
+                .map_err(|e| e.in_section(&format!("{section}.retry")))?;
+            provider
+                .breaker
+                .validate()
+                .map_err(|e| e.in_section(&format!("{section}.breaker")))?;
+            if let Some(limit) = &provider.rate_limit {
+                limit
+                    .validate()
+                    .map_err(|e| e.in_section(&format!("{section}.rate_limit")))?;
+            }
+        }
+        let names = self.provider_names().join(", ");
+        for (i, route) in self.routes.iter().enumerate() {
+            if route.model.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].model"),
+                    "must not be empty",
+                ));
+            }
+            if self.routes[..i].iter().any(|r| r.model == route.model) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].model"),
+                    format!("repeats the route {:?}", route.model),
+                ));
+            }
+            if route.targets.is_empty() {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].targets"),
+                    "must name at least one target",
+                ));
+            }
+            for (j, target) in route.targets.iter().enumerate() {
+                if !self.providers.iter().any(|p| p.name == target.provider) {
+                    return Err(ConfigError::new(
+                        format!("routes[{i}].targets[{j}].provider"),
+                        format!(
+                            "names no configured provider (got {:?}; configured: {names})",
+                            target.provider
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The providers' names, in order.
+    pub(crate) fn provider_names(&self) -> Vec<&str> {
+        self.providers.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The configured routes, or — with none configured — one per provider: its model first
+    /// on that provider, then on each other provider's model in order.
+    pub(crate) fn effective_routes(&self) -> Vec<RouteConfig> {
+        if !self.routes.is_empty() {
+            return self.routes.clone();
+        }
+        let mut routes: Vec<RouteConfig> = Vec::new();
+        for first in &self.providers {
+            if routes.iter().any(|r| r.model == first.model) {
+                continue;
+            }
+            let targets = std::iter::once(first)
+                .chain(self.providers.iter().filter(|p| p.name != first.name))
+                .map(|p| RouteTarget {
+                    provider: p.name.clone(),
+                    model: Some(p.model.clone()),
+                })
+                .collect();
+            routes.push(RouteConfig {
+                model: first.model.clone(),
+                targets,
+            });
+        }
+        routes
+    }
+}
+
+/// One `[[providers]]` table: the gateway's keys taken out, the rest a `ProviderConfig`.
+fn provider_settings(
+    index: usize,
+    mut table: toml::Table,
+) -> Result<ProviderSettings, ConfigError> {
+    let section = format!("providers[{index}]");
+    let field = |name: &str| format!("{section}.{name}");
+    let name = match table.remove("name") {
+        Some(toml::Value::String(name)) if !name.trim().is_empty() => name,
+        Some(other) => {
+            return Err(ConfigError::new(
+                field("name"),
+                format!("must be a non-empty string (got a {})", other.type_str()),
+            ));
+        }
+        None => return Err(ConfigError::new(field("name"), "is missing")),
+    };
+    let model = match table.remove("model") {
+        Some(toml::Value::String(model)) if !model.trim().is_empty() => Some(model),
+        Some(other) => {
+            return Err(ConfigError::new(
+                field("model"),
+                format!("must be a non-empty string (got a {})", other.type_str()),
+            ));
+        }
+        None => None,
+    };
+    let retry = overlay(&section, "retry", default_retry(), table.remove("retry"))?;
+    let breaker = overlay(
+        &section,
+        "breaker",
+        default_breaker(),
+        table.remove("breaker"),
+    )?;
+    let rate_limit = table
+        .remove("rate_limit")
+        .map(|value| overlay(&section, "rate_limit", default_rate_limit(), Some(value)))
+        .transpose()?;
+    if !table.contains_key("kind") {
+        // A provider named after a kind needs no `kind` line.
+        if let Ok(kind) = ProviderKind::from_str(&name) {
+            table.insert(
+                "kind".to_owned(),
+                toml::Value::try_from(kind).expect("a kind serializes"),
+            );
+        }
+    }
+    let connection: ProviderConfig =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|err: toml::de::Error| {
+                ConfigError::new(section.clone(), err.message().to_owned())
+            })?;
+    let Some(kind) = connection.kind else {
+        return Err(ConfigError::new(
+            field("kind"),
+            "is missing (openai, azure, openrouter, anthropic, gemini, ollama, openai_compatible)",
+        ));
+    };
+    let Some(model) = model.or_else(|| default_model(kind).map(str::to_owned)) else {
+        return Err(ConfigError::new(
+            field("model"),
+            format!("is required for a provider of kind {kind}"),
+        ));
+    };
+    Ok(ProviderSettings {
+        name,
+        model,
+        connection,
+        retry,
+        breaker,
+        rate_limit,
+    })
+}
+
+/// `defaults` with the fields of `value` (a table) written over them.
+fn overlay<T: Serialize + for<'de> Deserialize<'de>>(
+    section: &str,
+    key: &str,
+    defaults: T,
+    value: Option<toml::Value>,
+) -> Result<T, ConfigError> {
+    let field = format!("{section}.{key}");
+    let Some(value) = value else {
+        return Ok(defaults);
+    };
+    let toml::Value::Table(over) = value else {
+        return Err(ConfigError::new(field, "must be a table"));
+    };
+    let toml::Value::Table(mut merged) =
+        toml::Value::try_from(defaults).expect("the defaults serialize")
+    else {
+        unreachable!("a settings struct serializes to a table")
+    };
+    merged.extend(over);
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|err: toml::de::Error| ConfigError::new(field, err.message().to_owned()))
+}
+
+/// A TOML syntax or shape error as a field and a reason: serde's message names the key, and
+/// the line and column say where it is.
+fn toml_error(err: &toml::de::Error, text: &str) -> ConfigError {
+    let line = err
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    let reason = match line {
+        Some(line) => format!("{} (line {line})", err.message()),
+        None => err.message().to_owned(),
+    };
+    // The message of an unknown or missing key names it between backticks; keep that as the
+    // field so the first thing on the line is what to fix.
+    let field = reason
+        .split('`')
+        .nth(1)
+        .filter(|_| reason.contains("field"))
+        .unwrap_or("(syntax)")
+        .to_owned();
+    ConfigError::new(field, reason)
+}
+
+/// `openai-eu` → `OPENAI_EU`.
+fn env_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,237 @@
+//! `GET /metrics`: Prometheus counters and histograms fed by the layers' hooks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels<const N: usize> = [(&'static str, String); N];
+type Histograms = Family<Labels<1>, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 5 ms to about 80 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+/// The gateway's metrics; clones share them.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    requests: Family<Labels<2>, Counter>,
+    request_seconds: Histograms,
+    attempts: Family<Labels<2>, Counter>,
+    attempt_seconds: Histograms,
+    retries: Family<Labels<2>, Counter>,
+    fallbacks: Family<Labels<3>, Counter>,
+    breaker_transitions: Family<Labels<3>, Counter>,
+    limiter_waits: Family<Labels<1>, Counter>,
+    limiter_rejections: Family<Labels<1>, Counter>,
+    tokens: Family<Labels<2>, Counter>,
+    stream_interruptions: Family<Labels<1>, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gateway");
+        let requests = Family::default();
+        registry.register(
+            "requests",
+            "Gateway requests by endpoint and HTTP status",
+            Family::clone(&requests),
+        );
+        let request_seconds = Histograms::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Gateway request latency by endpoint (streams: until the first chunk)",
+            request_seconds.clone(),
+        );
+        let attempts = Family::default();
+        registry.register(
+            "upstream_attempts",
+            "Attempts on a provider by outcome (ok, or the error kind; circuit_open and local_rate_limited were refused locally)",
+            Family::clone(&attempts),
+        );
+        let attempt_seconds = Histograms::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_attempt_duration_seconds",
+            "Latency of one attempt on a provider",
+            attempt_seconds.clone(),
+        );
+        let retries = Family::default();
+        registry.register(
+            "retries",
+            "Retries scheduled on a provider, by the kind of failure retried",
+            Family::clone(&retries),
+        );
+        let fallbacks = Family::default();
+        registry.register(
+            "fallbacks",
+            "Moves from one provider to the next",
+            Family::clone(&fallbacks),
+        );
+        let breaker_transitions = Family::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes",
+            Family::clone(&breaker_transitions),
+        );
+        let limiter_waits = Family::default();
+        registry.register(
+            "limiter_waits",
+            "Requests the local rate limiter held back before sending",
+            Family::clone(&limiter_waits),
+        );
+        let limiter_rejections = Family::default();
+        registry.register(
+            "limiter_rejections",
+            "Requests the local rate limiter refused",
+            Family::clone(&limiter_rejections),
+        );
+        let tokens = Family::default();
+        registry.register(
+            "tokens",
+            "Tokens providers reported, by direction (input, output)",
+            Family::clone(&tokens),
+        );
+        let stream_interruptions = Family::default();
+        registry.register(
+            "stream_interruptions",
+            "Streams that broke after their first chunk",
+            Family::clone(&stream_interruptions),
+        );
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                requests,
+                request_seconds,
+                attempts,
+                attempt_seconds,
+                retries,
+                fallbacks,
+                breaker_transitions,
+                limiter_waits,
+                limiter_rejections,
+                tokens,
+                stream_interruptions,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// A request to `endpoint` answered `status` after `elapsed`.
+    pub(crate) fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
+        let inner = &self.inner;
+        inner
+            .requests
+            .get_or_create(&[
+                ("endpoint", endpoint.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+        inner
+            .request_seconds
+            .get_or_create(&[("endpoint", endpoint.to_owned())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One attempt on `provider` ended with `outcome` after `elapsed`.
+    pub(crate) fn attempt(&self, provider: &str, outcome: &str, elapsed: Duration) {
+        let inner = &self.inner;
+        inner
+            .attempts
+            .get_or_create(&[
+                ("provider", provider.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+        inner
+            .attempt_seconds
+            .get_or_create(&[("provider", provider.to_owned())])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A retry on `provider` after a failure of `kind`.
+    pub(crate) fn retry(&self, provider: &str, kind: &str) {
+        self.inner
+            .retries
+            .get_or_create(&[("provider", provider.to_owned()), ("kind", kind.to_owned())])
+            .inc();
+    }
+
+    /// The chain moved from `from` to `to` because of `reason`.
+    pub(crate) fn fallback(&self, from: &str, to: &str, reason: &str) {
+        self.inner
+            .fallbacks
+            .get_or_create(&[
+                ("from", from.to_owned()),
+                ("to", to.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// `provider`'s breaker went from `from` to `to`.
+    pub(crate) fn breaker_transition(&self, provider: &str, from: &str, to: &str) {
+        self.inner
+            .breaker_transitions
+            .get_or_create(&[
+                ("provider", provider.to_owned()),
+                ("from", from.to_owned()),
+                ("to", to.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// `provider`'s limiter held a request back.
+    pub(crate) fn limiter_wait(&self, provider: &str) {
+        self.inner
+            .limiter_waits
+            .get_or_create(&[("provider", provider.to_owned())])
+            .inc();
+    }
+
+    /// `provider`'s limiter refused a request.
+    pub(crate) fn limiter_rejection(&self, provider: &str) {
+        self.inner
+            .limiter_rejections
+            .get_or_create(&[("provider", provider.to_owned())])
+            .inc();
+    }
+
+    /// `provider` reported `input` and `output` tokens.
+    pub(crate) fn tokens(&self, provider: &str, input: u64, output: u64) {
+        for (direction, count) in [("input", input), ("output", output)] {
+            self.inner
+                .tokens
+                .get_or_create(&[
+                    ("provider", provider.to_owned()),
+                    ("type", direction.to_owned()),
+                ])
+                .inc_by(count);
+        }
+    }
+
+    /// A stream from `provider` broke after its first chunk.
+    pub(crate) fn stream_interrupted(&self, provider: &str) {
+        self.inner
+            .stream_interruptions
+            .get_or_create(&[("provider", provider.to_owned())])
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub(crate) fn render(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.inner.registry).expect("writing to a String cannot fail");
+        text
+    }
+}

@@ -1,0 +1,625 @@
+//! The gateway: axum handlers over llm-tower stacks.
+//!
+//! - `POST /api/chat` — `{"message", "provider"?}` → `{"response", "provider", "model",
+//!   "retryCount", "attempts"}`; the named (or first) provider, then the others in order.
+//! - `POST /v1/chat/completions` — OpenAI-compatible, streaming or not, routed by model name.
+//! - `GET /v1/models` — the routed model names.
+//! - `GET /health` — each provider's breaker state and limiter capacity.
+//! - `GET /metrics` — Prometheus text.
+//!
+//! This module is shared with `tests/gateway.rs`, which starts it over mock providers.
+
+pub(crate) mod config;
+pub(crate) mod demo;
+pub(crate) mod metrics;
+pub(crate) mod openai;
+pub(crate) mod stack;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use llm_providers::{ChatRequest, ChatStream};
+use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use self::config::{ConfigFileError, GatewayConfig, Lookup};
+use self::metrics::Metrics;
+use self::openai::{ApiError, CompletionRequest};
+use self::stack::{AttemptLog, ChatService, StreamService, Upstream};
+
+/// The gateway's state; axum clones it per request, and every clone shares the providers'
+/// breakers, limiters and the metrics.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstreams: Vec<Upstream>,
+    /// `/api/chat` chains: entry `i` starts at provider `i`, then the others in order.
+    chat_chains: Vec<ChatService>,
+    routes: Vec<Route>,
+    wildcard: Option<Route>,
+    metrics: Metrics,
+    request_timeout: Duration,
+    max_body_bytes: usize,
+    next_id: AtomicU64,
+}
+
+/// A `/v1/chat/completions` route's chains.
+struct Route {
+    model: String,
+    owner: String,
+    chat: ChatService,
+    stream: StreamService,
+}
+
+impl Gateway {
+    /// Builds every provider and stack of `config`, reading API keys through `vars`.
+    pub(crate) fn new(config: &GatewayConfig, vars: Lookup<'_>) -> Result<Gateway, ConfigError> {
+        let metrics = Metrics::default();
+        let mut upstreams = Vec::with_capacity(config.providers.len());
+        for (i, settings) in config.providers.iter().enumerate() {
+            let section = format!("providers[{i}]");
+            let provider = settings
+                .connection
+                .build_with(vars)
+                .map_err(|e| e.in_section(&section))?;
+            upstreams.push(
+                Upstream::new(settings, provider, &metrics).map_err(|e| e.in_section(&section))?,
+            );
+        }
+
+        let chat_chains = (0..upstreams.len())
+            .map(|first| {
+                let order =
+                    std::iter::once(first).chain((0..upstreams.len()).filter(|&i| i != first));
+                let targets = order
+                    .map(|i| {
+                        let up = &upstreams[i];
+                        (up.chat.clone(), up.name.clone(), Some(up.model.clone()))
+                    })
+                    .collect();
+                stack::chain(targets, &metrics)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut routes = Vec::new();
+        let mut wildcard = None;
+        for (i, route) in config.effective_routes().into_iter().enumerate() {
+            let find = |name: &str| {
+                upstreams
+                    .iter()
+                    .find(|u| &*u.name == name)
+                    .expect("validated: every target names a provider")
+            };
+            let chat_targets = route
+                .targets
+                .iter()
+                .map(|t| {
+                    let up = find(&t.provider);
+                    (up.chat.clone(), up.name.clone(), t.model.clone())
+                })
+                .collect();
+            let stream_targets = route
+                .targets
+                .iter()
+                .map(|t| {
+                    let up = find(&t.provider);
+                    (up.stream.clone(), up.name.clone(), t.model.clone())
+                })
+                .collect();
+            let section = format!("routes[{i}]");
+            let built = Route {
+                owner: route.targets[0].provider.clone(),
+                chat: stack::chain(chat_targets, &metrics).map_err(|e| e.in_section(&section))?,
+                stream: stack::chain(stream_targets, &metrics)
+                    .map_err(|e| e.in_section(&section))?,
+                model: route.model.clone(),
+            };
+            if route.is_wildcard() {
+                wildcard = Some(built);
+            } else {
+                routes.push(built);
+            }
+        }
+
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                upstreams,
+                chat_chains,
+                routes,
+                wildcard,
+                metrics,
+                request_timeout: config.request_timeout,
+                max_body_bytes: config.max_body_bytes,
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// As [`new`](Self::new), with errors naming where the configuration came from.
+    pub(crate) fn from_config(
+        config: &GatewayConfig,
+        source: &str,
+        vars: Lookup<'_>,
+    ) -> Result<Gateway, ConfigFileError> {
+        Gateway::new(config, vars).map_err(|error| ConfigFileError {
+            source: source.to_owned(),
+            error,
+        })
+    }
+
+    /// The HTTP routes.
+    pub(crate) fn router(&self) -> Router {
+        Router::new()
+            .route("/api/chat", post(api_chat))
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish.
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// The providers' names, in order.
+    pub(crate) fn provider_names(&self) -> Vec<&str> {
+        self.inner.upstreams.iter().map(|u| &*u.name).collect()
+    }
+
+    fn route(&self, model: &str) -> Option<&Route> {
+        self.inner
+            .routes
+            .iter()
+            .find(|r| r.model == model)
+            .or(self.inner.wildcard.as_ref())
+    }
+
+    fn request_id(&self) -> String {
+        format!(
+            "chatcmpl-gw{:x}{:06x}",
+            openai::unix_now(),
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// `request` with a fresh attempt log and the gateway's deadline.
+    fn prepare(&self, mut request: ChatRequest) -> (ChatRequest, AttemptLog) {
+        let log = AttemptLog::default();
+        request.extensions_mut().insert(log.clone());
+        request
+            .extensions_mut()
+            .insert(Deadline::after(self.inner.request_timeout));
+        (request, log)
+    }
+
+    /// Runs `call`, capped by the request timeout (the deadline stops retries and fallbacks
+    /// from starting late; this also stops an attempt in flight).
+    async fn within_deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, LlmError>>,
+    ) -> Result<T, LlmError> {
+        tokio::time::timeout(self.inner.request_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LlmError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no answer within the gateway's request timeout ({:?})",
+                        self.inner.request_timeout
+                    ),
+                ))
+            })
+    }
+}
+
+/// Counts a request to `endpoint` once its response is ready.
+fn observed(
+    gw: &Gateway,
+    endpoint: &'static str,
+    started: Instant,
+    response: Response,
+) -> Response {
+    gw.inner
+        .metrics
+        .request(endpoint, response.status().as_u16(), started.elapsed());
+    response
+}
+
+/// A body axum refused: too large (413), or unreadable (400).
+fn body_error(rejection: &BytesRejection) -> (StatusCode, String) {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "request body too large".to_owned()
+    } else {
+        format!("cannot read the request body: {rejection}")
+    };
+    (status, message)
+}
+
+/// `/api/chat`'s body.
+#[derive(Deserialize)]
+struct ApiChat {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+async fn api_chat(State(gw): State<Gateway>, body: Result<Bytes, BytesRejection>) -> Response {
+    let started = Instant::now();
+    let response = api_chat_inner(&gw, body).await;
+    observed(&gw, "/api/chat", started, response)
+}
+
+async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let (status, message) = body_error(&rejection);
+            return json_response(status, json!({ "error": message }));
+        }
+    };
+    let chat: ApiChat = match serde_json::from_slice(&body) {
+        Ok(chat) => chat,
+        Err(err) => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("invalid JSON body: {err}") }),
+            );
+        }
+    };
+    let Some(message) = chat.message.filter(|m| !m.trim().is_empty()) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "`message` is required and must not be empty" }),
+        );
+    };
+    let first = match chat.provider.as_deref() {
+        None => 0,
+        Some(name) => match gw.inner.upstreams.iter().position(|u| &*u.name == name) {
+            Some(index) => index,
+            None => {
+                let valid = gw.provider_names();
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({
+                        "error": format!("unknown provider {name:?}; valid providers: {}", valid.join(", ")),
+                        "validProviders": valid,
+                    }),
+                );
+            }
+        },
+    };
+    let upstream = &gw.inner.upstreams[first];
+    let (request, log) = gw.prepare(ChatRequest::new(upstream.model.clone()).user(message));
+    let chain = gw.inner.chat_chains[first].clone();
+    let result = gw.within_deadline(chain.oneshot(request)).await;
+    let attempts = log.records();
+    let retry_count = attempts.len().saturating_sub(1);
+    match result {
+        Ok(answer) => {
+            tracing::info!(
+                provider = %answer.provider,
+                model = %answer.model,
+                retries = retry_count,
+                "/api/chat answered by {} after {} attempt(s)",
+                answer.provider,
+                attempts.len()
+            );
+            json_response(
+                StatusCode::OK,
+                json!({
+                    "response": answer.text,
+                    "provider": &*answer.provider,
+                    "model": answer.model,
+                    "retryCount": retry_count,
+                    "attempts": attempts,
+                }),
+            )
+        }
+        // The request itself was refused upstream: another provider would refuse it too.
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::InvalidRequest | ErrorKind::ContentFiltered
+            ) =>
+        {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": err.to_string(),
+                    "kind": err.kind().as_str(),
+                    "retryCount": retry_count,
+                    "attempts": attempts,
+                }),
+            )
+        }
+        Err(err) => {
+            let last_error = attempts
+                .iter()
+                .rev()
+                .find_map(|a| a.error.clone())
+                .unwrap_or_else(|| err.to_string());
+            tracing::error!(
+                retries = retry_count,
+                "/api/chat: every provider failed: {err}"
+            );
+            let retry_after = ApiError::from_llm(&err)
+                .retry_after
+                .unwrap_or(Duration::from_secs(1));
+            let mut response = json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({
+                    "error": "All LLM providers unavailable",
+                    "retryCount": retry_count,
+                    "lastError": last_error,
+                    "attempts": attempts,
+                }),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+            response
+        }
+    }
+}
+
+async fn chat_completions(
+    State(gw): State<Gateway>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = match completions_inner(&gw, body).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    observed(&gw, "/v1/chat/completions", started, response)
+}
+
+async fn completions_inner(
+    gw: &Gateway,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        let (status, message) = body_error(&rejection);
+        ApiError::body(status, message)
+    })?;
+    let request: CompletionRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
+    let Some(route) = gw.route(&request.model) else {
+        let routed: Vec<&str> = gw.inner.routes.iter().map(|r| r.model.as_str()).collect();
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            ..ApiError::invalid(format!(
+                "the model {:?} is not routed by this gateway (routed: {})",
+                request.model,
+                routed.join(", ")
+            ))
+            .param("model")
+            .code("model_not_found")
+        });
+    };
+    let (chat, log) = gw.prepare(request.to_chat_request()?);
+    let id = gw.request_id();
+    if !request.stream {
+        let answer = gw
+            .within_deadline(route.chat.clone().oneshot(chat))
+            .await
+            .map_err(|err| ApiError::from_llm(&err))?;
+        let mut response = axum::Json(openai::completion(&id, &answer)).into_response();
+        annotate(&mut response, &answer.provider, log.records().len());
+        return Ok(response);
+    }
+    let stream = gw
+        .within_deadline(route.stream.clone().oneshot(chat))
+        .await
+        .map_err(|err| ApiError::from_llm(&err))?;
+    let provider = stream.provider().to_owned();
+    let mut response = Response::new(Body::from_stream(sse_events(
+        stream,
+        id,
+        request.include_usage(),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    annotate(&mut response, &provider, log.records().len());
+    Ok(response)
+}
+
+/// Says who answered and after how many attempts, for clients that want to know.
+fn annotate(response: &mut Response, provider: &str, attempts: usize) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(provider) {
+        headers.insert("x-gateway-provider", value);
+    }
+    headers.insert("x-gateway-attempts", HeaderValue::from(attempts));
+}
+
+struct SseState {
+    stream: ChatStream,
+    id: String,
+    model: String,
+    created: u64,
+    first: bool,
+    include_usage: bool,
+    usage: Option<llm_tower::Usage>,
+}
+
+fn event(value: &serde_json::Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+/// The stream as OpenAI's server-sent events. A stream that breaks after its first chunk ends
+/// with an error event and no `[DONE]`, so no client mistakes a truncated answer for a
+/// complete one.
+fn sse_events(
+    stream: ChatStream,
+    id: String,
+    include_usage: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    let state = SseState {
+        model: stream.model().to_owned(),
+        stream,
+        id,
+        created: openai::unix_now(),
+        first: true,
+        include_usage,
+        usage: None,
+    };
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        match state.stream.next().await {
+            Some(Ok(chunk)) => {
+                if chunk.usage.is_some() {
+                    state.usage = chunk.usage;
+                }
+                let bytes =
+                    if chunk.delta.is_empty() && chunk.finish_reason.is_none() && !state.first {
+                        // A usage-only chunk: its numbers go in the final usage chunk.
+                        Bytes::new()
+                    } else {
+                        event(&openai::chunk(
+                            &state.id,
+                            state.created,
+                            &state.model,
+                            &chunk,
+                            state.first,
+                        ))
+                    };
+                state.first = false;
+                Some((Ok(bytes), Some(state)))
+            }
+            Some(Err(err)) => {
+                tracing::warn!(
+                    provider = state.stream.provider(),
+                    "stream from {} broke after its first chunk: {err}",
+                    state.stream.provider()
+                );
+                Some((Ok(event(&ApiError::from_llm(&err).to_json())), None))
+            }
+            None => {
+                let mut tail = String::new();
+                if let (true, Some(usage)) = (state.include_usage, state.usage) {
+                    let usage = openai::usage_chunk(&state.id, state.created, &state.model, usage);
+                    tail.push_str(&format!("data: {usage}\n\n"));
+                }
+                tail.push_str("data: [DONE]\n\n");
+                Some((Ok(Bytes::from(tail)), None))
+            }
+        }
+    })
+}
+
+async fn models(State(gw): State<Gateway>) -> Response {
+    let started = Instant::now();
+    let data: Vec<_> = gw
+        .inner
+        .routes
+        .iter()
+        .map(|route| {
+            json!({
+                "id": route.model,
+                "object": "model",
+                "created": 0,
+                "owned_by": route.owner,
+            })
+        })
+        .collect();
+    let response = axum::Json(json!({ "object": "list", "data": data })).into_response();
+    observed(&gw, "/v1/models", started, response)
+}
+
+async fn health(State(gw): State<Gateway>) -> Response {
+    let started = Instant::now();
+    let mut open = 0;
+    let providers: Vec<_> = gw
+        .inner
+        .upstreams
+        .iter()
+        .map(|up| {
+            let breaker = up.breaker.metrics();
+            if breaker.state == llm_tower::breaker::State::Open {
+                open += 1;
+            }
+            let limiter = up.limiter.as_ref().map(|handle| {
+                let capacity = handle.capacity(&());
+                json!({
+                    "requestsAvailable": capacity.requests,
+                    "tokensAvailable": capacity.tokens,
+                    "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
+                    "waiting": handle.waiting(),
+                    "admitted": handle.admitted(),
+                    "rejected": handle.rejected(),
+                })
+            });
+            json!({
+                "name": &*up.name,
+                "kind": up.kind.to_string(),
+                "model": up.model,
+                "breaker": {
+                    "state": breaker.state.as_str(),
+                    "failureRate": breaker.failure_rate,
+                    "consecutiveFailures": breaker.consecutive_failures,
+                    "retryInMs": breaker.retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    "trips": breaker.trips,
+                    "rejected": breaker.rejected,
+                },
+                "limiter": limiter,
+            })
+        })
+        .collect();
+    let (status, label) = match open {
+        0 => (StatusCode::OK, "ok"),
+        n if n < providers.len() => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+    };
+    let response = json_response(status, json!({ "status": label, "providers": providers }));
+    observed(&gw, "/health", started, response)
+}
+
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    let body = gw.inner.metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}

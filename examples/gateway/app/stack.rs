@@ -1,0 +1,376 @@
+//! The services behind the endpoints: one resilient stack per provider, and fallback chains
+//! across them.
+//!
+//! Per provider, outermost first (DESIGN §4):
+//!
+//! ```text
+//! Retry → Recorded → Breaker → RateLimit → Provider
+//! ```
+//!
+//! Every retry passes the breaker and spends a rate permit; `Recorded` sits under the retry
+//! layer so each attempt — refused locally or sent — lands in the request's [`AttemptLog`] and
+//! the metrics. The breaker and limiter layers are built once per provider and applied to
+//! both the complete and the streaming service, so the two share one breaker and one limit.
+//! Chains are `Fallback`s over these stacks; a chain is cheap to clone (axum clones per
+//! request) and every clone shares the same breakers and limiters.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
+use llm_tower::breaker::{BreakerHandle, BreakerLayer};
+use llm_tower::fallback::{Fallback, FallbackReason, Target};
+use llm_tower::ratelimit::{LocalStore, RateLimitHandle, RateLimitLayer};
+use llm_tower::retry::RetryLayer;
+use llm_tower::{
+    ConfigError, EndObserver, EstimatedCost, LlmError, ObserveEnd, ReportsUsage, Usage,
+};
+use serde::Serialize;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service};
+
+use super::config::ProviderSettings;
+use super::metrics::Metrics;
+
+/// A complete-answer service: one provider's stack, or a chain of them.
+pub(crate) type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
+/// A streaming service: one provider's stack, or a chain of them.
+pub(crate) type StreamService = BoxCloneSyncService<ChatRequest, ChatStream, LlmError>;
+
+/// One attempt on one provider, as the gateway reports it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AttemptRecord {
+    /// The provider tried.
+    pub(crate) provider: String,
+    /// The upstream model asked for.
+    pub(crate) model: String,
+    /// `ok`, or the error kind (`rate_limited`, `timeout`, `circuit_open`, …).
+    pub(crate) outcome: &'static str,
+    /// The provider's HTTP status, when it answered with an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) status: Option<u16>,
+    /// The error, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
+    /// How long the attempt took.
+    pub(crate) latency_ms: u64,
+}
+
+/// The attempts made for one gateway request, in order. It travels in the request's
+/// extensions, so every copy the retry and fallback layers make writes to the same log.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AttemptLog(Arc<Mutex<Vec<AttemptRecord>>>);
+
+impl AttemptLog {
+    /// The attempts so far.
+    pub(crate) fn records(&self) -> Vec<AttemptRecord> {
+        self.0.lock().expect("attempt log poisoned").clone()
+    }
+
+    fn push(&self, record: AttemptRecord) {
+        self.0.lock().expect("attempt log poisoned").push(record);
+    }
+}
+
+/// What the recorder needs of an answer: the tokens it used, now or when its stream ends.
+pub(crate) trait Answer: Send + 'static {
+    /// Calls `report` with the usage once it is known (`None`: never reported), and `broke`
+    /// if a stream breaks after its first chunk.
+    fn when_done(&mut self, report: Box<dyn FnOnce(Option<Usage>, bool) + Send>);
+}
+
+impl Answer for ChatResponse {
+    fn when_done(&mut self, report: Box<dyn FnOnce(Option<Usage>, bool) + Send>) {
+        report(self.usage(), false);
+    }
+}
+
+impl Answer for ChatStream {
+    fn when_done(&mut self, report: Box<dyn FnOnce(Option<Usage>, bool) + Send>) {
+        self.observe_end(EndObserver::new(move |end| {
+            let broke = end
+                .outcome
+                .kind()
+                .is_some_and(|kind| kind == llm_tower::ErrorKind::StreamInterrupted);
+            report(end.usage, broke);
+        }));
+    }
+}
+
+/// Wraps a service in [`Recorded`], reporting as `provider`.
+#[derive(Clone)]
+pub(crate) struct RecordLayer {
+    provider: Arc<str>,
+    metrics: Metrics,
+}
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Recorded<S>;
+
+    fn layer(&self, inner: S) -> Recorded<S> {
+        Recorded {
+            inner,
+            provider: self.provider.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Records each attempt in the request's [`AttemptLog`] and the metrics.
+#[derive(Clone)]
+pub(crate) struct Recorded<S> {
+    inner: S,
+    provider: Arc<str>,
+    metrics: Metrics,
+}
+
+impl<S, R> Service<ChatRequest> for Recorded<S>
+where
+    S: Service<ChatRequest, Response = R, Error = LlmError>,
+    S::Future: Send + 'static,
+    R: Answer,
+{
+    type Response = R;
+    type Error = LlmError;
+    type Future = Pin<Box<dyn Future<Output = Result<R, LlmError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), LlmError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: ChatRequest) -> Self::Future {
+        let log = request.extensions().get::<AttemptLog>().cloned();
+        let model = request.model().to_owned();
+        let provider = self.provider.clone();
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let mut result = call.await;
+            let elapsed = started.elapsed();
+            let (outcome, status, error) = match &result {
+                Ok(_) => ("ok", None, None),
+                Err(err) => (
+                    err.kind().as_str(),
+                    err.status().map(|s| s.as_u16()),
+                    Some(err.to_string()),
+                ),
+            };
+            metrics.attempt(&provider, outcome, elapsed);
+            if let Ok(answer) = &mut result {
+                let metrics = metrics.clone();
+                let provider = provider.clone();
+                answer.when_done(Box::new(move |usage, broke| {
+                    if let Some(usage) = usage {
+                        metrics.tokens(&provider, usage.input_tokens, usage.output_tokens);
+                    }
+                    if broke {
+                        metrics.stream_interrupted(&provider);
+                    }
+                }));
+            }
+            if let Some(log) = log {
+                log.push(AttemptRecord {
+                    provider: provider.to_string(),
+                    model,
+                    outcome,
+                    status,
+                    error,
+                    latency_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                });
+            }
+            result
+        })
+    }
+}
+
+/// One provider with its resilience stacks, complete and streaming.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    /// Its configured name.
+    pub(crate) name: Arc<str>,
+    /// Its wire format.
+    pub(crate) kind: ProviderKind,
+    /// The model `/api/chat` asks it for.
+    pub(crate) model: String,
+    /// Its breaker's state.
+    pub(crate) breaker: BreakerHandle,
+    /// Its limiter's capacity, when it has one.
+    pub(crate) limiter: Option<RateLimitHandle<LocalStore>>,
+    /// Complete answers through its stack.
+    pub(crate) chat: ChatService,
+    /// Streams through its stack.
+    pub(crate) stream: StreamService,
+}
+
+impl Upstream {
+    /// Builds `settings`' stacks over `provider`, reporting to `metrics` and the log.
+    pub(crate) fn new(
+        settings: &ProviderSettings,
+        provider: Provider,
+        metrics: &Metrics,
+    ) -> Result<Upstream, ConfigError> {
+        let name: Arc<str> = Arc::from(settings.name.as_str());
+        let provider = provider.renamed(&settings.name);
+
+        let retry = {
+            let (name, metrics) = (name.clone(), metrics.clone());
+            let give_up_name = name.clone();
+            RetryLayer::builder()
+                .config(settings.retry.clone())
+                .on_retry(move |event| {
+                    tracing::warn!(
+                        provider = %name,
+                        attempt = event.attempt,
+                        kind = event.kind.as_str(),
+                        delay_ms = u64::try_from(event.delay.as_millis()).unwrap_or(u64::MAX),
+                        "retrying {name} after {} in {:?}",
+                        event.kind,
+                        event.delay
+                    );
+                    metrics.retry(&name, event.kind.as_str());
+                })
+                .on_give_up(move |give_up| {
+                    tracing::debug!(
+                        provider = %give_up_name,
+                        attempts = give_up.attempts,
+                        kind = give_up.kind.as_str(),
+                        "{give_up_name} gives up after {} attempt(s): {:?}",
+                        give_up.attempts,
+                        give_up.reason
+                    );
+                })
+                .build()
+                .map_err(|e| e.in_section("retry"))?
+        };
+        let breaker = {
+            let (name, metrics) = (name.clone(), metrics.clone());
+            BreakerLayer::builder()
+                .config(settings.breaker.clone())
+                .name(name.clone())
+                .on_state_change(move |change| {
+                    match change.open_for {
+                        Some(open_for) => tracing::warn!(
+                            provider = %name,
+                            from = change.from.as_str(),
+                            to = change.to.as_str(),
+                            "circuit breaker of {name}: {} → {} for {open_for:?}",
+                            change.from,
+                            change.to
+                        ),
+                        None => tracing::info!(
+                            provider = %name,
+                            from = change.from.as_str(),
+                            to = change.to.as_str(),
+                            "circuit breaker of {name}: {} → {}",
+                            change.from,
+                            change.to
+                        ),
+                    }
+                    metrics.breaker_transition(&name, change.from.as_str(), change.to.as_str());
+                })
+                .build()
+                .map_err(|e| e.in_section("breaker"))?
+        };
+        let limit = match &settings.rate_limit {
+            Some(config) => {
+                let (name, metrics) = (name.clone(), metrics.clone());
+                let wait_name = name.clone();
+                let wait_metrics = metrics.clone();
+                Some(
+                    RateLimitLayer::builder()
+                        .config(config.clone())
+                        .token_cost(EstimatedCost::approximate())
+                        .on_rejected(move |rejected| {
+                            tracing::warn!(provider = %name, "local rate limit of {name}: {rejected}");
+                            metrics.limiter_rejection(&name);
+                        })
+                        .on_wait(move |wait| {
+                            tracing::debug!(provider = %wait_name, "local rate limit of {wait_name}: waiting {wait:?}");
+                            wait_metrics.limiter_wait(&wait_name);
+                        })
+                        .build()
+                        .map_err(|e| e.in_section("rate_limit"))?,
+                )
+            }
+            None => None,
+        };
+
+        let recorded = RecordLayer {
+            provider: name.clone(),
+            metrics: metrics.clone(),
+        };
+        let streaming = provider.streaming();
+        let (chat, stream) = match &limit {
+            Some(limit) => (
+                ChatService::new(
+                    retry.layer(recorded.layer(breaker.layer(limit.layer(provider.clone())))),
+                ),
+                StreamService::new(
+                    retry.layer(recorded.layer(breaker.layer(limit.layer(streaming)))),
+                ),
+            ),
+            None => (
+                ChatService::new(retry.layer(recorded.layer(breaker.layer(provider.clone())))),
+                StreamService::new(retry.layer(recorded.layer(breaker.layer(streaming)))),
+            ),
+        };
+        Ok(Upstream {
+            name,
+            kind: provider.kind(),
+            model: settings.model.clone(),
+            breaker: breaker.handle(),
+            limiter: limit.as_ref().map(RateLimitLayer::handle),
+            chat,
+            stream,
+        })
+    }
+}
+
+/// A fallback chain over `targets` (upstream, model to ask it for — `None`: the model the
+/// client asked for), logging and counting each move.
+pub(crate) fn chain<S, R>(
+    targets: Vec<(S, Arc<str>, Option<String>)>,
+    metrics: &Metrics,
+) -> Result<BoxCloneSyncService<ChatRequest, R, LlmError>, ConfigError>
+where
+    S: Service<ChatRequest, Response = R, Error = LlmError> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    R: llm_tower::ResponseMetadata + Send + 'static,
+    llm_tower::DefaultClassifier: llm_tower::Classify<R, LlmError>,
+{
+    let targets = targets
+        .into_iter()
+        .map(|(service, name, model)| {
+            let target = Target::new(name, service);
+            match model {
+                Some(model) => target.model(model),
+                None => target,
+            }
+        })
+        .collect();
+    let metrics = metrics.clone();
+    let chain = Fallback::builder(targets)
+        .on_fallback(move |event| {
+            let reason = match &event.reason {
+                FallbackReason::Failed { kind, .. } => kind.as_str(),
+                FallbackReason::Hedged { .. } => "hedged",
+                _ => "other",
+            };
+            tracing::warn!(
+                from = %event.from,
+                to = %event.to,
+                reason,
+                "falling back from {} to {} ({reason})",
+                event.from,
+                event.to
+            );
+            metrics.fallback(&event.from, &event.to, reason);
+        })
+        .build()?;
+    Ok(BoxCloneSyncService::new(chain))
+}

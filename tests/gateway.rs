@@ -1,0 +1,885 @@
+//! The gateway example (`examples/gateway`) over real loopback HTTP: the gateway on an
+//! ephemeral port, mock providers from llm-testkit behind it, every endpoint driven with
+//! reqwest and streams decoded by an independent SSE parser (`eventsource-stream`).
+//!
+//! Timings are real but short (retry delays of milliseconds, first-token timeouts of a few
+//! hundred): a paused tokio clock races real sockets.
+
+#[path = "../examples/gateway/app/mod.rs"]
+#[allow(dead_code)] // the example's binary uses parts these tests do not
+mod app;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use app::Gateway;
+use app::config::GatewayConfig;
+use app::demo::DemoProviders;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use llm_testkit::server::{MockProvider, Plan, canonical_answer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const KEY: &str = "test-key";
+
+/// A gateway over three mock providers — openai, anthropic, gemini — each with its plan.
+struct Harness {
+    base: String,
+    mocks: HashMap<&'static str, MockProvider>,
+    client: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+/// Provider tables with fast retries and a quick breaker, so that tests take milliseconds.
+fn providers_toml(mocks: &HashMap<&'static str, MockProvider>) -> String {
+    let base = |name: &str| mocks[name].base_url();
+    format!(
+        r#"
+request_timeout = "10s"
+max_body_bytes = 4096
+
+[[providers]]
+name = "openai"
+api_key = "{KEY}"
+base_url = "{openai}/v1"
+timeouts = {{ connect = "1s", first_token = "300ms", idle = "500ms", total = "1s" }}
+retry = {{ base_delay = "10ms", max_delay = "40ms" }}
+breaker = {{ consecutive_failures = 3, open_duration = "30s", open_jitter = 0.0 }}
+rate_limit = {{ requests = {{ limit = 1000, per = "1m" }} }}
+
+[[providers]]
+name = "anthropic"
+api_key = "{KEY}"
+base_url = "{anthropic}"
+timeouts = {{ connect = "1s", first_token = "300ms", idle = "500ms", total = "5s" }}
+retry = {{ base_delay = "10ms", max_delay = "40ms" }}
+breaker = {{ consecutive_failures = 3, open_duration = "30s", open_jitter = 0.0 }}
+
+[[providers]]
+name = "gemini"
+api_key = "{KEY}"
+base_url = "{gemini}/v1beta"
+timeouts = {{ connect = "1s", first_token = "300ms", idle = "500ms", total = "5s" }}
+retry = {{ base_delay = "10ms", max_delay = "40ms" }}
+"#,
+        openai = base("openai"),
+        anthropic = base("anthropic"),
+        gemini = base("gemini"),
+    )
+}
+
+const ROUTES: &str = r#"
+[[routes]]
+model = "fast"
+targets = [{ provider = "openai", model = "gpt-4o-mini" }, { provider = "anthropic", model = "claude-3-5-haiku-latest" }]
+
+[[routes]]
+model = "*"
+targets = [{ provider = "gemini" }, { provider = "openai", model = "gpt-4o-mini" }]
+"#;
+
+impl Harness {
+    /// Starts mocks with `plans` (TOML, by provider; absent: healthy) and a gateway over them
+    /// with `routes` appended to its configuration.
+    async fn start(plans: &[(&'static str, &str)], routes: &str) -> Harness {
+        let mut mocks = HashMap::new();
+        for name in ["openai", "anthropic", "gemini"] {
+            let plan = plans
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(Plan::default(), |(_, toml)| Plan::from_toml(toml).unwrap());
+            let mock = MockProvider::builder()
+                .plan(plan)
+                .api_key(KEY)
+                .start()
+                .await
+                .unwrap();
+            mocks.insert(name, mock);
+        }
+        let text = providers_toml(&mocks) + routes;
+        let config = GatewayConfig::from_toml(&text, "test.toml", &|_| None).unwrap();
+        let gateway = Gateway::new(&config, &|_| None).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(gateway.serve(listener, async move {
+            let _ = stopped.await;
+        }));
+        Harness {
+            base,
+            mocks,
+            client: reqwest::Client::new(),
+            _stop: stop,
+        }
+    }
+
+    async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, headers, response.bytes().await.unwrap().to_vec())
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let (status, headers, bytes) = self.post_raw(path, body.to_string()).await;
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{path} answered non-JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, headers, body)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Server-sent events of a streamed completion: the `data` of each, in order.
+    async fn stream(&self, body: Value) -> (u16, Vec<String>) {
+        let response = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .json_body(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let mut events = Vec::new();
+        let mut stream = response.bytes_stream().eventsource();
+        while let Some(event) = stream.next().await {
+            events.push(event.unwrap().data);
+        }
+        (status, events)
+    }
+}
+
+/// reqwest without its `json` feature: a JSON body by hand.
+trait JsonBody {
+    fn json_body(self, body: &Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, body: &Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(body.to_string())
+    }
+}
+
+fn chat(message: &str) -> Value {
+    json!({ "message": message })
+}
+
+fn outcomes(body: &Value) -> Vec<(String, String)> {
+    body["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["provider"].as_str().unwrap().to_owned(),
+                a["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn api_chat_answers_from_the_first_provider() {
+    let h = Harness::start(&[], ROUTES).await;
+    let (status, _, body) = h.post("/api/chat", chat("Hello")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"], canonical_answer(60));
+    assert_eq!(body["provider"], "openai");
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["retryCount"], 0);
+    assert_eq!(outcomes(&body), pairs(&[("openai", "ok")]));
+    assert_eq!(h.mocks["openai"].attempts().len(), 1);
+}
+
+#[tokio::test]
+async fn api_chat_uses_the_named_provider() {
+    let h = Harness::start(&[], ROUTES).await;
+    for (name, model) in [
+        ("anthropic", "claude-3-5-haiku-latest"),
+        ("gemini", "gemini-2.0-flash"),
+    ] {
+        let (status, _, body) = h
+            .post("/api/chat", json!({ "message": "Hi", "provider": name }))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["provider"], name);
+        assert_eq!(body["model"], model);
+        assert_eq!(h.mocks[name].attempts().len(), 1);
+    }
+    assert!(h.mocks["openai"].attempts().is_empty());
+}
+
+#[tokio::test]
+async fn api_chat_rejects_an_unknown_provider_naming_the_valid_ones() {
+    let h = Harness::start(&[], ROUTES).await;
+    let (status, _, body) = h
+        .post(
+            "/api/chat",
+            json!({ "message": "Hi", "provider": "mistral" }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("mistral"), "{error}");
+    assert!(error.contains("openai, anthropic, gemini"), "{error}");
+    assert_eq!(
+        body["validProviders"],
+        json!(["openai", "anthropic", "gemini"])
+    );
+}
+
+#[tokio::test]
+async fn api_chat_rejects_a_missing_or_empty_message() {
+    let h = Harness::start(&[], ROUTES).await;
+    for body in [
+        json!({}),
+        json!({ "message": "" }),
+        json!({ "message": "   " }),
+    ] {
+        let (status, _, answer) = h.post("/api/chat", body.clone()).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("message"),
+            "{answer}"
+        );
+    }
+    let (status, _, answer) = h.post("/api/chat", json!({ "message": 42 })).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("invalid"),
+        "{answer}"
+    );
+    for mock in h.mocks.values() {
+        assert!(mock.attempts().is_empty(), "nothing reached a provider");
+    }
+}
+
+#[tokio::test]
+async fn a_rate_limited_primary_falls_back_at_once() {
+    let plan = r#"
+[[rule]]
+sequence = [{ fault = "rate_limited", retry_after = "20s" }]
+"#;
+    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    let (status, _, body) = h.post("/api/chat", chat("Hello")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "anthropic");
+    assert_eq!(body["model"], "claude-3-5-haiku-latest");
+    assert_eq!(body["retryCount"], 1);
+    assert_eq!(
+        outcomes(&body),
+        pairs(&[("openai", "rate_limited"), ("anthropic", "ok")])
+    );
+    assert_eq!(body["attempts"][0]["status"], 429);
+    // Not retried on openai: a rate limit moves on.
+    assert_eq!(h.mocks["openai"].attempts().len(), 1);
+
+    // The provider's Retry-After paused openai's limiter: the next request skips it locally.
+    let (_, _, body) = h.post("/api/chat", chat("Again")).await;
+    assert_eq!(
+        outcomes(&body),
+        pairs(&[("openai", "local_rate_limited"), ("anthropic", "ok")])
+    );
+    assert_eq!(h.mocks["openai"].attempts().len(), 1);
+}
+
+#[tokio::test]
+async fn a_timeout_is_retried_on_the_same_provider() {
+    let plan = r#"
+[[rule]]
+sequence = [{ fault = "slow_first_token", delay = "2s" }, { fault = "status", status = 500 }]
+"#;
+    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    let (status, _, body) = h.post("/api/chat", chat("Hello")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "openai");
+    assert_eq!(body["retryCount"], 2);
+    assert_eq!(
+        outcomes(&body),
+        pairs(&[
+            ("openai", "timeout"),
+            ("openai", "server_error"),
+            ("openai", "ok")
+        ])
+    );
+    assert_eq!(h.mocks["openai"].attempts().len(), 3);
+}
+
+#[tokio::test]
+async fn a_stream_whose_first_token_is_late_is_retried() {
+    let plan = r#"
+[[rule]]
+stream = true
+sequence = [{ fault = "slow_first_token", delay = "2s" }]
+"#;
+    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    let response = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.base))
+        .json_body(&json!({
+            "model": "fast",
+            "stream": true,
+            "max_tokens": 4,
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-gateway-provider"], "openai");
+    assert_eq!(response.headers()["x-gateway-attempts"], "2");
+    let text = response.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert_eq!(h.mocks["openai"].attempts().len(), 2);
+}
+
+#[tokio::test]
+async fn every_provider_failing_answers_503_with_the_attempts() {
+    let down = r#"
+[[rule]]
+fault = { fault = "status", status = 500 }
+"#;
+    let h = Harness::start(
+        &[("openai", down), ("anthropic", down), ("gemini", down)],
+        ROUTES,
+    )
+    .await;
+    let (status, headers, body) = h.post("/api/chat", chat("Hello")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "All LLM providers unavailable");
+    assert!(headers.contains_key("retry-after"));
+    let attempts = body["attempts"].as_array().unwrap();
+    // 4 attempts on openai; its breaker opens after the third failure in a row, and the
+    // retry layer hands over on the open circuit.
+    assert_eq!(body["retryCount"], attempts.len() - 1);
+    assert!(attempts.len() >= 9, "{body}");
+    for name in ["openai", "anthropic", "gemini"] {
+        assert!(
+            attempts
+                .iter()
+                .any(|a| a["provider"] == name && a["outcome"] == "server_error"),
+            "{name} was tried: {body}"
+        );
+    }
+    let last_error = body["lastError"].as_str().unwrap();
+    assert!(last_error.starts_with("gemini: "), "{last_error}");
+}
+
+#[tokio::test]
+async fn chat_completions_answers_in_openai_format() {
+    let h = Harness::start(&[], ROUTES).await;
+    let (status, headers, body) = h
+        .post(
+            "/v1/chat/completions",
+            json!({
+                "model": "fast",
+                "max_tokens": 12,
+                "messages": [
+                    { "role": "system", "content": "Be brief." },
+                    { "role": "user", "content": [{ "type": "text", "text": "Hello" }] }
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "gpt-4o-mini", "the model that answered");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        canonical_answer(12)
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    assert_eq!(body["usage"]["completion_tokens"], 12);
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert_eq!(headers["x-gateway-provider"], "openai");
+    // The system prompt and the text part reached the provider.
+    let sent = &h.mocks["openai"].attempts()[0];
+    assert_eq!(sent.model, "gpt-4o-mini");
+}
+
+#[tokio::test]
+async fn chat_completions_streams_in_openai_format() {
+    let h = Harness::start(&[], ROUTES).await;
+    let (status, events) = h
+        .stream(json!({
+            "model": "fast",
+            "stream": true,
+            "stream_options": { "include_usage": true },
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, canonical_answer(60));
+    assert!(chunks.iter().all(|c| c["model"] == "gpt-4o-mini"));
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"] == "stop")
+    );
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 60);
+}
+
+#[tokio::test]
+async fn a_stream_failing_before_its_first_chunk_falls_back() {
+    let plan = r#"
+[[rule]]
+stream = true
+fault = { fault = "overloaded" }
+"#;
+    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    let (status, events) = h
+        .stream(json!({
+            "model": "fast",
+            "stream": true,
+            "max_tokens": 5,
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["model"], "claude-3-5-haiku-latest");
+}
+
+#[tokio::test]
+async fn a_cut_upstream_stream_ends_with_an_error_event_not_done() {
+    let plan = r#"
+[[rule]]
+stream = true
+fault = { fault = "cut_after", chunks = 5 }
+"#;
+    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    let (status, events) = h
+        .stream(json!({
+            "model": "fast",
+            "stream": true,
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .await;
+    assert_eq!(status, 200);
+    assert!(!events.iter().any(|e| e == "[DONE]"), "{events:?}");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{last}");
+    let delivered: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(canonical_answer(60).starts_with(&delivered) && !delivered.is_empty());
+    // Output had reached the caller: nothing was replayed on another provider.
+    assert!(h.mocks["anthropic"].attempts().is_empty());
+}
+
+#[tokio::test]
+async fn the_wildcard_route_passes_the_name_through_and_falls_back() {
+    let plan = r#"
+[[rule]]
+model = "gemini-exp-*"
+fault = { fault = "model_not_found" }
+"#;
+    let h = Harness::start(&[("gemini", plan)], ROUTES).await;
+    let ask = |model: &str| json!({ "model": model, "messages": [{ "role": "user", "content": "Hi" }], "max_tokens": 3 });
+    let (status, _, body) = h.post("/v1/chat/completions", ask("gemini-1.5-pro")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "gemini-1.5-pro");
+    let (status, headers, body) = h.post("/v1/chat/completions", ask("gemini-exp-1206")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(headers["x-gateway-provider"], "openai");
+    assert_eq!(headers["x-gateway-attempts"], "2");
+}
+
+#[tokio::test]
+async fn errors_come_back_in_openai_format_with_retry_after() {
+    let limited = r#"
+[[rule]]
+fault = { fault = "rate_limited", retry_after = "30s" }
+"#;
+    let h = Harness::start(&[("openai", limited), ("anthropic", limited)], ROUTES).await;
+    let (status, headers, body) = h
+        .post(
+            "/v1/chat/completions",
+            json!({ "model": "fast", "messages": [{ "role": "user", "content": "Hi" }] }),
+        )
+        .await;
+    assert_eq!(status, 429, "{body}");
+    // Longer than the request's deadline: given up at once, the wait passed on.
+    assert_eq!(headers["retry-after"], "30");
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    assert!(body["error"]["message"].is_string());
+
+    // No route and no wildcard: OpenAI's 404.
+    let h = Harness::start(&[], "").await;
+    let (status, _, body) = h
+        .post(
+            "/v1/chat/completions",
+            json!({ "model": "gpt-5", "messages": [{ "role": "user", "content": "Hi" }] }),
+        )
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(body["error"]["param"], "model");
+
+    // A request the gateway cannot translate.
+    let (status, _, body) = h
+        .post(
+            "/v1/chat/completions",
+            json!({ "model": "gpt-4o-mini", "messages": [{ "role": "tool", "content": "x" }] }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["param"], "messages[0].role");
+}
+
+#[tokio::test]
+async fn models_lists_the_routed_names() {
+    let h = Harness::start(&[], ROUTES).await;
+    let (status, text) = h.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["object"], "list");
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fast"]);
+
+    // Without routes, one per provider's model.
+    let h = Harness::start(&[], "").await;
+    let (_, text) = h.get("/v1/models").await;
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.0-flash"]
+    );
+}
+
+#[tokio::test]
+async fn health_and_metrics_reflect_a_breaker_trip() {
+    let down = r#"
+[[rule]]
+fault = { fault = "overloaded" }
+"#;
+    let h = Harness::start(&[("anthropic", down)], ROUTES).await;
+    let (_, before) = h.get("/health").await;
+    let before: Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(before["status"], "ok");
+    assert_eq!(before["providers"][1]["breaker"]["state"], "closed");
+
+    let (status, _, body) = h
+        .post(
+            "/api/chat",
+            json!({ "message": "Hi", "provider": "anthropic" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "openai");
+    assert_eq!(
+        outcomes(&body)[..4],
+        pairs(&[
+            ("anthropic", "overloaded"),
+            ("anthropic", "overloaded"),
+            ("anthropic", "overloaded"),
+            ("anthropic", "circuit_open"),
+        ])
+    );
+    assert_eq!(h.mocks["anthropic"].attempts().len(), 3);
+
+    let (status, health) = h.get("/health").await;
+    assert_eq!(status, 200);
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "degraded");
+    let anthropic = &health["providers"][1];
+    assert_eq!(anthropic["name"], "anthropic");
+    assert_eq!(anthropic["breaker"]["state"], "open");
+    assert_eq!(anthropic["breaker"]["trips"], 1);
+    assert!(anthropic["breaker"]["retryInMs"].as_u64().unwrap() > 0);
+    assert!(
+        health["providers"][0]["limiter"]["requestsAvailable"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    let (status, metrics) = h.get("/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"gateway_breaker_transitions_total{provider="anthropic",from="closed",to="open"} 1"#,
+        r#"gateway_upstream_attempts_total{provider="anthropic",outcome="overloaded"} 3"#,
+        r#"gateway_upstream_attempts_total{provider="anthropic",outcome="circuit_open"} 1"#,
+        r#"gateway_retries_total{provider="anthropic",kind="overloaded"} 3"#,
+        r#"gateway_fallbacks_total{from="anthropic",to="openai",reason="circuit_open"} 1"#,
+        r#"gateway_requests_total{endpoint="/api/chat",status="200"} 1"#,
+        r#"gateway_tokens_total{provider="openai",type="output"} 60"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    assert!(metrics.contains("gateway_upstream_attempt_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn limiter_rejections_and_waits_are_counted() {
+    let h = Harness::start(
+        &[(
+            "openai",
+            r#"
+[[rule]]
+sequence = [{ fault = "rate_limited", retry_after = "30s" }]
+"#,
+        )],
+        ROUTES,
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, _, _) = h.post("/api/chat", chat("Hi")).await;
+        assert_eq!(status, 200);
+    }
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"gateway_limiter_rejections_total{provider="openai"} 2"#),
+        "{metrics}"
+    );
+    let (_, health) = h.get("/health").await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert!(
+        health["providers"][0]["limiter"]["pausedForMs"]
+            .as_u64()
+            .unwrap()
+            > 20_000
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversize_bodies_are_refused_and_the_server_keeps_serving() {
+    let h = Harness::start(&[], ROUTES).await;
+    for path in ["/api/chat", "/v1/chat/completions"] {
+        let (status, _, body) = h.post_raw(path, "{not json").await;
+        assert_eq!(status, 400, "{path}");
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert!(body["error"].to_string().contains("invalid JSON"), "{body}");
+
+        let big = format!(r#"{{"message": "{}"}}"#, "x".repeat(10_000));
+        let (status, _, _) = h.post_raw(path, big).await;
+        assert_eq!(status, 413, "{path}");
+    }
+    let (status, _, body) = h.post("/api/chat", chat("still there?")).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[test]
+fn invalid_configuration_names_the_file_the_field_and_the_reason() {
+    let check = |text: &str, field: &str, reason: &str| {
+        let err = GatewayConfig::from_toml(text, "gw.toml", &|_| None).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.starts_with("gw.toml: "), "{shown}");
+        assert_eq!(err.error.field(), field, "{shown}");
+        assert!(shown.contains(reason), "{shown} lacks {reason:?}");
+    };
+    check("", "providers", "at least one provider");
+    check("lisen = \"x\"", "lisen", "unknown field");
+    check(
+        "listen = \"nowhere\"\n[[providers]]\nname = \"openai\"",
+        "listen",
+        "invalid socket address",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nretry = { base_delay = \"soon\" }",
+        "providers[0].retry",
+        "soon",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nretry = { base_delay = \"2s\", max_delay = \"1s\" }",
+        "providers[0].retry.max_delay",
+        "base_delay",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nbreaker = { failure_rate = 2.0 }",
+        "providers[0].breaker.failure_rate",
+        "",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nbse_url = \"http://x\"",
+        "providers[0]",
+        "unknown field `bse_url`",
+    );
+    check(
+        "[[providers]]\nname = \"mine\"",
+        "providers[0].kind",
+        "is missing",
+    );
+    check(
+        "[[providers]]\nname = \"vllm\"\nkind = \"openai_compatible\"\nbase_url = \"http://x/v1\"",
+        "providers[0].model",
+        "required",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[providers]]\nname = \"openai\"",
+        "providers[1].name",
+        "repeats",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[routes]]\nmodel = \"m\"\ntargets = [{ provider = \"azure\" }]",
+        "routes[0].targets[0].provider",
+        "configured: openai",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[routes]]\nmodel = \"m\"\ntargets = []",
+        "routes[0].targets",
+        "at least one",
+    );
+
+    // A missing key names the variable, at gateway build time.
+    let config =
+        GatewayConfig::from_toml("[[providers]]\nname = \"anthropic\"", "gw.toml", &|_| None)
+            .unwrap();
+    let err = Gateway::from_config(&config, "gw.toml", &|_| None)
+        .err()
+        .unwrap();
+    assert_eq!(err.error.field(), "providers[0].ANTHROPIC_API_KEY");
+    assert!(err.to_string().starts_with("gw.toml: "));
+}
+
+#[test]
+fn configuration_reads_files_and_environment_overrides() {
+    let dir = std::env::temp_dir().join(format!("llm-tower-gw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(
+        &path,
+        "request_timeout = \"20s\"\n[[providers]]\nname = \"openai\"\napi_key_env = \"MY_KEY\"\nretry = { max_retries = 1 }\n",
+    )
+    .unwrap();
+    let vars: HashMap<&str, &str> = HashMap::from([
+        ("GATEWAY_LISTEN", "0.0.0.0:8080"),
+        ("GATEWAY_OPENAI_MODEL", "gpt-4.1"),
+        ("GATEWAY_OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+        ("GATEWAY_OPENAI_RETRY_MAX_ATTEMPTS", "5"),
+        ("GATEWAY_OPENAI_CIRCUIT_BREAKER_THRESHOLD", "7"),
+        ("MY_KEY", "sk-test"),
+    ]);
+    let lookup = |k: &str| vars.get(k).map(|v| (*v).to_owned());
+    let config = GatewayConfig::from_file(&path, &lookup).unwrap();
+    assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(config.request_timeout, Duration::from_secs(20));
+    let openai = &config.providers[0];
+    assert_eq!(openai.model, "gpt-4.1");
+    assert_eq!(
+        openai.connection.base_url.as_deref(),
+        Some("http://127.0.0.1:9/v1")
+    );
+    assert_eq!(openai.retry.max_retries, 4);
+    // The file's table overrides the gateway's defaults field by field.
+    assert_eq!(openai.retry.base_delay, Duration::from_secs(1));
+    assert_eq!(openai.breaker.consecutive_failures, Some(7));
+    assert!(Gateway::new(&config, &lookup).is_ok());
+
+    let bad: HashMap<&str, &str> = HashMap::from([("GATEWAY_OPENAI_RETRY_MAX_ATTEMPTS", "lots")]);
+    let err =
+        GatewayConfig::from_file(&path, &|k| bad.get(k).map(|v| (*v).to_owned())).unwrap_err();
+    assert_eq!(err.source, "environment");
+    assert_eq!(err.error.field(), "GATEWAY_OPENAI_RETRY_MAX_ATTEMPTS");
+
+    let err = GatewayConfig::from_file(&dir.join("missing.toml"), &|_| None).unwrap_err();
+    assert!(err.to_string().contains("missing.toml"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // No file: the providers whose keys are set.
+    let keys: HashMap<&str, &str> =
+        HashMap::from([("ANTHROPIC_API_KEY", "k1"), ("GEMINI_API_KEY", "k2")]);
+    let config = GatewayConfig::from_env_keys(&|k| keys.get(k).map(|v| (*v).to_owned()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(config.provider_names(), ["anthropic", "gemini"]);
+    assert!(GatewayConfig::from_env_keys(&|_| None).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_demo_configuration_starts_and_answers() {
+    let demo = DemoProviders::start().await.unwrap();
+    let config = demo.config().unwrap();
+    assert_eq!(
+        config.provider_names(),
+        ["openai", "anthropic", "gemini", "openrouter"]
+    );
+    let gateway = Gateway::new(&config, &|_| None).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    // The demo's openai answers, then rate-limits: the second request falls back.
+    let mut providers = Vec::new();
+    for _ in 0..2 {
+        let response = client
+            .post(format!("{base}/api/chat"))
+            .json_body(&chat("Hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        providers.push(body["provider"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(providers[0], "openai");
+    assert_ne!(providers[1], "openai");
+}
