@@ -673,38 +673,58 @@ fault = { fault = "overloaded" }
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
     assert!(metrics.contains("gateway_upstream_attempt_duration_seconds_bucket"));
+
+    // The providers' key appears in nothing the gateway serves.
+    for text in [
+        body.to_string(),
+        serde_json::to_string(&health).unwrap(),
+        metrics,
+    ] {
+        assert!(!text.contains(KEY));
+    }
 }
 
 #[tokio::test]
 async fn limiter_rejections_and_waits_are_counted() {
-    let h = Harness::start(
-        &[(
-            "openai",
-            r#"
+    let plan = r#"
 [[rule]]
-sequence = [{ fault = "rate_limited", retry_after = "30s" }]
-"#,
-        )],
-        ROUTES,
-    )
-    .await;
-    for _ in 0..3 {
-        let (status, _, _) = h.post("/api/chat", chat("Hi")).await;
-        assert_eq!(status, 200);
+sequence = [
+  { fault = "rate_limited", retry_after = "1s" },
+  { fault = "ok" },
+  { fault = "rate_limited", retry_after = "30s" },
+]
+"#;
+    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    let mut served_by = Vec::new();
+    for _ in 0..5 {
+        let (status, _, body) = h.post("/api/chat", chat("Hi")).await;
+        assert_eq!(status, 200, "{body}");
+        served_by.push(body["provider"].as_str().unwrap().to_owned());
     }
-    let (_, metrics) = h.get("/metrics").await;
-    assert!(
-        metrics.contains(r#"gateway_limiter_rejections_total{provider="openai"} 2"#),
-        "{metrics}"
+    // 1: a 429 asking for 1 s → anthropic, and openai's limiter pauses 1 s;
+    // 2: the limiter holds the request through the pause (under its 2 s limit) → openai;
+    // 3: a 429 asking for 30 s → anthropic; 4, 5: refused locally at once → anthropic.
+    assert_eq!(
+        served_by,
+        ["anthropic", "openai", "anthropic", "anthropic", "anthropic"]
     );
+    assert_eq!(h.mocks["openai"].attempts().len(), 3);
+    let (_, metrics) = h.get("/metrics").await;
+    for line in [
+        r#"gateway_limiter_waits_total{provider="openai"} 1"#,
+        r#"gateway_limiter_rejections_total{provider="openai"} 2"#,
+        r#"gateway_upstream_attempts_total{provider="openai",outcome="local_rate_limited"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
     let (_, health) = h.get("/health").await;
     let health: Value = serde_json::from_str(&health).unwrap();
+    let limiter = &health["providers"][0]["limiter"];
     assert!(
-        health["providers"][0]["limiter"]["pausedForMs"]
-            .as_u64()
-            .unwrap()
-            > 20_000
+        limiter["pausedForMs"].as_u64().unwrap() > 20_000,
+        "{limiter}"
     );
+    assert_eq!(limiter["rejected"], 2);
 }
 
 #[tokio::test]
@@ -734,6 +754,11 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         assert!(shown.contains(reason), "{shown} lacks {reason:?}");
     };
     check("", "providers", "at least one provider");
+    check(
+        "listen = \"127.0.0.1:3000\"\nrequest_timeout = \"soon\"",
+        "request_timeout",
+        "(line 2)",
+    );
     check("lisen = \"x\"", "lisen", "unknown field");
     check(
         "listen = \"nowhere\"\n[[providers]]\nname = \"openai\"",
@@ -882,4 +907,18 @@ async fn the_demo_configuration_starts_and_answers() {
     }
     assert_eq!(providers[0], "openai");
     assert_ne!(providers[1], "openai");
+}
+
+#[test]
+fn the_readme_configuration_parses_and_builds() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("**With configuration**").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let keys = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+    let config = GatewayConfig::from_toml(text, "README.md", &keys).unwrap();
+    assert_eq!(config.provider_names(), ["openai", "local"]);
+    assert_eq!(config.routes.len(), 2);
+    assert!(config.providers[0].rate_limit.is_some());
+    Gateway::new(&config, &keys).unwrap();
 }

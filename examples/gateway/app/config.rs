@@ -504,21 +504,29 @@ fn overlay<T: Serialize + for<'de> Deserialize<'de>>(
 /// A TOML syntax or shape error as a field and a reason: serde's message names the key, and
 /// the line and column say where it is.
 fn toml_error(err: &toml::de::Error, text: &str) -> ConfigError {
-    let line = err
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    let reason = match line {
-        Some(line) => format!("{} (line {line})", err.message()),
+    let start = err.span().map(|span| span.start.min(text.len()));
+    let reason = match start {
+        Some(start) => format!(
+            "{} (line {})",
+            err.message(),
+            text[..start].matches('\n').count() + 1
+        ),
         None => err.message().to_owned(),
     };
-    // The message of an unknown or missing key names it between backticks; keep that as the
-    // field so the first thing on the line is what to fix.
-    let field = reason
+    // An unknown or missing key is named between backticks in the message; a bad value is
+    // on a `key = value` line, whose key names the field.
+    let named = reason
         .split('`')
         .nth(1)
-        .filter(|_| reason.contains("field"))
-        .unwrap_or("(syntax)")
-        .to_owned();
+        .filter(|_| reason.contains("field"));
+    let on_line = start.and_then(|start| {
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next()?;
+        let (key, _) = line.split_once('=')?;
+        let key = key.trim();
+        (!key.is_empty() && !key.starts_with('[')).then_some(key)
+    });
+    let field = named.or(on_line).unwrap_or("(syntax)").to_owned();
     ConfigError::new(field, reason)
 }
 

@@ -3,9 +3,10 @@
 //! fault plans make every layer show itself within a minute of `curl` traffic:
 //!
 //! - **openai** (the default provider) cycles through an answer, a `429` with
-//!   `Retry-After: 5` (the gateway moves on to the next provider at once), an answer, a first
-//!   token that takes 3 s (past the 2 s first-token timeout: retried 1 s later), two answers
-//!   and a `500` (retried). Every third stream it serves is cut after 15 chunks.
+//!   `Retry-After: 5` (the gateway moves on to the next provider at once, and the limiter
+//!   pauses openai for 5 s), an answer, an answer 3 s late (past the 2.5 s timeout: retried
+//!   1 s later), two answers and a `500` (retried). Every third stream it serves is cut after
+//!   15 chunks.
 //! - **anthropic** is overloaded (`529`) for the first 45 s after start: the requests that
 //!   fall back to it are retried, its breaker trips after 3 failures in a row, stays open
 //!   20 s, then probes until the outage is over.
@@ -64,7 +65,8 @@ request_timeout = "30s"
 name = "openai"
 api_key = "{key}"
 base_url = "{openai}/v1"
-timeouts = { connect = "2s", first_token = "2s", idle = "5s", total = "30s" }
+# Short enough that the plan's 3 s answer times out (a 60-token stream takes about 1.5 s).
+timeouts = { connect = "2s", first_token = "2s", idle = "2s", total = "2500ms" }
 rate_limit = { requests = { limit = 120, per = "1m" } }
 
 [[providers]]
