@@ -7,7 +7,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 type Labels<const N: usize> = [(&'static str, String); N];
 type Histograms = Family<Labels<1>, Histogram, fn() -> Histogram>;
@@ -38,74 +38,82 @@ struct Inner {
     stream_interruptions: Family<Labels<1>, Counter>,
 }
 
+/// A metric registered under `name`, with its help text.
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("gateway");
-        let requests = Family::default();
-        registry.register(
+        let r = &mut registry;
+        let histograms = || Histograms::new_with_constructor(latency_histogram);
+        let requests = register(
+            r,
             "requests",
             "Gateway requests by endpoint and HTTP status",
-            Family::clone(&requests),
+            Family::default(),
         );
-        let request_seconds = Histograms::new_with_constructor(latency_histogram);
-        registry.register(
+        let request_seconds = register(
+            r,
             "request_duration_seconds",
             "Gateway request latency by endpoint (streams: until the first chunk)",
-            request_seconds.clone(),
+            histograms(),
         );
-        let attempts = Family::default();
-        registry.register(
+        let attempts = register(
+            r,
             "upstream_attempts",
             "Attempts on a provider by outcome (ok, or the error kind; circuit_open and local_rate_limited were refused locally)",
-            Family::clone(&attempts),
+            Family::default(),
         );
-        let attempt_seconds = Histograms::new_with_constructor(latency_histogram);
-        registry.register(
+        let attempt_seconds = register(
+            r,
             "upstream_attempt_duration_seconds",
             "Latency of one attempt on a provider",
-            attempt_seconds.clone(),
+            histograms(),
         );
-        let retries = Family::default();
-        registry.register(
+        let retries = register(
+            r,
             "retries",
             "Retries scheduled on a provider, by the kind of failure retried",
-            Family::clone(&retries),
+            Family::default(),
         );
-        let fallbacks = Family::default();
-        registry.register(
+        let fallbacks = register(
+            r,
             "fallbacks",
             "Moves from one provider to the next",
-            Family::clone(&fallbacks),
+            Family::default(),
         );
-        let breaker_transitions = Family::default();
-        registry.register(
+        let breaker_transitions = register(
+            r,
             "breaker_transitions",
             "Circuit breaker state changes",
-            Family::clone(&breaker_transitions),
+            Family::default(),
         );
-        let limiter_waits = Family::default();
-        registry.register(
+        let limiter_waits = register(
+            r,
             "limiter_waits",
             "Requests the local rate limiter held back before sending",
-            Family::clone(&limiter_waits),
+            Family::default(),
         );
-        let limiter_rejections = Family::default();
-        registry.register(
+        let limiter_rejections = register(
+            r,
             "limiter_rejections",
             "Requests the local rate limiter refused",
-            Family::clone(&limiter_rejections),
+            Family::default(),
         );
-        let tokens = Family::default();
-        registry.register(
+        let tokens = register(
+            r,
             "tokens",
             "Tokens providers reported, by direction (input, output)",
-            Family::clone(&tokens),
+            Family::default(),
         );
-        let stream_interruptions = Family::default();
-        registry.register(
+        let stream_interruptions = register(
+            r,
             "stream_interruptions",
             "Streams that broke after their first chunk",
-            Family::clone(&stream_interruptions),
+            Family::default(),
         );
         Metrics {
             inner: Arc::new(Inner {

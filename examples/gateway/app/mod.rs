@@ -101,29 +101,9 @@ impl Gateway {
         let mut routes = Vec::new();
         let mut wildcard = None;
         for (i, route) in config.effective_routes().into_iter().enumerate() {
-            let find = |name: &str| {
-                upstreams
-                    .iter()
-                    .find(|u| &*u.name == name)
-                    .expect("validated: every target names a provider")
-            };
-            let chat_targets = route
-                .targets
-                .iter()
-                .map(|t| {
-                    let up = find(&t.provider);
-                    (up.chat.clone(), up.name.clone(), t.model.clone())
-                })
-                .collect();
-            let stream_targets = route
-                .targets
-                .iter()
-                .map(|t| {
-                    let up = find(&t.provider);
-                    (up.stream.clone(), up.name.clone(), t.model.clone())
-                })
-                .collect();
             let section = format!("routes[{i}]");
+            let chat_targets = route_targets(&route, &upstreams, |up| up.chat.clone());
+            let stream_targets = route_targets(&route, &upstreams, |up| up.stream.clone());
             let built = Route {
                 owner: route.targets[0].provider.clone(),
                 chat: stack::chain(chat_targets, &metrics).map_err(|e| e.in_section(&section))?,
@@ -236,6 +216,25 @@ impl Gateway {
                 ))
             })
     }
+}
+
+/// A route's targets as (service picked from the provider's stacks, provider name, model).
+fn route_targets<S>(
+    route: &config::RouteConfig,
+    upstreams: &[Upstream],
+    pick: impl Fn(&Upstream) -> S,
+) -> Vec<(S, Arc<str>, Option<String>)> {
+    route
+        .targets
+        .iter()
+        .map(|target| {
+            let up = upstreams
+                .iter()
+                .find(|u| *u.name == *target.provider)
+                .expect("validated: every target names a provider");
+            (pick(up), up.name.clone(), target.model.clone())
+        })
+        .collect()
 }
 
 /// Counts a request to `endpoint` once its response is ready.

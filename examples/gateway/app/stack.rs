@@ -253,24 +253,18 @@ impl Upstream {
                 .config(settings.breaker.clone())
                 .name(name.clone())
                 .on_state_change(move |change| {
-                    match change.open_for {
-                        Some(open_for) => tracing::warn!(
-                            provider = %name,
-                            from = change.from.as_str(),
-                            to = change.to.as_str(),
-                            "circuit breaker of {name}: {} → {} for {open_for:?}",
-                            change.from,
-                            change.to
-                        ),
-                        None => tracing::info!(
-                            provider = %name,
-                            from = change.from.as_str(),
-                            to = change.to.as_str(),
-                            "circuit breaker of {name}: {} → {}",
-                            change.from,
-                            change.to
-                        ),
-                    }
+                    let held = change
+                        .open_for
+                        .map(|open_for| format!(" for {open_for:?}"))
+                        .unwrap_or_default();
+                    tracing::warn!(
+                        provider = %name,
+                        from = change.from.as_str(),
+                        to = change.to.as_str(),
+                        "circuit breaker of {name}: {} → {}{held}",
+                        change.from,
+                        change.to
+                    );
                     metrics.breaker_transition(&name, change.from.as_str(), change.to.as_str());
                 })
                 .build()
