@@ -922,3 +922,80 @@ fn the_readme_configuration_parses_and_builds() {
     assert!(config.providers[0].rate_limit.is_some());
     Gateway::new(&config, &keys).unwrap();
 }
+
+/// Everything `tracing` writes, at TRACE: the gateway's, the layers', reqwest's, hyper's.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_api_key_never_reaches_logs_at_trace_responses_or_debug_output() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test's runtime has one thread: the gateway and the mocks log through this too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let plan = r#"
+[[rule]]
+model = "bad-key"
+fault = { fault = "unauthorized" }
+
+[[rule]]
+stream = true
+fault = { fault = "cut_after", chunks = 2 }
+"#;
+    let h = Harness::start(
+        &[("openai", plan), ("anthropic", plan), ("gemini", plan)],
+        ROUTES,
+    )
+    .await;
+    let mut served = String::new();
+    for provider in ["openai", "anthropic", "gemini"] {
+        let (_, _, body) = h
+            .post(
+                "/api/chat",
+                json!({ "message": "Hi", "provider": provider }),
+            )
+            .await;
+        served.push_str(&body.to_string());
+    }
+    for model in ["fast", "bad-key"] {
+        let (_, _, body) = h
+            .post(
+                "/v1/chat/completions",
+                json!({ "model": model, "messages": [{ "role": "user", "content": "Hi" }] }),
+            )
+            .await;
+        served.push_str(&body.to_string());
+        let (_, events) = h
+            .stream(json!({ "model": model, "stream": true, "messages": [{ "role": "user", "content": "Hi" }] }))
+            .await;
+        served.push_str(&events.concat());
+    }
+    served.push_str(&h.get("/health").await.1);
+    served.push_str(&h.get("/metrics").await.1);
+    let config =
+        GatewayConfig::from_toml(&providers_toml(&h.mocks), "test.toml", &|_| None).unwrap();
+    served.push_str(&format!("{config:?}"));
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("TRACE"), "TRACE events were captured");
+    assert!(logs.contains("unauthorized"), "the failures were logged");
+    assert!(served.contains("unauthorized") || served.contains("All LLM providers"));
+    for (what, text) in [("logs", &logs), ("responses and debug output", &served)] {
+        assert!(!text.contains(KEY), "the key leaked into {what}");
+    }
+}

@@ -3,6 +3,8 @@
 mod config;
 pub mod decode;
 mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 mod provider;
 mod stream;
 mod types;

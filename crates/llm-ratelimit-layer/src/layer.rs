@@ -52,6 +52,7 @@ pub(crate) struct Shared<St, KF, C, Cl> {
     pub(crate) mode: Mode,
     pub(crate) max_wait: Duration,
     pub(crate) semaphore: Option<Arc<Semaphore>>,
+    pub(crate) max_concurrency: Option<usize>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) on_rejected: Option<OnRejected>,
     pub(crate) on_wait: Option<OnWait>,
@@ -132,6 +133,11 @@ impl<St, KF, C, Cl> RateLimitLayer<St, KF, C, Cl> {
         RateLimitHandle {
             store: self.shared.store.clone(),
             stats: self.shared.stats.clone(),
+            concurrency: self
+                .shared
+                .semaphore
+                .clone()
+                .zip(self.shared.max_concurrency),
         }
     }
 }
@@ -277,6 +283,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
                 mode: self.config.mode,
                 max_wait: self.config.max_wait,
                 semaphore,
+                max_concurrency: self.config.max_concurrency.map(|n| n as usize),
                 stats: Arc::new(Stats::default()),
                 on_rejected: self.on_rejected,
                 on_wait: self.on_wait,
@@ -299,6 +306,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
 pub struct RateLimitHandle<St> {
     store: Arc<St>,
     stats: Arc<Stats>,
+    concurrency: Option<(Arc<Semaphore>, usize)>,
 }
 
 impl<St> Clone for RateLimitHandle<St> {
@@ -306,6 +314,7 @@ impl<St> Clone for RateLimitHandle<St> {
         RateLimitHandle {
             store: self.store.clone(),
             stats: self.stats.clone(),
+            concurrency: self.concurrency.clone(),
         }
     }
 }
@@ -345,6 +354,21 @@ impl<St> RateLimitHandle<St> {
     /// Requests turned away so far.
     pub fn rejected(&self) -> u64 {
         self.stats.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Calls holding a concurrency slot now (`None` without `max_concurrency`): zero once
+    /// every call has ended, however it ended — cancelled ones included.
+    ///
+    /// ```
+    /// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+    ///
+    /// let layer = RateLimitLayer::new(RateLimitConfig { max_concurrency: Some(8), ..RateLimitConfig::default() }).unwrap();
+    /// assert_eq!(layer.handle().in_flight(), Some(0));
+    /// ```
+    pub fn in_flight(&self) -> Option<usize> {
+        self.concurrency
+            .as_ref()
+            .map(|(semaphore, max)| max - semaphore.available_permits())
     }
 }
 
