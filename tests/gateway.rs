@@ -185,6 +185,20 @@ impl JsonBody for reqwest::RequestBuilder {
     }
 }
 
+/// The JSON chunks of a stream's events (all but `[DONE]`) and the text they carry.
+fn sse_chunks(events: &[String]) -> (Vec<Value>, String) {
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    (chunks, text)
+}
+
 fn chat(message: &str) -> Value {
     json!({ "message": message })
 }
@@ -442,15 +456,8 @@ async fn chat_completions_streams_in_openai_format() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
+    let (chunks, text) = sse_chunks(&events);
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = chunks
-        .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-        .collect();
     assert_eq!(text, canonical_answer(60));
     assert!(chunks.iter().all(|c| c["model"] == "gpt-4o-mini"));
     assert!(
@@ -998,4 +1005,67 @@ fault = { fault = "cut_after", chunks = 2 }
     for (what, text) in [("logs", &logs), ("responses and debug output", &served)] {
         assert!(!text.contains(KEY), "the key leaked into {what}");
     }
+}
+
+#[tokio::test]
+async fn a_route_with_recovery_finishes_a_cut_stream_on_the_next_target() {
+    let routes = r#"
+[[routes]]
+model = "fast"
+targets = [{ provider = "openai", model = "gpt-4o-mini" }, { provider = "anthropic", model = "claude-3-5-haiku-latest" }]
+recovery = { after_output = "continue" }
+"#;
+    let h = Harness::start(
+        &[(
+            "openai",
+            "[[rule]]\nstream = true\nfault = { fault = \"cut_after\", chunks = 40 }\n",
+        )],
+        routes,
+    )
+    .await;
+    let (status, events) = h
+        .stream(json!({
+            "model": "fast",
+            "stream": true,
+            "stream_options": { "include_usage": true },
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "a repaired answer ends cleanly"
+    );
+    let (chunks, text) = sse_chunks(&events);
+    assert!(chunks.iter().all(|c| c.get("error").is_none()));
+    assert_eq!(
+        text,
+        canonical_answer(60),
+        "nothing missing, nothing repeated"
+    );
+    let recovered = chunks.iter().find_map(|c| c.get("recovered")).unwrap();
+    assert_eq!(
+        recovered,
+        &json!({ "from": "openai", "to": "anthropic", "after_tokens": 40, "mode": "prefill", "cause": "stream_interrupted" })
+    );
+    // Usage adds up both parts.
+    assert!(
+        chunks.last().unwrap()["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            >= 60
+    );
+    let (_, metrics) = h.get("/metrics").await;
+    let line = r#"gateway_stream_recoveries_total{from="openai",to="anthropic",mode="prefill",outcome="recovered"} 1"#;
+    assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+
+    // An invalid policy names its field.
+    let bad = format!(
+        "{}{}",
+        providers_toml(&h.mocks),
+        routes.replace("\"continue\" }", "\"continue\", max_recoveries = 0 }")
+    );
+    let err = GatewayConfig::from_toml(&bad, "gw.toml", &|_| None).unwrap_err();
+    assert_eq!(err.error.field(), "routes[0].recovery.max_recoveries");
 }

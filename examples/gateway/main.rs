@@ -80,6 +80,7 @@ fn init_logging() {
                     ("llm_breaker_layer", LevelFilter::ERROR),
                     ("llm_fallback_layer", LevelFilter::ERROR),
                     ("llm_ratelimit_layer", LevelFilter::ERROR),
+                    ("llm_providers", LevelFilter::ERROR),
                 ])
         });
     tracing_subscriber::registry()

@@ -6,6 +6,7 @@ mod errors;
 #[doc(hidden)]
 pub mod fuzzing;
 mod provider;
+pub mod recovery;
 mod stream;
 mod types;
 mod wire;

@@ -404,6 +404,9 @@ pub struct ChatChunk {
     pub finish_reason: Option<FinishReason>,
     /// Set on the chunk that reports usage (for Anthropic: the cumulative total).
     pub usage: Option<Usage>,
+    /// Set on the last chunk of an answer that [`StreamRecovery`](crate::recovery::StreamRecovery)
+    /// repaired: from which target, after how many delivered tokens, how.
+    pub recovery: Option<crate::recovery::Recovery>,
 }
 
 impl ChatChunk {

@@ -1088,6 +1088,38 @@ async fn a_prefill_that_is_a_prefix_of_the_answer_is_continued() {
 }
 
 #[tokio::test]
+async fn reject_prefill_refuses_only_conversations_ending_with_the_assistant() {
+    let mock = start([Rule::any().fault(Fault::RejectPrefill)]).await;
+    for route in Route::ALL {
+        let res = request(&mock, route, "m", false, json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{route}: no prefill, an answer");
+        let prefill = match route {
+            Route::Gemini => json!({"contents": [
+                {"role": "user", "parts": [{"text": "Say the alphabet"}]},
+                {"role": "model", "parts": [{"text": canonical_answer(3)}]}]}),
+            _ => json!({"messages": [
+                {"role": "user", "content": "Say the alphabet"},
+                {"role": "assistant", "content": canonical_answer(3)}]}),
+        };
+        let res = request(&mock, route, "m", false, prefill)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{route}: a prefill, refused");
+        let body = res.text().await.unwrap();
+        if route == Route::Anthropic {
+            assert!(
+                body.contains("does not support assistant message prefill"),
+                "{body}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
 async fn two_servers_run_side_by_side() {
     let a = start([Rule::any().fault(Fault::status(500))]).await;
     let b = start([]).await;

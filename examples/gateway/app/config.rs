@@ -18,6 +18,7 @@
 //! [[routes]]
 //! model = "fast"                   # what clients of /v1/chat/completions ask for
 //! targets = [{ provider = "openai", model = "gpt-4o-mini" }, { provider = "anthropic", model = "claude-3-5-haiku-latest" }]
+//! recovery = { after_output = "continue", hold_back_tokens = 8 }   # repair broken streams
 //!
 //! [[routes]]
 //! model = "*"                      # any other name: same name upstream, then a fallback
@@ -33,6 +34,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use llm_providers::recovery::{Prefill, RecoveryPolicy};
 use llm_providers::{ProviderConfig, ProviderKind};
 use llm_tower::breaker::BreakerConfig;
 use llm_tower::config::parse_duration;
@@ -95,6 +97,8 @@ pub(crate) struct ProviderSettings {
     pub(crate) breaker: BreakerConfig,
     /// Its local rate limit (none: unlimited).
     pub(crate) rate_limit: Option<RateLimitConfig>,
+    /// Whether it takes an assistant prefill when a broken stream is continued on it.
+    pub(crate) prefill: Prefill,
 }
 
 /// A `/v1/chat/completions` route.
@@ -105,6 +109,9 @@ pub(crate) struct RouteConfig {
     pub(crate) model: String,
     /// Tried in order.
     pub(crate) targets: Vec<RouteTarget>,
+    /// What a stream that breaks gets (default: nothing — it ends with an error event).
+    #[serde(default)]
+    pub(crate) recovery: RecoveryPolicy,
 }
 
 /// One target of a route.
@@ -348,6 +355,10 @@ impl GatewayConfig {
                     format!("repeats the route {:?}", route.model),
                 ));
             }
+            route
+                .recovery
+                .validate()
+                .map_err(|e| e.in_section(&format!("routes[{i}].recovery")))?;
             if route.targets.is_empty() {
                 return Err(ConfigError::new(
                     format!("routes[{i}].targets"),
@@ -395,6 +406,7 @@ impl GatewayConfig {
             routes.push(RouteConfig {
                 model: first.model.clone(),
                 targets,
+                recovery: RecoveryPolicy::default(),
             });
         }
         routes
@@ -439,6 +451,15 @@ fn provider_settings(
         .remove("rate_limit")
         .map(|value| overlay(&section, "rate_limit", default_rate_limit(), Some(value)))
         .transpose()?;
+    let prefill = match table.remove("prefill") {
+        Some(value) => value.try_into::<Prefill>().map_err(|err| {
+            ConfigError::new(
+                field("prefill"),
+                format!("{} (auto, supported, unsupported)", err.message()),
+            )
+        })?,
+        None => Prefill::Auto,
+    };
     if !table.contains_key("kind") {
         // A provider named after a kind needs no `kind` line.
         if let Ok(kind) = ProviderKind::from_str(&name) {
@@ -473,6 +494,7 @@ fn provider_settings(
         retry,
         breaker,
         rate_limit,
+        prefill,
     })
 }
 

@@ -6,7 +6,8 @@
 //!   `Retry-After: 5` (the gateway moves on to the next provider at once, and the limiter
 //!   pauses openai for 5 s), an answer, an answer 3 s late (past the 2.5 s timeout: retried
 //!   1 s later), two answers and a `500` (retried). Every third stream it serves is cut after
-//!   15 chunks.
+//!   15 chunks: the `gpt-4o-mini` route continues it on the next target that answers (its
+//!   `recovery` policy); a route without one ends such a stream with an error event.
 //! - **anthropic** is overloaded (`529`) for the first 45 s after start: the requests that
 //!   fall back to it are retried, its breaker trips after 3 failures in a row, stays open
 //!   20 s, then probes until the outage is over.
@@ -89,6 +90,7 @@ api_key = "{key}"
 base_url = "{openrouter}/api/v1"
 timeouts = { connect = "2s", first_token = "5s", idle = "5s", total = "30s" }
 
+# Streams cut mid-answer are continued on the next target that answers.
 [[routes]]
 model = "gpt-4o-mini"
 targets = [
@@ -96,6 +98,7 @@ targets = [
   { provider = "anthropic", model = "claude-3-5-haiku-latest" },
   { provider = "gemini", model = "gemini-2.0-flash" },
 ]
+recovery = { after_output = "continue" }
 
 [[routes]]
 model = "claude-3-5-haiku-latest"

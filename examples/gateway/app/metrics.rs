@@ -36,6 +36,7 @@ struct Inner {
     limiter_rejections: Family<Labels<1>, Counter>,
     tokens: Family<Labels<2>, Counter>,
     stream_interruptions: Family<Labels<1>, Counter>,
+    stream_recoveries: Family<Labels<4>, Counter>,
 }
 
 /// A metric registered under `name`, with its help text.
@@ -115,6 +116,12 @@ impl Default for Metrics {
             "Streams that broke after their first chunk",
             Family::default(),
         );
+        let stream_recoveries = register(
+            r,
+            "stream_recoveries",
+            "Broken streams repaired (outcome recovered) or not (outcome: why)",
+            Family::default(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -129,6 +136,7 @@ impl Default for Metrics {
                 limiter_rejections,
                 tokens,
                 stream_interruptions,
+                stream_recoveries,
             }),
         }
     }
@@ -233,6 +241,20 @@ impl Metrics {
         self.inner
             .stream_interruptions
             .get_or_create(&[("provider", provider.to_owned())])
+            .inc();
+    }
+
+    /// A broken stream from `from` was repaired on `to` by `mode` (`outcome` "recovered"), or
+    /// not (`outcome` the reason, `to` and `mode` empty).
+    pub(crate) fn stream_recovery(&self, from: &str, to: &str, mode: &str, outcome: &str) {
+        self.inner
+            .stream_recoveries
+            .get_or_create(&[
+                ("from", from.to_owned()),
+                ("to", to.to_owned()),
+                ("mode", mode.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
             .inc();
     }
 

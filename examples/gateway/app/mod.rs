@@ -29,12 +29,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use llm_providers::{ChatRequest, ChatStream};
+use llm_providers::ChatRequest;
+use llm_providers::recovery::{RecoveringStream, RecoveryEvent, RecoveryTarget, StreamRecovery};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 use self::config::{ConfigFileError, GatewayConfig, Lookup};
 use self::metrics::Metrics;
@@ -65,7 +67,8 @@ struct Route {
     model: String,
     owner: String,
     chat: ChatService,
-    stream: StreamService,
+    /// The streaming chain under the route's recovery policy.
+    stream: BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>,
 }
 
 impl Gateway {
@@ -104,10 +107,12 @@ impl Gateway {
             let section = format!("routes[{i}]");
             let chat_targets = route_targets(&route, &upstreams, |up| up.chat.clone());
             let stream_targets = route_targets(&route, &upstreams, |up| up.stream.clone());
+            let stream_chain =
+                stack::chain(stream_targets, &metrics).map_err(|e| e.in_section(&section))?;
             let built = Route {
                 owner: route.targets[0].provider.clone(),
                 chat: stack::chain(chat_targets, &metrics).map_err(|e| e.in_section(&section))?,
-                stream: stack::chain(stream_targets, &metrics)
+                stream: recovering(stream_chain, &route, &upstreams, &metrics)
                     .map_err(|e| e.in_section(&section))?,
                 model: route.model.clone(),
             };
@@ -235,6 +240,48 @@ fn route_targets<S>(
             (pick(up), up.name.clone(), target.model.clone())
         })
         .collect()
+}
+
+/// `chain` under `route`'s recovery policy: a broken stream continues on the route's
+/// targets, each taking a prefill as its provider's setting says.
+fn recovering(
+    chain: StreamService,
+    route: &config::RouteConfig,
+    upstreams: &[Upstream],
+    metrics: &Metrics,
+) -> Result<BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>, ConfigError> {
+    let metrics = metrics.clone();
+    let mut builder = StreamRecovery::builder(chain)
+        .policy(route.recovery.clone())
+        .on_recovery(move |event| match event {
+            RecoveryEvent::Recovered(r) => {
+                tracing::warn!(
+                    "stream from {} broke after {} tokens ({}); {} continued it ({})",
+                    r.from,
+                    r.after_tokens,
+                    r.cause,
+                    r.to,
+                    r.mode.as_str()
+                );
+                metrics.stream_recovery(&r.from, &r.to, r.mode.as_str(), "recovered");
+            }
+            RecoveryEvent::Failed { from, reason, .. } => {
+                metrics.stream_recovery(from, "", "", reason);
+            }
+            _ => {}
+        });
+    for (service, name, model) in route_targets(route, upstreams, |up| up.stream.clone()) {
+        let up = upstreams
+            .iter()
+            .find(|u| u.name == name)
+            .expect("route_targets found it");
+        let mut target = RecoveryTarget::new(name, up.kind, service).prefill(up.prefill);
+        if let Some(model) = model {
+            target = target.model(model);
+        }
+        builder = builder.target(target);
+    }
+    Ok(BoxCloneSyncService::new(builder.build()?))
 }
 
 /// Counts a request to `endpoint` once its response is ready.
@@ -470,7 +517,7 @@ fn annotate(response: &mut Response, provider: &str, attempts: usize) {
 }
 
 struct SseState {
-    stream: ChatStream,
+    stream: RecoveringStream,
     id: String,
     model: String,
     created: u64,
@@ -487,7 +534,7 @@ fn event(value: &serde_json::Value) -> Bytes {
 /// with an error event and no `[DONE]`, so no client mistakes a truncated answer for a
 /// complete one.
 fn sse_events(
-    stream: ChatStream,
+    stream: RecoveringStream,
     id: String,
     include_usage: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
@@ -507,19 +554,26 @@ fn sse_events(
                 if chunk.usage.is_some() {
                     state.usage = chunk.usage;
                 }
-                let bytes =
-                    if chunk.delta.is_empty() && chunk.finish_reason.is_none() && !state.first {
-                        // A usage-only chunk: its numbers go in the final usage chunk.
-                        Bytes::new()
-                    } else {
-                        event(&openai::chunk(
-                            &state.id,
-                            state.created,
-                            &state.model,
-                            &chunk,
-                            state.first,
-                        ))
-                    };
+                let bytes = if let Some(recovery) = &chunk.recovery {
+                    // The answer was repaired: say so, by whom, after how much.
+                    event(&openai::recovery_chunk(
+                        &state.id,
+                        state.created,
+                        &state.model,
+                        recovery,
+                    ))
+                } else if chunk.delta.is_empty() && chunk.finish_reason.is_none() && !state.first {
+                    // A usage-only chunk: its numbers go in the final usage chunk.
+                    Bytes::new()
+                } else {
+                    event(&openai::chunk(
+                        &state.id,
+                        state.created,
+                        &state.model,
+                        &chunk,
+                        state.first,
+                    ))
+                };
                 state.first = false;
                 Some((Ok(bytes), Some(state)))
             }

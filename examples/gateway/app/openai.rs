@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use llm_providers::recovery::Recovery;
 use llm_providers::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Message, Role};
 use llm_tower::{ErrorKind, LlmError, Usage};
 use serde::Deserialize;
@@ -212,6 +213,25 @@ pub(crate) fn chunk(id: &str, created: u64, model: &str, chunk: &ChatChunk, firs
             "delta": delta,
             "finish_reason": finish_reason(chunk.finish_reason.as_ref()),
         }],
+    })
+}
+
+/// A chunk saying the answer was repaired after its stream broke (a gateway extension:
+/// OpenAI clients ignore the unknown field).
+pub(crate) fn recovery_chunk(id: &str, created: u64, model: &str, recovery: &Recovery) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{ "index": 0, "delta": {}, "finish_reason": null }],
+        "recovered": {
+            "from": &*recovery.from,
+            "to": &*recovery.to,
+            "after_tokens": recovery.after_tokens,
+            "mode": recovery.mode.as_str(),
+            "cause": recovery.cause.as_str(),
+        },
     })
 }
 

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use llm_providers::recovery::Prefill;
 use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
 use llm_tower::breaker::{BreakerHandle, BreakerLayer};
 use llm_tower::fallback::{Fallback, FallbackReason, Target};
@@ -201,6 +202,8 @@ pub(crate) struct Upstream {
     pub(crate) breaker: BreakerHandle,
     /// Its limiter's capacity, when it has one.
     pub(crate) limiter: Option<RateLimitHandle<LocalStore>>,
+    /// Whether it takes an assistant prefill when continuing a broken stream.
+    pub(crate) prefill: Prefill,
     /// Complete answers through its stack.
     pub(crate) chat: ChatService,
     /// Streams through its stack.
@@ -319,6 +322,7 @@ impl Upstream {
             model: settings.model.clone(),
             breaker: breaker.handle(),
             limiter: limit.as_ref().map(RateLimitLayer::handle),
+            prefill: settings.prefill,
             chat,
             stream,
         })

@@ -833,6 +833,9 @@ async fn handle(route: Route, shared: Arc<Shared>, req: Request) -> Response {
         )
     };
     let mut decision = decision;
+    if decision.fault == Fault::RejectPrefill && parsed.prefill.is_none() {
+        decision.fault = Fault::Ok;
+    }
 
     // The key: required on every route but Ollama; exact when the builder set one.
     let key_ok = match (&shared.api_key, &parsed.key) {

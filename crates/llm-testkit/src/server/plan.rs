@@ -217,6 +217,10 @@ pub enum Fault {
     /// without `message_stop`, which makes it truncated; Gemini and Ollama have no separate
     /// terminator and answer normally).
     NoDone,
+    /// A model that refuses an assistant prefill (as Claude 4.6 and later do): a request whose
+    /// conversation ends with an assistant message gets a 400 invalid request ("This model
+    /// does not support assistant message prefill"); any other request is answered normally.
+    RejectPrefill,
 }
 
 impl Fault {
@@ -261,6 +265,7 @@ impl Fault {
             Fault::MalformedAt { chunk } => format!("malformed_at {chunk}"),
             Fault::ErrorAfter { chunks } => format!("error_after {chunks}"),
             Fault::NoDone => "no_done".into(),
+            Fault::RejectPrefill => "reject_prefill".into(),
         }
     }
 }

@@ -508,6 +508,9 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 /// What the route answers for a status fault or the simulated limit. `None`: the fault is
 /// not an error reply on this route (it answers normally, or shapes the stream).
 pub(crate) fn error_reply(ex: &Exchange, fault: &Fault) -> Option<ErrorReply> {
+    if *fault == Fault::RejectPrefill {
+        return Some(prefill_rejected(ex));
+    }
     let model = ex.model.as_str();
     let reply = match ex.route {
         Route::OpenAi | Route::Azure => openai_family_error(ex, fault)?,
@@ -779,6 +782,25 @@ fn openai_family_error(ex: &Exchange, fault: &Fault) -> Option<ErrorReply> {
         _ => return None,
     };
     Some(reply)
+}
+
+/// A refused assistant prefill: Anthropic's own 400, the route's plain 400 elsewhere.
+fn prefill_rejected(ex: &Exchange) -> ErrorReply {
+    const MESSAGE: &str = "This model does not support assistant message prefill. The conversation must end with a user message.";
+    match ex.route {
+        Route::Anthropic => ErrorReply::json(
+            400,
+            json!({"type": "error", "error": {"type": "invalid_request_error", "message": MESSAGE}}),
+        ),
+        Route::OpenAi | Route::Azure => openai_error(
+            400,
+            MESSAGE,
+            json!("invalid_request_error"),
+            json!("messages"),
+            Value::Null,
+        ),
+        _ => error_reply(ex, &Fault::Status { status: 400 }).expect("every route answers a 400"),
+    }
 }
 
 /// The answer to a content-filter fault on routes that refuse with a 200: Anthropic's
