@@ -429,3 +429,55 @@ fn policies_and_targets_are_checked_at_build() {
         .unwrap_err();
     assert_eq!(err.field(), "hold_back_for");
 }
+
+#[tokio::test]
+async fn a_hold_by_time_restarts_inside_it_and_releases_after_it() {
+    let slow_cut = |chunks| async move {
+        MockProvider::builder()
+            .api_key(KEY)
+            .chunk_interval(Duration::from_millis(40))
+            .rule(cut_after(chunks))
+            .start()
+            .await
+            .unwrap()
+    };
+    let policy = || RecoveryPolicy {
+        hold_back_for: Some(Duration::from_millis(300)),
+        ..RecoveryPolicy::default()
+    };
+    // Cut 2 chunks in (~80 ms), inside the 300 ms hold: restarted, unseen.
+    let primary = slow_cut(2).await;
+    let backup = mock([]).await;
+    let (svc, _) = recovering(
+        openai(&primary, "primary"),
+        vec![RecoveryTarget::new(
+            "backup",
+            ProviderKind::OpenAi,
+            openai(&backup, "backup"),
+        )],
+        policy(),
+    );
+    let (text, mode, err, _) = drain(svc.oneshot(ask()).await.unwrap()).await;
+    assert!(err.is_none());
+    assert_eq!(
+        (text, mode),
+        (canonical_answer(60), Some(RecoveryMode::Restarted))
+    );
+
+    // Cut 20 chunks in (~800 ms), after the hold released what it held: fail clean.
+    let primary = slow_cut(20).await;
+    let backup = mock([]).await;
+    let (svc, _) = recovering(
+        openai(&primary, "primary"),
+        vec![RecoveryTarget::new(
+            "backup",
+            ProviderKind::OpenAi,
+            openai(&backup, "backup"),
+        )],
+        policy(),
+    );
+    let (text, _, err, _) = drain(svc.oneshot(ask()).await.unwrap()).await;
+    assert_eq!(text, canonical_answer(20));
+    assert_eq!(err.unwrap().kind(), ErrorKind::StreamInterrupted);
+    assert!(backup.attempts().is_empty());
+}

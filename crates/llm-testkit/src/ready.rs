@@ -68,6 +68,11 @@ pub fn vars(
 /// completion), after 100 warm-up calls, on a current-thread runtime: the check behind
 /// "no allocation per successful call".
 ///
+/// dhat counts the whole process, and the test harness's own threads allocate now and then
+/// (seen under heavy load: 4 blocks in a window); so the calls are measured in three rounds
+/// and the fewest blocks any round saw is returned. An allocation per call shows in every
+/// round as at least `calls` blocks.
+///
 /// The test binary must make dhat its global allocator; this function runs the dhat
 /// profiler in testing mode itself, so call it once per test binary.
 ///
@@ -92,11 +97,15 @@ where
         for i in 0..100 {
             call(&mut svc, i).await;
         }
-        let before = dhat::HeapStats::get().total_blocks;
-        for i in 0..calls {
-            call(&mut svc, i).await;
+        let mut fewest = u64::MAX;
+        for _round in 0..3 {
+            let before = dhat::HeapStats::get().total_blocks;
+            for i in 0..calls {
+                call(&mut svc, i).await;
+            }
+            fewest = fewest.min(dhat::HeapStats::get().total_blocks - before);
         }
-        dhat::HeapStats::get().total_blocks - before
+        fewest
     })
 }
 

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The gateway load test of BENCHMARKS.md ("The gateway under load"): a private nginx answering
+# chat completions at once, the gateway example (release build) in front of it with its full
+# stack on the route, and — when `litellm` is on the PATH — LiteLLM's proxy in front of the
+# same nginx. wrk drives each closed-loop at 1, 8 and 32 connections; oha at a fixed 100 and
+# 500 requests/s; the upstream is measured directly with the same generators.
+#
+# Needs nginx and wrk (apt-get install -y nginx wrk), oha (cargo install oha), and for the
+# comparison LiteLLM (pip install 'litellm[proxy]'). DURATION (default 10s) sets each run.
+set -euo pipefail
+cd "$(dirname "$0")"
+here=$PWD
+duration=${DURATION:-10s}
+body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}'
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_for() { # port
+    for _ in $(seq 1 300); do
+        if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+(cd ../.. && cargo build --quiet --release --example gateway)
+nginx -p "$work" -c "$here/nginx.conf" &
+pids+=($!)
+../../target/release/examples/gateway --config gateway.toml > "$work/gateway.log" 2>&1 &
+pids+=($!)
+targets=("upstream http://127.0.0.1:18080/v1/chat/completions" "gateway http://127.0.0.1:18081/v1/chat/completions")
+wait_for 18080
+wait_for 18081
+if command -v litellm > /dev/null; then
+    (cd "$work" && litellm --config "$here/litellm.yaml" --port 18082 --num_workers 1 > litellm.log 2>&1) &
+    pids+=($!)
+    wait_for 18082
+    targets+=("litellm http://127.0.0.1:18082/v1/chat/completions")
+fi
+
+# Every target answers before it is measured.
+for target in "${targets[@]}"; do
+    set -- $target
+    curl -sf "$2" -H 'content-type: application/json' -d "$body" > /dev/null
+done
+
+echo "# closed loop (wrk, $duration): requests/s and latency percentiles"
+for target in "${targets[@]}"; do
+    set -- $target
+    for connections in 1 8 32; do
+        threads=$(( connections < 2 ? 1 : 2 ))
+        echo "## $1, $connections connections"
+        wrk -t"$threads" -c"$connections" -d"$duration" -s post.lua --latency "$2" \
+            | grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors'
+    done
+done
+
+echo "# fixed rate (oha, $duration): latency percentiles"
+for target in "${targets[@]}"; do
+    set -- $target
+    for rate in 100 500; do
+        echo "## $1, $rate requests/s"
+        oha --no-tui -z "$duration" -q "$rate" -c 32 -m POST -H 'content-type: application/json' -d "$body" "$2" \
+            | grep -E 'Requests/sec|Success rate|50.00%|90.00%|99.00%|\[200\]|\[[3-5][0-9][0-9]\]'
+    done
+done
