@@ -12,6 +12,7 @@ cd "$(dirname "$0")"
 here=$PWD
 duration=${DURATION:-10s}
 body='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}'
+key=sk-bench-master-key-0123456789abcdef # LiteLLM's master key (litellm.yaml); the others ignore it
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -22,7 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 wait_for() { # port
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 1200); do
         if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
@@ -48,7 +49,7 @@ fi
 # Every target answers before it is measured.
 for target in "${targets[@]}"; do
     set -- $target
-    curl -sf "$2" -H 'content-type: application/json' -d "$body" > /dev/null
+    curl -sf "$2" -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" > /dev/null
 done
 
 echo "# closed loop (wrk, $duration): requests/s and latency percentiles"
@@ -67,7 +68,7 @@ for target in "${targets[@]}"; do
     set -- $target
     for rate in 100 500; do
         echo "## $1, $rate requests/s"
-        oha --no-tui -z "$duration" -q "$rate" -c 32 -m POST -H 'content-type: application/json' -d "$body" "$2" \
+        oha --no-tui -z "$duration" -q "$rate" -c 32 -m POST -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" "$2" \
             | grep -E 'Requests/sec|Success rate|50.00%|90.00%|99.00%|\[200\]|\[[3-5][0-9][0-9]\]'
     done
 done
