@@ -216,3 +216,20 @@ async fn dropped_while_a_fallback_target_works_cancels_it_and_starts_no_other() 
     assert_eq!(backup.script.call_count(), 0);
     assert_nothing_held(&backup);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropped_before_its_first_poll_holds_nothing() {
+    use tower::Service;
+
+    let mut s = stack(vec![], Step::ok(TestResponse::EMPTY), one_at_a_time());
+    std::future::poll_fn(|cx| s.svc.poll_ready(cx))
+        .await
+        .unwrap();
+    let future = s.svc.call(ask());
+    drop(future);
+    assert_nothing_held(&s);
+    // Whatever the call started is gone, and the next call finds everything free.
+    assert_eq!(s.script.in_flight(), 0);
+    s.svc.clone().oneshot(ask()).await.unwrap();
+    assert_nothing_held(&s);
+}

@@ -247,6 +247,43 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
         self.build_with_store(LocalStore::new(limits, clock), NoKey)
     }
 
+    /// One limit shared through Redis by every instance using the same URL and key prefix
+    /// (feature `redis`). See [`RedisStore`](crate::RedisStore).
+    ///
+    /// ```no_run
+    /// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer, RedisConfig};
+    ///
+    /// let shared = RateLimitLayer::builder()
+    ///     .config(RateLimitConfig::per_minute(500, 30_000))
+    ///     .build_redis(&RedisConfig::new("redis://127.0.0.1:6379"))
+    ///     .unwrap();
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn build_redis(
+        self,
+        redis: &crate::RedisConfig,
+    ) -> Result<RateLimitLayer<crate::RedisStore<()>, NoKey, C, Cl>, ConfigError> {
+        let limits = self.config.limits()?;
+        let store = crate::RedisStore::new(redis, limits).map_err(|e| e.in_section("redis"))?;
+        self.build_with_store(store, NoKey)
+    }
+
+    /// A limit per key that `key_of` extracts from each request, shared through Redis
+    /// (feature `redis`); idle keys expire in Redis.
+    #[cfg(feature = "redis")]
+    pub fn build_redis_keyed<Req, K, F>(
+        self,
+        redis: &crate::RedisConfig,
+        key_of: F,
+    ) -> Result<RateLimitLayer<crate::RedisStore<K>, F, C, Cl>, ConfigError>
+    where
+        F: KeyOf<Req, Key = K>,
+    {
+        let limits = self.config.limits()?;
+        let store = crate::RedisStore::new(redis, limits).map_err(|e| e.in_section("redis"))?;
+        self.build_with_store(store, key_of)
+    }
+
     /// A limiter per key that `key_of` extracts from each request, with bounded memory
     /// (`max_keys`, `idle_after`).
     pub fn build_keyed<Req, K, F>(

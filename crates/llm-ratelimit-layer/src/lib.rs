@@ -5,6 +5,8 @@ mod config;
 mod future;
 mod gcra;
 mod layer;
+#[cfg(feature = "redis")]
+mod redis;
 mod store;
 
 #[cfg(feature = "quanta")]
@@ -15,4 +17,6 @@ pub use future::ResponseFuture;
 pub use gcra::{Capacity, Grant, Limiter};
 pub use layer::{NoTokenCost, RateLimit, RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder};
 pub use llm_core::keyed::{KeyOf, NoKey};
+#[cfg(feature = "redis")]
+pub use redis::{FailurePolicy, RedisConfig, RedisKey, RedisStore};
 pub use store::{KeyedLocalStore, LocalStore, RateLimitStore, StoreReply};
