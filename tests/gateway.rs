@@ -99,7 +99,12 @@ impl Harness {
             mocks.insert(name, mock);
         }
         let text = providers_toml(&mocks) + routes;
-        let config = GatewayConfig::from_toml(&text, "test.toml", &|_| None).unwrap();
+        Harness::over(mocks, &text).await
+    }
+
+    /// A gateway configured by `text`, in front of `mocks`.
+    async fn over(mocks: HashMap<&'static str, MockProvider>, text: &str) -> Harness {
+        let config = GatewayConfig::from_toml(text, "test.toml", &|_| None).unwrap();
         let gateway = Gateway::new(&config, &|_| None).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1068,4 +1073,53 @@ recovery = { after_output = "continue" }
     );
     let err = GatewayConfig::from_toml(&bad, "gw.toml", &|_| None).unwrap_err();
     assert_eq!(err.error.field(), "routes[0].recovery.max_recoveries");
+}
+
+#[tokio::test]
+async fn two_gateways_share_one_rate_limit_through_redis() {
+    let Some(redis) = llm_testkit::RedisServer::start() else {
+        return;
+    };
+    let start_mocks = || async {
+        let mut mocks = HashMap::new();
+        for name in ["openai", "anthropic", "gemini"] {
+            let mock = MockProvider::builder().api_key(KEY).start().await.unwrap();
+            mocks.insert(name, mock);
+        }
+        mocks
+    };
+    // Two instances, each with its own providers' view, one quota for openai: 4 per minute.
+    let shared = format!(
+        r#"rate_limit = {{ requests = {{ limit = 4, per = "1m" }}, mode = "reject", shared = {{ url = "{}", key_prefix = "gw-test:openai:" }} }}"#,
+        redis.url()
+    );
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let mocks = start_mocks().await;
+        let text = providers_toml(&mocks).replacen(
+            "rate_limit = { requests = { limit = 1000, per = \"1m\" } }",
+            &shared,
+            1,
+        ) + ROUTES;
+        assert!(text.contains("gw-test:openai:"));
+        instances.push(Harness::over(mocks, &text).await);
+    }
+    let mut by_openai = 0;
+    for i in 0..10 {
+        let (status, _, body) = instances[i % 2].post("/api/chat", chat("Hi")).await;
+        assert_eq!(status, 200, "{body}");
+        if body["provider"] == "openai" {
+            by_openai += 1;
+        } else {
+            assert_eq!(
+                body["attempts"][0]["outcome"], "local_rate_limited",
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(by_openai, 4, "one quota for both instances, not one each");
+    let (_, health) = instances[1].get("/health").await;
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["providers"][0]["limiter"]["shared"], true);
+    assert_eq!(health["providers"][0]["limiter"]["redisUnreachable"], false);
 }

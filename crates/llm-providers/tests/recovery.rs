@@ -238,18 +238,21 @@ async fn when_no_repair_works_the_caller_gets_the_original_failure() {
     ));
 }
 
-/// A primary cut after `cut` chunks and one healthy OpenAI-format backup (taking a prefill
-/// as `prefill` says), under `policy`.
-async fn cut_primary_and_backup(
-    cut: usize,
-    policy: RecoveryPolicy,
-    prefill: Prefill,
-) -> (
+/// A recovering service, its primary mock and its backup mock.
+type Setup = (
     StreamRecovery<StreamingProvider>,
     MockProvider,
     MockProvider,
-) {
-    let primary = mock([cut_after(cut)]).await;
+);
+
+/// A primary cut after `cut` chunks and one healthy OpenAI-format backup (taking a prefill
+/// as `prefill` says), under `policy`.
+async fn cut_primary_and_backup(cut: usize, policy: RecoveryPolicy, prefill: Prefill) -> Setup {
+    with_backup(mock([cut_after(cut)]).await, policy, prefill).await
+}
+
+/// `primary` and one healthy OpenAI-format backup under `policy`.
+async fn with_backup(primary: MockProvider, policy: RecoveryPolicy, prefill: Prefill) -> Setup {
     let backup = mock([]).await;
     let target = RecoveryTarget::new("backup", ProviderKind::OpenAi, openai(&backup, "backup"))
         .prefill(prefill);
@@ -446,17 +449,7 @@ async fn a_hold_by_time_restarts_inside_it_and_releases_after_it() {
         ..RecoveryPolicy::default()
     };
     // Cut 2 chunks in (~80 ms), inside the 300 ms hold: restarted, unseen.
-    let primary = slow_cut(2).await;
-    let backup = mock([]).await;
-    let (svc, _) = recovering(
-        openai(&primary, "primary"),
-        vec![RecoveryTarget::new(
-            "backup",
-            ProviderKind::OpenAi,
-            openai(&backup, "backup"),
-        )],
-        policy(),
-    );
+    let (svc, _primary, _backup) = with_backup(slow_cut(2).await, policy(), Prefill::Auto).await;
     let (text, mode, err, _) = drain(svc.oneshot(ask()).await.unwrap()).await;
     assert!(err.is_none());
     assert_eq!(
@@ -465,17 +458,7 @@ async fn a_hold_by_time_restarts_inside_it_and_releases_after_it() {
     );
 
     // Cut 20 chunks in (~800 ms), after the hold released what it held: fail clean.
-    let primary = slow_cut(20).await;
-    let backup = mock([]).await;
-    let (svc, _) = recovering(
-        openai(&primary, "primary"),
-        vec![RecoveryTarget::new(
-            "backup",
-            ProviderKind::OpenAi,
-            openai(&backup, "backup"),
-        )],
-        policy(),
-    );
+    let (svc, _primary, backup) = with_backup(slow_cut(20).await, policy(), Prefill::Auto).await;
     let (text, _, err, _) = drain(svc.oneshot(ask()).await.unwrap()).await;
     assert_eq!(text, canonical_answer(20));
     assert_eq!(err.unwrap().kind(), ErrorKind::StreamInterrupted);

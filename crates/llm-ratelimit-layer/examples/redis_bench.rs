@@ -6,7 +6,6 @@
 //! cargo run --release -p llm-ratelimit-layer --features redis --example redis_bench
 //! ```
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llm_ratelimit_layer::{
@@ -94,34 +93,11 @@ fn report(name: &str, instances: usize, tasks: usize, url: &str) {
 }
 
 fn main() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("a free port")
-        .local_addr()
-        .expect("an address")
-        .port();
-    let mut server = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server on the PATH");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let url = format!("redis://127.0.0.1:{port}");
+    let server = llm_testkit::RedisServer::start().expect("redis-server on the PATH");
+    let url = server.url();
     println!("| instances | callers in all | admissions/s | p50 | p90 | p99 |");
     println!("|---|---|---|---|---|---|");
     report("1 instance, 1 caller", 1, 1, &url);
     report("1 instance", 1, TASKS_PER_INSTANCE, &url);
     report("4 instances", 4, TASKS_PER_INSTANCE, &url);
-    let _ = server.kill();
-    let _ = server.wait();
 }

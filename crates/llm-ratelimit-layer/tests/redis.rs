@@ -1,11 +1,9 @@
-//! `RedisStore` against a real `redis-server`, started by each test on a free loopback port
-//! and stopped with it. Without the binary the tests say so and pass — unless
+//! `RedisStore` against a real `redis-server` (the test kit's `RedisServer`), started by each
+//! test on a free loopback port and stopped with it. Without the binary the tests say so and pass — unless
 //! `LLM_TOWER_REQUIRE_REDIS` is set (CI sets it), which turns a missing binary into a failure.
 //!
 //! Time is real here (Redis's clock decides); the waits are a few hundred milliseconds.
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use llm_core::{LimitReason, LocalRateLimited};
@@ -13,70 +11,7 @@ use llm_ratelimit_layer::{
     FailurePolicy, Grant, Mode, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore, RedisConfig,
     RedisStore, StoreReply,
 };
-
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> Option<RedisServer> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer { child: None, port };
-        match server.spawn() {
-            Ok(()) => Some(server),
-            Err(err) if std::env::var_os("LLM_TOWER_REQUIRE_REDIS").is_some() => {
-                panic!("redis-server is required (LLM_TOWER_REQUIRE_REDIS is set): {err}")
-            }
-            Err(err) => {
-                eprintln!(
-                    "SKIPPED: redis-server could not be started ({err}); install it to run the Redis tests"
-                );
-                None
-            }
-        }
-    }
-
-    fn spawn(&mut self) -> std::io::Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.child = Some(child);
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use llm_testkit::RedisServer;
 
 fn redis(server: &RedisServer, prefix: &str, policy: FailurePolicy) -> RedisConfig {
     let mut config = RedisConfig::new(server.url());
@@ -329,7 +264,7 @@ fn redis_down_follows_the_policy_then_recovers_by_itself() {
         );
         assert!(open.handle().store().is_degraded());
 
-        server.spawn().unwrap();
+        server.restart().unwrap();
         let started = Instant::now();
         while acquire(closed.handle().store(), 0, Duration::ZERO)
             .await

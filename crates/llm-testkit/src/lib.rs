@@ -35,11 +35,13 @@
 
 mod probe;
 mod ready;
+mod redis_server;
 mod request;
 mod scripted;
 
 pub use probe::ContractProbe;
 pub use ready::{ReadyService, count_allocations, vars};
+pub use redis_server::{REQUIRE_REDIS, RedisServer};
 pub use request::TestRequest;
 pub use scripted::{Call, ScriptHandle, ScriptedService, Step, TestResponse, TestStream};
 

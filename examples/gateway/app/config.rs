@@ -13,7 +13,7 @@
 //! timeouts = { connect = "5s", first_token = "20s", idle = "30s", total = "300s" }
 //! retry = { max_retries = 3, base_delay = "1s" }
 //! breaker = { consecutive_failures = 3, open_duration = "30s" }
-//! rate_limit = { requests = { limit = 500, per = "1m" }, mode = "reject" }
+//! rate_limit = { requests = { limit = 500, per = "1m" }, shared = { url = "redis://127.0.0.1:6379" } }
 //!
 //! [[routes]]
 //! model = "fast"                   # what clients of /v1/chat/completions ask for
@@ -38,7 +38,7 @@ use llm_providers::recovery::{Prefill, RecoveryPolicy};
 use llm_providers::{ProviderConfig, ProviderKind};
 use llm_tower::breaker::BreakerConfig;
 use llm_tower::config::parse_duration;
-use llm_tower::ratelimit::{Mode, RateLimitConfig};
+use llm_tower::ratelimit::{Mode, RateLimitConfig, RedisConfig};
 use llm_tower::retry::{Jitter, RetryConfig};
 use llm_tower::{ConfigError, ErrorKind, ErrorKinds};
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,8 @@ pub(crate) struct ProviderSettings {
     pub(crate) breaker: BreakerConfig,
     /// Its local rate limit (none: unlimited).
     pub(crate) rate_limit: Option<RateLimitConfig>,
+    /// A Redis through which every gateway instance shares that rate limit.
+    pub(crate) shared_limit: Option<RedisConfig>,
     /// Whether it takes an assistant prefill when a broken stream is continued on it.
     pub(crate) prefill: Prefill,
 }
@@ -447,8 +449,28 @@ fn provider_settings(
         default_breaker(),
         table.remove("breaker"),
     )?;
-    let rate_limit = table
-        .remove("rate_limit")
+    // `rate_limit.shared` (a Redis to share the limit through) is the gateway's key, not the
+    // layer config's.
+    let mut rate_limit_table = table.remove("rate_limit");
+    let shared_limit = match &mut rate_limit_table {
+        Some(toml::Value::Table(limit)) => limit
+            .remove("shared")
+            .map(|shared| {
+                shared
+                    .try_into::<RedisConfig>()
+                    .map_err(|err: toml::de::Error| {
+                        ConfigError::new(field("rate_limit.shared"), err.message().to_owned())
+                    })
+            })
+            .transpose()?,
+        _ => None,
+    };
+    if let Some(shared) = &shared_limit {
+        shared
+            .validate()
+            .map_err(|e| e.in_section(&field("rate_limit.shared")))?;
+    }
+    let rate_limit = rate_limit_table
         .map(|value| overlay(&section, "rate_limit", default_rate_limit(), Some(value)))
         .transpose()?;
     let prefill = match table.remove("prefill") {
@@ -494,6 +516,7 @@ fn provider_settings(
         retry,
         breaker,
         rate_limit,
+        shared_limit,
         prefill,
     })
 }

@@ -634,15 +634,18 @@ async fn health(State(gw): State<Gateway>) -> Response {
             if breaker.state == llm_tower::breaker::State::Open {
                 open += 1;
             }
-            let limiter = up.limiter.as_ref().map(|handle| {
-                let capacity = handle.capacity(&());
+            let limiter = up.limiter.as_ref().map(|view| {
+                let capacity = view.capacity();
+                let (waiting, admitted, rejected) = view.counters();
                 json!({
                     "requestsAvailable": capacity.requests,
                     "tokensAvailable": capacity.tokens,
                     "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
-                    "waiting": handle.waiting(),
-                    "admitted": handle.admitted(),
-                    "rejected": handle.rejected(),
+                    "waiting": waiting,
+                    "admitted": admitted,
+                    "rejected": rejected,
+                    "shared": view.shared().is_some(),
+                    "redisUnreachable": view.shared().unwrap_or(false),
                 })
             });
             json!({

@@ -24,7 +24,7 @@ use llm_providers::recovery::Prefill;
 use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
 use llm_tower::breaker::{BreakerHandle, BreakerLayer};
 use llm_tower::fallback::{Fallback, FallbackReason, Target};
-use llm_tower::ratelimit::{LocalStore, RateLimitHandle, RateLimitLayer};
+use llm_tower::ratelimit::{Capacity, LocalStore, RateLimitHandle, RateLimitLayer, RedisStore};
 use llm_tower::retry::RetryLayer;
 use llm_tower::{
     ConfigError, EndObserver, EstimatedCost, LlmError, ObserveEnd, ReportsUsage, Usage,
@@ -189,6 +189,41 @@ where
     }
 }
 
+/// A provider's rate limiter as `/health` reads it: in this process, or shared through Redis.
+#[derive(Clone)]
+pub(crate) enum LimiterView {
+    /// In this process.
+    Local(RateLimitHandle<LocalStore>),
+    /// Shared by every instance through Redis.
+    Shared(RateLimitHandle<RedisStore<()>>),
+}
+
+impl LimiterView {
+    /// What it could admit now (for a shared limit: as of its last answer from Redis).
+    pub(crate) fn capacity(&self) -> Capacity {
+        match self {
+            LimiterView::Local(h) => h.capacity(&()),
+            LimiterView::Shared(h) => h.capacity(&()),
+        }
+    }
+
+    /// Requests waiting, admitted and rejected by this instance.
+    pub(crate) fn counters(&self) -> (usize, u64, u64) {
+        match self {
+            LimiterView::Local(h) => (h.waiting(), h.admitted(), h.rejected()),
+            LimiterView::Shared(h) => (h.waiting(), h.admitted(), h.rejected()),
+        }
+    }
+
+    /// Whether the limit is shared, and whether its Redis is unreachable now.
+    pub(crate) fn shared(&self) -> Option<bool> {
+        match self {
+            LimiterView::Local(_) => None,
+            LimiterView::Shared(h) => Some(h.store().is_degraded()),
+        }
+    }
+}
+
 /// One provider with its resilience stacks, complete and streaming.
 #[derive(Clone)]
 pub(crate) struct Upstream {
@@ -201,7 +236,7 @@ pub(crate) struct Upstream {
     /// Its breaker's state.
     pub(crate) breaker: BreakerHandle,
     /// Its limiter's capacity, when it has one.
-    pub(crate) limiter: Option<RateLimitHandle<LocalStore>>,
+    pub(crate) limiter: Option<LimiterView>,
     /// Whether it takes an assistant prefill when continuing a broken stream.
     pub(crate) prefill: Prefill,
     /// Complete answers through its stack.
@@ -273,55 +308,63 @@ impl Upstream {
                 .build()
                 .map_err(|e| e.in_section("breaker"))?
         };
-        let limit = match &settings.rate_limit {
+        let streaming = provider.streaming();
+        let (limiter, chat_inner, stream_inner) = match &settings.rate_limit {
             Some(config) => {
                 let (name, metrics) = (name.clone(), metrics.clone());
                 let wait_name = name.clone();
                 let wait_metrics = metrics.clone();
-                Some(
-                    RateLimitLayer::builder()
-                        .config(config.clone())
-                        .token_cost(EstimatedCost::approximate())
-                        .on_rejected(move |rejected| {
-                            tracing::warn!(provider = %name, "local rate limit of {name}: {rejected}");
-                            metrics.limiter_rejection(&name);
-                        })
-                        .on_wait(move |wait| {
-                            tracing::debug!(provider = %wait_name, "local rate limit of {wait_name}: waiting {wait:?}");
-                            wait_metrics.limiter_wait(&wait_name);
-                        })
-                        .build()
-                        .map_err(|e| e.in_section("rate_limit"))?,
-                )
+                let builder = RateLimitLayer::builder()
+                    .config(config.clone())
+                    .token_cost(EstimatedCost::approximate())
+                    .on_rejected(move |rejected| {
+                        tracing::warn!(provider = %name, "local rate limit of {name}: {rejected}");
+                        metrics.limiter_rejection(&name);
+                    })
+                    .on_wait(move |wait| {
+                        tracing::debug!(provider = %wait_name, "local rate limit of {wait_name}: waiting {wait:?}");
+                        wait_metrics.limiter_wait(&wait_name);
+                    });
+                match &settings.shared_limit {
+                    Some(redis) => {
+                        let limit = builder
+                            .build_redis(redis)
+                            .map_err(|e| e.in_section("rate_limit"))?;
+                        (
+                            Some(LimiterView::Shared(limit.handle())),
+                            ChatService::new(limit.layer(provider.clone())),
+                            StreamService::new(limit.layer(streaming)),
+                        )
+                    }
+                    None => {
+                        let limit = builder.build().map_err(|e| e.in_section("rate_limit"))?;
+                        (
+                            Some(LimiterView::Local(limit.handle())),
+                            ChatService::new(limit.layer(provider.clone())),
+                            StreamService::new(limit.layer(streaming)),
+                        )
+                    }
+                }
             }
-            None => None,
+            None => (
+                None,
+                ChatService::new(provider.clone()),
+                StreamService::new(streaming),
+            ),
         };
 
         let recorded = RecordLayer {
             provider: name.clone(),
             metrics: metrics.clone(),
         };
-        let streaming = provider.streaming();
-        let (chat, stream) = match &limit {
-            Some(limit) => (
-                ChatService::new(
-                    retry.layer(recorded.layer(breaker.layer(limit.layer(provider.clone())))),
-                ),
-                StreamService::new(
-                    retry.layer(recorded.layer(breaker.layer(limit.layer(streaming)))),
-                ),
-            ),
-            None => (
-                ChatService::new(retry.layer(recorded.layer(breaker.layer(provider.clone())))),
-                StreamService::new(retry.layer(recorded.layer(breaker.layer(streaming)))),
-            ),
-        };
+        let chat = ChatService::new(retry.layer(recorded.layer(breaker.layer(chat_inner))));
+        let stream = StreamService::new(retry.layer(recorded.layer(breaker.layer(stream_inner))));
         Ok(Upstream {
             name,
             kind: provider.kind(),
             model: settings.model.clone(),
             breaker: breaker.handle(),
-            limiter: limit.as_ref().map(RateLimitLayer::handle),
+            limiter,
             prefill: settings.prefill,
             chat,
             stream,
