@@ -223,6 +223,56 @@ fn trim_line(line: &[u8]) -> &[u8] {
     &line[start..]
 }
 
+/// The framing of a provider's streamed body — SSE, or NDJSON for Ollama — as one reader of
+/// `(event name, data)` pairs: what the stream and the fuzz entry points both decode with.
+pub(crate) enum Framing {
+    Sse(SseDecoder),
+    Ndjson(NdjsonDecoder),
+}
+
+impl Framing {
+    /// A reader of NDJSON lines when `ndjson`, of SSE events otherwise.
+    pub(crate) fn new(ndjson: bool) -> Framing {
+        if ndjson {
+            Framing::Ndjson(NdjsonDecoder::new())
+        } else {
+            Framing::Sse(SseDecoder::new())
+        }
+    }
+
+    /// Appends bytes as they arrived.
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
+        match self {
+            Framing::Sse(d) => d.push(bytes),
+            Framing::Ndjson(d) => d.push(bytes),
+        }
+    }
+
+    /// The next complete event: its name (SSE's `event:`; NDJSON has none) and its data.
+    pub(crate) fn next_event(&mut self) -> Option<(Option<String>, String)> {
+        match self {
+            Framing::Sse(d) => d.next_event().map(|e| (e.event, e.data)),
+            Framing::Ndjson(d) => d.next_line().map(|line| (None, line)),
+        }
+    }
+
+    /// Bytes held without a complete event.
+    pub(crate) fn buffered(&self) -> usize {
+        match self {
+            Framing::Sse(d) => d.buffered(),
+            Framing::Ndjson(d) => d.buffered(),
+        }
+    }
+
+    /// At the end of the body: a last NDJSON line without its newline still counts.
+    pub(crate) fn finish(&mut self) -> Option<String> {
+        match self {
+            Framing::Sse(_) => None,
+            Framing::Ndjson(d) => d.finish(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

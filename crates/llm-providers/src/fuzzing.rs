@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::decode::{NdjsonDecoder, SseDecoder};
+use crate::decode::Framing;
 use crate::provider::ProviderKind;
 use crate::types::{ChatChunk, ChatResponse};
 use crate::wire::{self, Step, StreamParser};
@@ -63,10 +63,8 @@ pub struct DecodedStream {
 /// ```
 pub fn decode_stream(kind: ProviderKind, body: &[u8], piece: usize) -> DecodedStream {
     let mut parser = StreamParser::new(kind);
+    let mut framing = Framing::new(kind == ProviderKind::Ollama);
     let mut chunks = Vec::new();
-    let mut sse = SseDecoder::new();
-    let mut ndjson = NdjsonDecoder::new();
-    let ollama = kind == ProviderKind::Ollama;
     let mut apply = |event: Option<&str>, data: &str, chunks: &mut Vec<ChatChunk>| {
         let delivered = !chunks.is_empty();
         match parser.event(event, data, delivered, &[]) {
@@ -83,27 +81,16 @@ pub fn decode_stream(kind: ProviderKind, body: &[u8], piece: usize) -> DecodedSt
         }
     };
     for bytes in body.chunks(piece.max(1)) {
-        if ollama {
-            ndjson.push(bytes);
-            while let Some(line) = ndjson.next_line() {
-                if let Some(end) = apply(None, &line, &mut chunks) {
-                    return DecodedStream { chunks, end };
-                }
-            }
-        } else {
-            sse.push(bytes);
-            while let Some(event) = sse.next_event() {
-                if let Some(end) = apply(event.event.as_deref(), &event.data, &mut chunks) {
-                    return DecodedStream { chunks, end };
-                }
+        framing.push(bytes);
+        while let Some((event, data)) = framing.next_event() {
+            if let Some(end) = apply(event.as_deref(), &data, &mut chunks) {
+                return DecodedStream { chunks, end };
             }
         }
     }
-    if ollama {
-        if let Some(line) = ndjson.finish() {
-            if let Some(end) = apply(None, &line, &mut chunks) {
-                return DecodedStream { chunks, end };
-            }
+    if let Some(line) = framing.finish() {
+        if let Some(end) = apply(None, &line, &mut chunks) {
+            return DecodedStream { chunks, end };
         }
     }
     let complete = parser.complete_at_eof();

@@ -17,7 +17,7 @@ use llm_core::{
 };
 use tokio::time::{Instant, Sleep};
 
-use crate::decode::{NdjsonDecoder, SseDecoder};
+use crate::decode::Framing;
 use crate::provider::{Inner, fmt_duration, named, request_id};
 use crate::types::{ChatChunk, ChatResponse, FinishReason};
 use crate::wire::{Step, StreamParser};
@@ -27,11 +27,6 @@ use crate::wire::{Step, StreamParser};
 const MAX_PENDING_LINE: usize = 8 << 20;
 
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
-
-enum Decoder {
-    Sse(SseDecoder),
-    Ndjson(NdjsonDecoder),
-}
 
 /// A streamed answer: a `Stream` of [`ChatChunk`]s.
 ///
@@ -48,7 +43,7 @@ enum Decoder {
 pub struct ChatStream {
     inner: Arc<Inner>,
     body: Option<Body>,
-    decoder: Decoder,
+    decoder: Framing,
     parser: StreamParser,
     queue: VecDeque<ChatChunk>,
     timer: Pin<Box<Sleep>>,
@@ -96,11 +91,7 @@ impl ChatStream {
         ChatStream {
             inner,
             body: Some(body),
-            decoder: if ndjson {
-                Decoder::Ndjson(NdjsonDecoder::new())
-            } else {
-                Decoder::Sse(SseDecoder::new())
-            },
+            decoder: Framing::new(ndjson),
             parser: StreamParser::new(kind),
             queue: VecDeque::new(),
             timer: Box::pin(tokio::time::sleep_until(started + first_token)),
@@ -288,29 +279,13 @@ impl ChatStream {
     fn decode(&mut self, bytes: &[u8]) {
         let inner = self.inner.clone();
         let secrets = inner.secrets();
-        match &mut self.decoder {
-            Decoder::Sse(d) => d.push(bytes),
-            Decoder::Ndjson(d) => d.push(bytes),
-        }
-        loop {
-            let (event, data) = match &mut self.decoder {
-                Decoder::Sse(d) => match d.next_event() {
-                    Some(e) => (e.event, e.data),
-                    None => break,
-                },
-                Decoder::Ndjson(d) => match d.next_line() {
-                    Some(line) => (None, line),
-                    None => break,
-                },
-            };
+        self.decoder.push(bytes);
+        while let Some((event, data)) = self.decoder.next_event() {
             if self.step(event.as_deref(), &data, &secrets) {
                 return;
             }
         }
-        let pending = match &self.decoder {
-            Decoder::Sse(d) => d.buffered(),
-            Decoder::Ndjson(d) => d.buffered(),
-        };
+        let pending = self.decoder.buffered();
         if pending > MAX_PENDING_LINE {
             let err = self.phase_error(
                 ErrorKind::ServerError,
@@ -344,14 +319,11 @@ impl ChatStream {
     }
 
     fn end_of_body(&mut self) {
-        // A last NDJSON line without a newline still counts.
-        if let Decoder::Ndjson(d) = &mut self.decoder {
-            if let Some(line) = d.finish() {
-                let inner = self.inner.clone();
-                let secrets = inner.secrets();
-                if self.step(None, &line, &secrets) {
-                    return;
-                }
+        if let Some(line) = self.decoder.finish() {
+            let inner = self.inner.clone();
+            let secrets = inner.secrets();
+            if self.step(None, &line, &secrets) {
+                return;
             }
         }
         if self.parser.complete_at_eof() {

@@ -134,7 +134,7 @@ where
             service: None,
             request: None,
         };
-        if let Some(semaphore) = &future.shared.semaphore {
+        if let Some(semaphore) = future.shared.concurrency.as_ref().map(|c| &c.semaphore) {
             match semaphore.clone().try_acquire_owned() {
                 Ok(permit) => future.permit = Some(permit),
                 Err(_) if future.shared.mode == Mode::Reject => {

@@ -32,6 +32,13 @@ impl<Req> TokenCost<Req> for NoTokenCost {
     }
 }
 
+/// The concurrency cap: its slots, and how many there are (what `in_flight` counts from).
+#[derive(Clone, Debug)]
+pub(crate) struct Concurrency {
+    pub(crate) semaphore: Arc<Semaphore>,
+    max: usize,
+}
+
 /// Counters a [`RateLimitHandle`] reads.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -51,8 +58,7 @@ pub(crate) struct Shared<St, KF, C, Cl> {
     pub(crate) classifier: Cl,
     pub(crate) mode: Mode,
     pub(crate) max_wait: Duration,
-    pub(crate) semaphore: Option<Arc<Semaphore>>,
-    pub(crate) max_concurrency: Option<usize>,
+    pub(crate) concurrency: Option<Concurrency>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) on_rejected: Option<OnRejected>,
     pub(crate) on_wait: Option<OnWait>,
@@ -133,11 +139,7 @@ impl<St, KF, C, Cl> RateLimitLayer<St, KF, C, Cl> {
         RateLimitHandle {
             store: self.shared.store.clone(),
             stats: self.shared.stats.clone(),
-            concurrency: self
-                .shared
-                .semaphore
-                .clone()
-                .zip(self.shared.max_concurrency),
+            concurrency: self.shared.concurrency.clone(),
         }
     }
 }
@@ -307,10 +309,10 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
         key_of: KF,
     ) -> Result<RateLimitLayer<St, KF, C, Cl>, ConfigError> {
         self.config.limits()?;
-        let semaphore = self
-            .config
-            .max_concurrency
-            .map(|n| Arc::new(Semaphore::new(n as usize)));
+        let concurrency = self.config.max_concurrency.map(|n| Concurrency {
+            semaphore: Arc::new(Semaphore::new(n as usize)),
+            max: n as usize,
+        });
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 store: Arc::new(store),
@@ -319,8 +321,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
                 classifier: self.classifier,
                 mode: self.config.mode,
                 max_wait: self.config.max_wait,
-                semaphore,
-                max_concurrency: self.config.max_concurrency.map(|n| n as usize),
+                concurrency,
                 stats: Arc::new(Stats::default()),
                 on_rejected: self.on_rejected,
                 on_wait: self.on_wait,
@@ -343,7 +344,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
 pub struct RateLimitHandle<St> {
     store: Arc<St>,
     stats: Arc<Stats>,
-    concurrency: Option<(Arc<Semaphore>, usize)>,
+    concurrency: Option<Concurrency>,
 }
 
 impl<St> Clone for RateLimitHandle<St> {
@@ -405,7 +406,7 @@ impl<St> RateLimitHandle<St> {
     pub fn in_flight(&self) -> Option<usize> {
         self.concurrency
             .as_ref()
-            .map(|(semaphore, max)| max - semaphore.available_permits())
+            .map(|c| c.max - c.semaphore.available_permits())
     }
 }
 

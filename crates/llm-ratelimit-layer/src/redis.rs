@@ -32,7 +32,7 @@ use crate::store::{Limits, RateLimitStore, StoreReply};
 /// KEYS: requests TAT, tokens TAT, paused-until. ARGV: operation, request interval and
 /// capacity, token interval and capacity (0: no such bucket), token cost, max wait, key TTL
 /// in ms, and an operation argument. `acquire` answers `{1, wait_us, req_avail, tok_avail}`
-/// or `{0, retry_us, reason}`; the others answer 1.
+/// or `{0, retry_us, reason}` (0 a pause, 1 requests, 2 tokens); the others answer 1.
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -45,18 +45,18 @@ local function put(k, v) redis.call('SET', k, string.format('%.0f', v), 'PX', tt
 if op == 'acquire' then
   local from = math.max(now, tat(KEYS[3]))
   local deadline = now + max_wait
-  if from > deadline then return {0, from - now, 'pause'} end
+  if from > deadline then return {0, from - now, 0} end
   local go, rt, tt = from, 0, 0
   if ri > 0 then
     rt = math.max(tat(KEYS[1]), from) + ri
     local at = math.max(rt - rcap, from)
-    if at > deadline then return {0, at - now, 'requests'} end
+    if at > deadline then return {0, at - now, 1} end
     go = math.max(go, at)
   end
   if ti > 0 then
     tt = math.max(tat(KEYS[2]), from) + ti * cost
     local at = math.max(tt - tcap, from)
-    if at > deadline then return {0, at - now, 'tokens'} end
+    if at > deadline then return {0, at - now, 2} end
     go = math.max(go, at)
   end
   if ri > 0 then put(KEYS[1], rt) end
@@ -440,19 +440,13 @@ impl Shared {
     }
 }
 
-/// The integers of a script reply (the reason string of a refusal reads as -1).
+/// The integers of a script reply.
 fn numbers(value: &redis::Value) -> Vec<i64> {
     match value {
         redis::Value::Array(items) => items
             .iter()
             .map(|item| match item {
                 redis::Value::Int(n) => *n,
-                redis::Value::BulkString(bytes) => match bytes.as_slice() {
-                    b"pause" => 0,
-                    b"requests" => 1,
-                    b"tokens" => 2,
-                    _ => -1,
-                },
                 _ => -1,
             })
             .collect(),

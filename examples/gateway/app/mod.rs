@@ -275,12 +275,10 @@ fn recovering(
             }
             _ => {}
         });
-    for (service, name, model) in route_targets(route, upstreams, |up| up.stream.clone()) {
-        let up = upstreams
-            .iter()
-            .find(|u| u.name == name)
-            .expect("route_targets found it");
-        let mut target = RecoveryTarget::new(name, up.kind, service).prefill(up.prefill);
+    let targets = route_targets(route, upstreams, |up| {
+        RecoveryTarget::new(up.name.clone(), up.kind, up.stream.clone()).prefill(up.prefill)
+    });
+    for (mut target, _, model) in targets {
         if let Some(model) = model {
             target = target.model(model);
         }
