@@ -793,6 +793,21 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         "",
     );
     check(
+        "[[providers]]\nname = \"openai\"\nbreaker = { shared = { url = \"http://x\" } }",
+        "providers[0].breaker.shared.url",
+        "not a Redis URL",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nbreaker = { shared = { url = \"redis://x\", resync_every = \"0s\" } }",
+        "providers[0].breaker.shared.resync_every",
+        "longer than 0s",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nrate_limit = { shared = { url = \"redis://x\", timeout = \"0s\" } }",
+        "providers[0].rate_limit.shared.timeout",
+        "longer than 0s",
+    );
+    check(
         "[[providers]]\nname = \"openai\"\nbse_url = \"http://x\"",
         "providers[0]",
         "unknown field `bse_url`",
@@ -1122,4 +1137,65 @@ async fn two_gateways_share_one_rate_limit_through_redis() {
     let health: Value = serde_json::from_str(&health).unwrap();
     assert_eq!(health["providers"][0]["limiter"]["shared"], true);
     assert_eq!(health["providers"][0]["limiter"]["redisUnreachable"], false);
+}
+
+#[tokio::test]
+async fn a_breaker_trip_in_one_gateway_opens_it_in_another_through_redis() {
+    let Some(redis) = llm_testkit::RedisServer::start() else {
+        return;
+    };
+    let down = Plan::from_toml("[[rule]]\nfault = { fault = \"overloaded\" }\n").unwrap();
+    let shared = format!(
+        r#"breaker = {{ consecutive_failures = 3, open_duration = "30s", open_jitter = 0.0, shared = {{ url = "{}", key_prefix = "gw-test:breaker:", resync_every = "200ms" }} }}"#,
+        redis.url()
+    );
+    // Two instances; anthropic is failing only as instance 0 sees it.
+    let mut instances = Vec::new();
+    for instance in 0..2 {
+        let mut mocks = HashMap::new();
+        for name in ["openai", "anthropic", "gemini"] {
+            let mut mock = MockProvider::builder().api_key(KEY);
+            if instance == 0 && name == "anthropic" {
+                mock = mock.plan(down.clone());
+            }
+            mocks.insert(name, mock.start().await.unwrap());
+        }
+        let breaker =
+            r#"breaker = { consecutive_failures = 3, open_duration = "30s", open_jitter = 0.0 }"#;
+        let text = providers_toml(&mocks);
+        let at = text.find("name = \"anthropic\"").unwrap();
+        let text = format!(
+            "{}{}",
+            &text[..at],
+            text[at..].replacen(breaker, &shared, 1)
+        ) + ROUTES;
+        assert!(text.contains("gw-test:breaker:"));
+        instances.push(Harness::over(mocks, &text).await);
+    }
+    let ask_anthropic = json!({ "message": "Hi", "provider": "anthropic" });
+    let (status, _, body) = instances[0].post("/api/chat", ask_anthropic.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "openai", "{body}");
+
+    // Instance 1 never saw anthropic fail, yet skips it: the trip was shared.
+    let mut health = Value::Null;
+    for _ in 0..300 {
+        let (_, text) = instances[1].get("/health").await;
+        health = serde_json::from_str(&text).unwrap();
+        if health["providers"][1]["breaker"]["state"] == "open" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let breaker = &health["providers"][1]["breaker"];
+    assert_eq!(breaker["state"], "open", "{health}");
+    assert_eq!(breaker["shared"], true);
+    assert_eq!(breaker["redisUnreachable"], false);
+    let (status, _, body) = instances[1].post("/api/chat", ask_anthropic).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "openai");
+    assert_eq!(body["attempts"][0]["outcome"], "circuit_open", "{body}");
+    assert_eq!(instances[1].mocks["anthropic"].attempts().len(), 0);
+    // The unshared breakers stay each instance's own.
+    assert_eq!(health["providers"][0]["breaker"]["shared"], false);
 }

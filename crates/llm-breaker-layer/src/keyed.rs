@@ -25,9 +25,15 @@ struct Registry<K> {
 
 impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
     fn breaker(&self, key: &K) -> Arc<CircuitBreaker> {
-        self.breakers.get_or_insert_with(key, |key| {
+        self.breakers.get_or_insert_shared(key, |key| {
             let name: Arc<str> = Arc::from(key.to_string());
-            CircuitBreaker::with_settings(self.settings.clone(), Some(name), Instant::now())
+            let breaker = Arc::new(CircuitBreaker::with_settings(
+                self.settings.clone(),
+                Some(name),
+                Instant::now(),
+            ));
+            breaker.follow_shared();
+            breaker
         })
     }
 }

@@ -61,6 +61,8 @@ impl BreakerLayer {
             classifier: DefaultClassifier,
             max_keys: 10_000,
             idle_after: Duration::from_secs(600),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -127,6 +129,8 @@ pub struct BreakerLayerBuilder<C = DefaultClassifier> {
     classifier: C,
     max_keys: usize,
     idle_after: Duration,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::RedisConfig>,
 }
 
 impl<C> fmt::Debug for BreakerLayerBuilder<C> {
@@ -182,6 +186,34 @@ impl<C> BreakerLayerBuilder<C> {
         self
     }
 
+    /// Shares the breaker's state with every instance using the same Redis and prefix
+    /// (feature `redis`): a trip or a recovery decided by one is taken on by all, and a
+    /// breaker created later starts from the shared state. Admitting and recording calls
+    /// never wait for Redis; while it is unreachable each instance decides alone.
+    ///
+    /// A single breaker needs a [`name`](Self::name) (its key in Redis); keyed breakers
+    /// are named by their keys. The layer must be built inside a Tokio runtime: it keeps a
+    /// background task, which ends when the layer and its services are dropped.
+    ///
+    /// ```no_run
+    /// use llm_breaker_layer::{BreakerLayer, RedisConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let layer = BreakerLayer::builder()
+    ///     .name("openai/gpt-4o")
+    ///     .shared(RedisConfig::new("redis://127.0.0.1:6379"))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(layer.handle().is_shared());
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared(mut self, config: crate::RedisConfig) -> Self {
+        self.shared = Some(config);
+        self
+    }
+
     /// Classifies results with `classifier` instead of [`DefaultClassifier`].
     pub fn classifier<C2>(self, classifier: C2) -> BreakerLayerBuilder<C2> {
         BreakerLayerBuilder {
@@ -192,6 +224,8 @@ impl<C> BreakerLayerBuilder<C> {
             classifier,
             max_keys: self.max_keys,
             idle_after: self.idle_after,
+            #[cfg(feature = "redis")]
+            shared: self.shared,
         }
     }
 
@@ -199,15 +233,31 @@ impl<C> BreakerLayerBuilder<C> {
         let mut settings = Settings::new(self.config.clone())?;
         settings.on_state_change = self.on_state_change.clone();
         settings.on_rejected = self.on_rejected.clone();
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.shared {
+            settings.shared = Some(crate::shared::SharedLink::start(config)?);
+        }
         Ok(Arc::new(settings))
     }
 
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<BreakerLayer<C>, ConfigError> {
-        let breaker =
-            CircuitBreaker::with_settings(self.settings()?, self.name.clone(), Instant::now());
+        #[cfg(feature = "redis")]
+        if self.shared.is_some() && self.name.is_none() {
+            return Err(ConfigError::new(
+                "name",
+                "a shared breaker needs a name: breakers with the same name share one state",
+            ));
+        }
+        let settings = self.settings()?;
+        let breaker = Arc::new(CircuitBreaker::with_settings(
+            settings,
+            self.name.clone(),
+            Instant::now(),
+        ));
+        breaker.follow_shared();
         Ok(BreakerLayer {
-            breaker: Arc::new(breaker),
+            breaker,
             classifier: self.classifier,
         })
     }
@@ -297,6 +347,17 @@ impl BreakerHandle {
     /// Back to closed with an empty window.
     pub fn reset(&self) {
         self.breaker.reset(Instant::now());
+    }
+
+    /// Whether the state is shared with other instances through Redis (feature `redis`).
+    pub fn is_shared(&self) -> bool {
+        self.breaker.is_shared()
+    }
+
+    /// Whether the shared state's Redis was unreachable at its last call: the breaker
+    /// decides alone meanwhile. Always false for a breaker that is not shared.
+    pub fn redis_unreachable(&self) -> bool {
+        self.breaker.redis_unreachable()
     }
 }
 

@@ -5,6 +5,8 @@ mod future;
 mod keyed;
 mod layer;
 mod service;
+#[cfg(feature = "redis")]
+mod shared;
 mod state;
 mod window;
 
@@ -13,4 +15,6 @@ pub use future::ResponseFuture;
 pub use keyed::{KeyedBreaker, KeyedBreakerHandle, KeyedBreakerLayer};
 pub use layer::{BreakerHandle, BreakerLayer, BreakerLayerBuilder};
 pub use service::Breaker;
+#[cfg(feature = "redis")]
+pub use shared::RedisConfig;
 pub use state::{CallResult, CircuitBreaker, Metrics, Permit, State, StateChange};

@@ -85,6 +85,8 @@ pub struct StateChange {
     pub to: State,
     /// How long it stays open, when `to` is [`State::Open`].
     pub open_for: Option<Duration>,
+    /// Whether another instance made this change, through shared state (feature `redis`).
+    pub from_peer: bool,
 }
 
 pub(crate) type OnStateChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
@@ -97,6 +99,8 @@ pub(crate) struct Settings {
     pub(crate) count_kinds: ErrorKinds,
     pub(crate) on_state_change: Option<OnStateChange>,
     pub(crate) on_rejected: Option<OnRejected>,
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<crate::shared::SharedLink>,
 }
 
 impl Settings {
@@ -108,6 +112,8 @@ impl Settings {
             config,
             on_state_change: None,
             on_rejected: None,
+            #[cfg(feature = "redis")]
+            shared: None,
         })
     }
 }
@@ -496,10 +502,91 @@ impl CircuitBreaker {
                 })
             }
         };
+        let trips = control.consecutive_trips;
         drop(control);
         if let Some(change) = change {
             self.notify(&change);
+            self.share(&change, trips);
         }
+    }
+
+    /// Publishes a trip or a recovery this breaker decided (feature `redis`); changes made
+    /// by hand and changes adopted from peers stay where they are.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn share(&self, change: &StateChange, trips: u32) {
+        #[cfg(feature = "redis")]
+        if let (Some(shared), Some(name)) = (&self.settings.shared, &self.name) {
+            shared.publish(name, change, trips);
+        }
+    }
+
+    /// Takes on a state another instance published: open for `retry_in` after `trips`
+    /// trips in a row, or closed. A breaker forced open or closed by hand stays so.
+    #[cfg(feature = "redis")]
+    pub(crate) fn adopt(&self, peer: crate::shared::PeerState, now: Instant) {
+        use crate::shared::PeerState;
+        let mut control = self.control();
+        let change = match (self.current(), peer) {
+            (State::ForcedOpen | State::Disabled, _) | (State::Closed, PeerState::Closed) => None,
+            (from, PeerState::Open { retry_in, trips }) => {
+                control.consecutive_trips = trips;
+                self.set_open_until(now, retry_in);
+                // Already open: only the time to the next probe changes.
+                (from != State::Open).then(|| {
+                    self.trips.fetch_add(1, Ordering::Relaxed);
+                    self.enter(&mut control, State::Open, now, Some(retry_in))
+                })
+            }
+            (_, PeerState::Closed) => {
+                control.consecutive_trips = 0;
+                Some(self.enter(&mut control, State::Closed, now, None))
+            }
+        };
+        drop(control);
+        if let Some(mut change) = change {
+            change.from_peer = true;
+            self.notify(&change);
+        }
+    }
+
+    /// Starts following the shared state, if there is one (a no-op otherwise).
+    pub(crate) fn follow_shared(self: &Arc<Self>) {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.settings.shared {
+            shared.follow(self);
+        }
+    }
+
+    /// Whether the state is shared through Redis.
+    pub(crate) fn is_shared(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.settings.shared.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// Whether the shared state's Redis was unreachable at its last call.
+    pub(crate) fn redis_unreachable(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.settings.shared.as_ref().is_some_and(|s| s.is_down());
+        #[cfg(not(feature = "redis"))]
+        false
+    }
+
+    /// Time until an open breaker lets a probe through (`None` unless open).
+    #[cfg(feature = "redis")]
+    pub(crate) fn open_for_now(&self, now: Instant) -> Option<Duration> {
+        (self.current() == State::Open).then(|| self.open_remaining(now))
+    }
+
+    fn set_open_until(&self, now: Instant, open_for: Duration) {
+        let until = now
+            .saturating_duration_since(self.origin)
+            .saturating_add(open_for);
+        self.open_until.store(
+            u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
     }
 
     fn trip_from(&self, from: State, now: Instant) {
@@ -508,8 +595,10 @@ impl CircuitBreaker {
             return;
         }
         let change = self.open(&mut control, now);
+        let trips = control.consecutive_trips;
         drop(control);
         self.notify(&change);
+        self.share(&change, trips);
     }
 
     fn open(&self, control: &mut Control, now: Instant) -> StateChange {
@@ -521,13 +610,7 @@ impl CircuitBreaker {
         } else {
             base
         };
-        let until = now
-            .saturating_duration_since(self.origin)
-            .saturating_add(open_for);
-        self.open_until.store(
-            u64::try_from(until.as_nanos()).unwrap_or(u64::MAX),
-            Ordering::Release,
-        );
+        self.set_open_until(now, open_for);
         self.trips.fetch_add(1, Ordering::Relaxed);
         self.enter(control, State::Open, now, Some(open_for))
     }
@@ -556,6 +639,7 @@ impl CircuitBreaker {
             from,
             to,
             open_for,
+            from_peer: false,
         }
     }
 
@@ -567,12 +651,14 @@ impl CircuitBreaker {
                 from = change.from.as_str(),
                 to = change.to.as_str(),
                 open_for_ms = change.open_for.map(|d| d.as_millis() as u64),
+                from_peer = change.from_peer,
                 "circuit breaker opened"
             ),
             _ => tracing::info!(
                 breaker = name,
                 from = change.from.as_str(),
                 to = change.to.as_str(),
+                from_peer = change.from_peer,
                 "circuit breaker state changed"
             ),
         }

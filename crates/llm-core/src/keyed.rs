@@ -82,6 +82,12 @@ impl<K: Hash + Eq + Clone, V> KeyedRegistry<K, V> {
 
     /// The value of `key`, created with `make` if the key has none.
     pub fn get_or_insert_with(&self, key: &K, make: impl FnOnce(&K) -> V) -> Arc<V> {
+        self.get_or_insert_shared(key, |key| Arc::new(make(key)))
+    }
+
+    /// As [`get_or_insert_with`](Self::get_or_insert_with), with `make` building the shared
+    /// value itself: for values that hand a reference to themselves elsewhere when created.
+    pub fn get_or_insert_shared(&self, key: &K, make: impl FnOnce(&K) -> Arc<V>) -> Arc<V> {
         let stamp = Instant::now()
             .saturating_duration_since(self.origin)
             .as_millis() as u64;
@@ -113,7 +119,7 @@ impl<K: Hash + Eq + Clone, V> KeyedRegistry<K, V> {
                 }
             }
         }
-        let value = Arc::new(make(key));
+        let value = make(key);
         entries.insert(
             key.clone(),
             Entry {

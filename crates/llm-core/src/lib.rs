@@ -52,6 +52,7 @@
 //!
 //! - `reqwest`: classify `reqwest::Error` and `reqwest::Response`.
 //! - `hyper`: classify `hyper::Error` found in an error chain.
+//! - `redis`: [`redis::RedisLink`], the Redis connection shared state goes through.
 
 pub mod backoff;
 pub mod classify;
@@ -63,6 +64,8 @@ mod error;
 pub mod keyed;
 mod kind;
 mod outcome;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod request;
 mod response;
 mod transport;

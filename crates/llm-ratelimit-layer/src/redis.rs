@@ -15,13 +15,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use llm_core::redis::{RedisLink, RedisUnavailable, integers};
 use llm_core::{ConfigError, LimitReason, LocalRateLimited, RateLimitInfo};
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use crate::gcra::{Capacity, Grant, Limiter};
@@ -33,6 +32,9 @@ use crate::store::{Limits, RateLimitStore, StoreReply};
 /// capacity, token interval and capacity (0: no such bucket), token cost, max wait, key TTL
 /// in ms, and an operation argument. `acquire` answers `{1, wait_us, req_avail, tok_avail}`
 /// or `{0, retry_us, reason}` (0 a pause, 1 requests, 2 tokens); the others answer 1.
+/// `clamp` lowers what each bucket could admit to what the provider reported remaining:
+/// the requests left plus one in the argument, the tokens left plus one in the cost (0:
+/// not reported).
 const SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -74,6 +76,15 @@ elseif op == 'charge' then
 elseif op == 'pause' then
   local until_ = now + arg
   if until_ > tat(KEYS[3]) then put(KEYS[3], until_) end
+elseif op == 'clamp' then
+  if ri > 0 and arg > 0 then
+    local floor = now + rcap - (arg - 1) * ri
+    if floor > tat(KEYS[1]) then put(KEYS[1], floor) end
+  end
+  if ti > 0 and cost > 0 then
+    local floor = now + tcap - (cost - 1) * ti
+    if floor > tat(KEYS[2]) then put(KEYS[2], floor) end
+  end
 end
 return 1
 ";
@@ -134,7 +145,7 @@ fn default_prefix() -> String {
 }
 
 fn default_timeout() -> Duration {
-    Duration::from_millis(100)
+    llm_core::redis::DEFAULT_TIMEOUT
 }
 
 fn default_policy() -> FailurePolicy {
@@ -155,11 +166,7 @@ impl RedisConfig {
 
     /// Checks every field; the error names the first one at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        redis::Client::open(self.url.as_str())
-            .map_err(|err| ConfigError::new("url", format!("is not a Redis URL: {err}")))?;
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be longer than 0s"));
-        }
+        self.link()?;
         if let FailurePolicy::Open { share } = self.on_failure {
             if !(share > 0.0 && share <= 1.0) {
                 return Err(ConfigError::new(
@@ -169,6 +176,21 @@ impl RedisConfig {
             }
         }
         Ok(())
+    }
+
+    fn link(&self) -> Result<RedisLink, ConfigError> {
+        let meanwhile = match self.on_failure {
+            FailurePolicy::Open { share } => {
+                format!("rate limiting admits through a local limiter with {share} of the quota")
+            }
+            FailurePolicy::Closed => "rate limiting refuses every call".to_owned(),
+        };
+        RedisLink::new(
+            &self.url,
+            self.timeout,
+            format!("rate limit {}", self.key_prefix),
+            meanwhile,
+        )
     }
 }
 
@@ -234,23 +256,13 @@ impl Micros {
     }
 }
 
-/// While Redis is down, how often one call tries it again.
-const PROBE_INTERVAL_MS: u64 = 250;
-
 struct Shared {
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    link: RedisLink,
     script: redis::Script,
     prefix: String,
-    timeout: Duration,
     policy: FailurePolicy,
     micros: Micros,
     fallback: Option<Limiter>,
-    down: AtomicBool,
-    /// While Redis is down, calls go straight to the failure policy until this instant
-    /// (milliseconds since `origin`): one probe per interval pays the timeout, not every call.
-    probe_at_ms: AtomicU64,
-    origin: Instant,
     /// Last known availability, for `capacity` (which cannot wait for Redis).
     requests_available: AtomicU64,
     tokens_available: AtomicU64,
@@ -279,9 +291,9 @@ impl<K> fmt::Debug for RedisStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.shared.prefix)
-            .field("timeout", &self.shared.timeout)
+            .field("timeout", &self.shared.link.timeout())
             .field("policy", &self.shared.policy)
-            .field("down", &self.shared.down.load(Ordering::Relaxed))
+            .field("down", &self.shared.link.is_down())
             .finish_non_exhaustive()
     }
 }
@@ -289,8 +301,7 @@ impl<K> fmt::Debug for RedisStore<K> {
 impl<K> RedisStore<K> {
     pub(crate) fn new(config: &RedisConfig, limits: Limits) -> Result<Self, ConfigError> {
         config.validate()?;
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|err| ConfigError::new("url", err.to_string()))?;
+        let link = config.link()?;
         let fallback = match config.on_failure {
             FailurePolicy::Open { share } => {
                 let scale = |(limit, per, burst): (u64, Duration, u64)| {
@@ -308,17 +319,12 @@ impl<K> RedisStore<K> {
         let micros = Micros::of(limits);
         Ok(RedisStore {
             shared: Arc::new(Shared {
-                client,
-                connection: OnceCell::new(),
+                link,
                 script: redis::Script::new(SCRIPT),
                 prefix: config.key_prefix.clone(),
-                timeout: config.timeout,
                 policy: config.on_failure,
                 micros,
                 fallback,
-                down: AtomicBool::new(false),
-                probe_at_ms: AtomicU64::new(0),
-                origin: Instant::now(),
                 requests_available: AtomicU64::new(limits.requests.map_or(0, |r| r.2)),
                 tokens_available: AtomicU64::new(limits.tokens.map_or(0, |t| t.2)),
             }),
@@ -328,22 +334,11 @@ impl<K> RedisStore<K> {
 
     /// Whether Redis was unreachable at the last call (the failure policy is in force).
     pub fn is_degraded(&self) -> bool {
-        self.shared.down.load(Ordering::Relaxed)
+        self.shared.link.is_down()
     }
 }
 
 impl Shared {
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        self.connection
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await
-            .cloned()
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// Runs the script for `op` on `key`, bounded by the timeout; while Redis is down, only
     /// one call per probe interval tries it.
     async fn run(
@@ -353,68 +348,32 @@ impl Shared {
         cost: u64,
         max_wait_us: u64,
         arg: u64,
-    ) -> Result<Vec<i64>, String> {
-        if self.down.load(Ordering::Acquire) {
-            let now = self.now_ms();
-            let probe_at = self.probe_at_ms.load(Ordering::Acquire);
-            let next = now + PROBE_INTERVAL_MS;
-            if now < probe_at
-                || self
-                    .probe_at_ms
-                    .compare_exchange(probe_at, next, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-            {
-                return Err("Redis is down".to_owned());
-            }
-        }
+    ) -> Result<Vec<i64>, RedisUnavailable> {
         let m = self.micros;
         let base = format!("{}{key}", self.prefix);
-        let call = async {
-            let mut connection = self.connection().await?;
-            let mut invocation = self.script.prepare_invoke();
-            invocation
-                .key(format!("{base}:r"))
-                .key(format!("{base}:t"))
-                .key(format!("{base}:p"))
-                .arg(op)
-                .arg(m.requests.0)
-                .arg(m.requests.1)
-                .arg(m.tokens.0)
-                .arg(m.tokens.1)
-                .arg(cost)
-                .arg(max_wait_us)
-                .arg(m.ttl_ms())
-                .arg(arg);
-            let reply: redis::Value = invocation.invoke_async(&mut connection).await?;
-            Ok::<_, redis::RedisError>(reply)
-        };
-        let reply = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(err)) => return Err(self.failed(&err.to_string())),
-            Err(_) => return Err(self.failed(&format!("no answer within {:?}", self.timeout))),
-        };
-        self.recovered();
-        Ok(numbers(&reply))
-    }
-
-    /// Logs the first failure of an outage.
-    fn failed(&self, why: &str) -> String {
-        self.probe_at_ms
-            .fetch_max(self.now_ms() + PROBE_INTERVAL_MS, Ordering::AcqRel);
-        if !self.down.swap(true, Ordering::AcqRel) {
-            tracing::warn!(
-                prefix = %self.prefix,
-                "Redis unreachable ({why}); rate limiting follows its failure policy ({:?}) until it answers",
-                self.policy
-            );
-        }
-        why.to_owned()
-    }
-
-    fn recovered(&self) {
-        if self.down.swap(false, Ordering::AcqRel) {
-            tracing::info!(prefix = %self.prefix, "Redis answers again; shared rate limiting resumed");
-        }
+        let reply = self
+            .link
+            .run(|mut connection| async move {
+                let mut invocation = self.script.prepare_invoke();
+                invocation
+                    .key(format!("{base}:r"))
+                    .key(format!("{base}:t"))
+                    .key(format!("{base}:p"))
+                    .arg(op)
+                    .arg(m.requests.0)
+                    .arg(m.requests.1)
+                    .arg(m.tokens.0)
+                    .arg(m.tokens.1)
+                    .arg(cost)
+                    .arg(max_wait_us)
+                    .arg(m.ttl_ms())
+                    .arg(arg);
+                invocation
+                    .invoke_async::<redis::Value>(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(integers(&reply))
     }
 
     /// The failure policy's answer to an admission.
@@ -437,21 +396,6 @@ impl Shared {
         runtime.spawn(async move {
             let _ = shared.run(&key, op, cost, 0, arg).await;
         });
-    }
-}
-
-/// The integers of a script reply.
-fn numbers(value: &redis::Value) -> Vec<i64> {
-    match value {
-        redis::Value::Array(items) => items
-            .iter()
-            .map(|item| match item {
-                redis::Value::Int(n) => *n,
-                _ => -1,
-            })
-            .collect(),
-        redis::Value::Int(n) => vec![*n],
-        _ => Vec::new(),
     }
 }
 
@@ -536,6 +480,17 @@ impl<K: RedisKey + Send + Sync + 'static> RateLimitStore<K> for RedisStore<K> {
     }
 
     fn observe(&self, key: &K, info: &RateLimitInfo) {
+        let (requests, tokens) = (info.remaining_requests, info.remaining_tokens);
+        if requests.is_some() || tokens.is_some() {
+            // Fewer left than the shared count believes lowers it for every instance.
+            let plus_one = |left: Option<u64>| left.map_or(0, |left| left.saturating_add(1));
+            self.shared.spawn(
+                key.redis_key(),
+                "clamp",
+                plus_one(tokens),
+                plus_one(requests),
+            );
+        }
         if let Some(reset) = info.exhausted_reset() {
             self.pause(key, reset);
         }

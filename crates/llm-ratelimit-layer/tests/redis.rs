@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use llm_core::{LimitReason, LocalRateLimited};
+use llm_core::{LimitReason, LocalRateLimited, RateLimitInfo};
 use llm_ratelimit_layer::{
     FailurePolicy, Grant, Mode, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore, RedisConfig,
     RedisStore, StoreReply,
@@ -150,6 +150,66 @@ async fn reconciled_tokens_return_to_every_instance() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn remaining_counts_reported_to_one_instance_bind_every_instance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = redis(&server, "observe", FailurePolicy::Closed);
+    let per_minute = |limit: u64| Rate {
+        limit,
+        per: Duration::from_secs(60),
+        burst: Some(limit),
+    };
+    let both = RateLimitConfig {
+        requests: Some(per_minute(60)),
+        tokens: Some(per_minute(6000)),
+        mode: Mode::Reject,
+        ..RateLimitConfig::default()
+    };
+    let a = limiter(both.clone(), &config);
+    let b = limiter(both, &config);
+    // The provider tells A: 3 requests and 500 tokens left (another client spends the rest).
+    let mut info = RateLimitInfo::new();
+    info.remaining_requests = Some(3);
+    info.remaining_tokens = Some(500);
+    a.handle().store().observe(&(), &info);
+    // Wait for the correction to land (it is sent in the background), without spending.
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let written: bool = ::redis::cmd("EXISTS")
+            .arg("test:observe::t")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if written {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(2), "never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = acquire(b.handle().store(), 600, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err.reason(), LimitReason::Tokens), "{err:?}");
+    let mut admitted = 0;
+    while acquire(b.handle().store(), 1, Duration::ZERO).await.is_ok() {
+        admitted += 1;
+    }
+    assert_eq!(admitted, 3, "B admits what the provider said remains");
+    // A report of more than the shared count holds raises nothing.
+    info.remaining_requests = Some(50);
+    a.handle().store().observe(&(), &info);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        acquire(b.handle().store(), 1, Duration::ZERO)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]

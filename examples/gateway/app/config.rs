@@ -12,7 +12,7 @@
 //! api_key_env = "OPENAI_API_KEY"
 //! timeouts = { connect = "5s", first_token = "20s", idle = "30s", total = "300s" }
 //! retry = { max_retries = 3, base_delay = "1s" }
-//! breaker = { consecutive_failures = 3, open_duration = "30s" }
+//! breaker = { consecutive_failures = 3, open_duration = "30s", shared = { url = "redis://127.0.0.1:6379" } }
 //! rate_limit = { requests = { limit = 500, per = "1m" }, shared = { url = "redis://127.0.0.1:6379" } }
 //!
 //! [[routes]]
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use llm_providers::recovery::{Prefill, RecoveryPolicy};
 use llm_providers::{ProviderConfig, ProviderKind};
-use llm_tower::breaker::BreakerConfig;
+use llm_tower::breaker::{BreakerConfig, RedisConfig as SharedBreakerConfig};
 use llm_tower::config::parse_duration;
 use llm_tower::ratelimit::{Mode, RateLimitConfig, RedisConfig};
 use llm_tower::retry::{Jitter, RetryConfig};
@@ -99,6 +99,8 @@ pub(crate) struct ProviderSettings {
     pub(crate) rate_limit: Option<RateLimitConfig>,
     /// A Redis through which every gateway instance shares that rate limit.
     pub(crate) shared_limit: Option<RedisConfig>,
+    /// A Redis through which every gateway instance shares the breaker's trips and recoveries.
+    pub(crate) shared_breaker: Option<SharedBreakerConfig>,
     /// Whether it takes an assistant prefill when a broken stream is continued on it.
     pub(crate) prefill: Prefill,
 }
@@ -443,33 +445,19 @@ fn provider_settings(
         None => None,
     };
     let retry = overlay(&section, "retry", default_retry(), table.remove("retry"))?;
-    let breaker = overlay(
-        &section,
-        "breaker",
-        default_breaker(),
-        table.remove("breaker"),
-    )?;
-    // `rate_limit.shared` (a Redis to share the limit through) is the gateway's key, not the
-    // layer config's.
+    // `breaker.shared` and `rate_limit.shared` (a Redis to share the state through) are the
+    // gateway's keys, not the layer configs'.
+    let mut breaker_table = table.remove("breaker");
+    let shared_breaker = take_shared(&mut breaker_table, &field("breaker.shared"))?
+        .map(|shared: SharedBreakerConfig| shared.validate().map(|()| shared))
+        .transpose()
+        .map_err(|e| e.in_section(&field("breaker.shared")))?;
+    let breaker = overlay(&section, "breaker", default_breaker(), breaker_table)?;
     let mut rate_limit_table = table.remove("rate_limit");
-    let shared_limit = match &mut rate_limit_table {
-        Some(toml::Value::Table(limit)) => limit
-            .remove("shared")
-            .map(|shared| {
-                shared
-                    .try_into::<RedisConfig>()
-                    .map_err(|err: toml::de::Error| {
-                        ConfigError::new(field("rate_limit.shared"), err.message().to_owned())
-                    })
-            })
-            .transpose()?,
-        _ => None,
-    };
-    if let Some(shared) = &shared_limit {
-        shared
-            .validate()
-            .map_err(|e| e.in_section(&field("rate_limit.shared")))?;
-    }
+    let shared_limit = take_shared(&mut rate_limit_table, &field("rate_limit.shared"))?
+        .map(|shared: RedisConfig| shared.validate().map(|()| shared))
+        .transpose()
+        .map_err(|e| e.in_section(&field("rate_limit.shared")))?;
     let rate_limit = rate_limit_table
         .map(|value| overlay(&section, "rate_limit", default_rate_limit(), Some(value)))
         .transpose()?;
@@ -517,8 +505,27 @@ fn provider_settings(
         breaker,
         rate_limit,
         shared_limit,
+        shared_breaker,
         prefill,
     })
+}
+
+/// Takes the `shared` table out of a layer's table, read as `T`.
+fn take_shared<T: for<'de> Deserialize<'de>>(
+    table: &mut Option<toml::Value>,
+    field: &str,
+) -> Result<Option<T>, ConfigError> {
+    let Some(toml::Value::Table(table)) = table else {
+        return Ok(None);
+    };
+    table
+        .remove("shared")
+        .map(|shared| {
+            shared.try_into::<T>().map_err(|err: toml::de::Error| {
+                ConfigError::new(field.to_owned(), err.message().to_owned())
+            })
+        })
+        .transpose()
 }
 
 /// `defaults` with the fields of `value` (a table) written over them.

@@ -657,6 +657,8 @@ async fn health(State(gw): State<Gateway>) -> Response {
                     "retryInMs": breaker.retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
                     "trips": breaker.trips,
                     "rejected": breaker.rejected,
+                    "shared": up.breaker.is_shared(),
+                    "redisUnreachable": up.breaker.redis_unreachable(),
                 },
                 "limiter": limiter,
             })

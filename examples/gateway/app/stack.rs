@@ -287,7 +287,7 @@ impl Upstream {
         };
         let breaker = {
             let (name, metrics) = (name.clone(), metrics.clone());
-            BreakerLayer::builder()
+            let mut builder = BreakerLayer::builder()
                 .config(settings.breaker.clone())
                 .name(name.clone())
                 .on_state_change(move |change| {
@@ -295,18 +295,26 @@ impl Upstream {
                         .open_for
                         .map(|open_for| format!(" for {open_for:?}"))
                         .unwrap_or_default();
+                    let peer = if change.from_peer {
+                        " (decided by another instance)"
+                    } else {
+                        ""
+                    };
                     tracing::warn!(
                         provider = %name,
                         from = change.from.as_str(),
                         to = change.to.as_str(),
-                        "circuit breaker of {name}: {} → {}{held}",
+                        from_peer = change.from_peer,
+                        "circuit breaker of {name}: {} → {}{held}{peer}",
                         change.from,
                         change.to
                     );
                     metrics.breaker_transition(&name, change.from.as_str(), change.to.as_str());
-                })
-                .build()
-                .map_err(|e| e.in_section("breaker"))?
+                });
+            if let Some(shared) = &settings.shared_breaker {
+                builder = builder.shared(shared.clone());
+            }
+            builder.build().map_err(|e| e.in_section("breaker"))?
         };
         let streaming = provider.streaming();
         let (limiter, chat_inner, stream_inner) = match &settings.rate_limit {
