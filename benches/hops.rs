@@ -11,6 +11,7 @@ mod support;
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -41,6 +42,35 @@ impl tower::retry::Policy<Ping, (), LlmError> for RetryErrors {
         match result {
             Ok(_) => None,
             Err(err) if err.kind().is_retryable() && self.left > 0 => {
+                self.left -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+    fn clone_request(&mut self, req: &Ping) -> Option<Ping> {
+        Some(*req)
+    }
+}
+
+/// tower's retry with its own retry budget (`TpsBudget`), as `RetryLayer::standard()` has
+/// one: a success deposits, a retry withdraws. The policy holds the budget in an `Arc`, so
+/// that every clone of the layer shares it — as ours does.
+#[derive(Clone)]
+struct RetryWithBudget {
+    left: u32,
+    budget: Arc<tower::retry::budget::TpsBudget>,
+}
+impl tower::retry::Policy<Ping, (), LlmError> for RetryWithBudget {
+    type Future = Ready<()>;
+    fn retry(&mut self, _: &mut Ping, result: &mut Result<(), LlmError>) -> Option<Self::Future> {
+        use tower::retry::budget::Budget;
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(err) if err.kind().is_retryable() && self.left > 0 && self.budget.withdraw() => {
                 self.left -= 1;
                 Some(ready(()))
             }
@@ -103,6 +133,18 @@ fn hop_retry(c: &mut Criterion) {
     let mut tower_retry = tower::retry::RetryLayer::new(RetryErrors { left: 3 }).layer(INSTANT);
     group.bench_function("tower::retry::Retry", |b| {
         b.iter(|| hop(&mut tower_retry, &mut cx));
+    });
+
+    // The same budget as ours: a 20 % retry ratio over 10 s, at least 10 retries a second.
+    let budget = Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(10),
+        10,
+        0.2,
+    ));
+    let mut tower_budget =
+        tower::retry::RetryLayer::new(RetryWithBudget { left: 3, budget }).layer(INSTANT);
+    group.bench_function("tower::retry::Retry (with TpsBudget)", |b| {
+        b.iter(|| hop(&mut tower_budget, &mut cx));
     });
     group.finish();
 }

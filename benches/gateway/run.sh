@@ -34,41 +34,48 @@ wait_for() { # port
 (cd ../.. && cargo build --quiet --release --example gateway)
 nginx -p "$work" -c "$here/nginx.conf" &
 pids+=($!)
-../../target/release/examples/gateway --config gateway.toml > "$work/gateway.log" 2>&1 &
-pids+=($!)
-targets=("upstream http://127.0.0.1:18080/v1/chat/completions" "gateway http://127.0.0.1:18081/v1/chat/completions")
 wait_for 18080
-wait_for 18081
-if command -v litellm > /dev/null; then
-    (cd "$work" && litellm --config "$here/litellm.yaml" --port 18082 --num_workers 1 > litellm.log 2>&1) &
-    pids+=($!)
-    wait_for 18082
-    targets+=("litellm http://127.0.0.1:18082/v1/chat/completions")
-fi
 
-# Every target answers before it is measured.
-for target in "${targets[@]}"; do
-    set -- $target
-    curl -sf "$2" -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" > /dev/null
-done
+# Each proxy runs alone while it is measured (an idle LiteLLM still takes CPU), in front of
+# the same nginx, which is measured directly first.
+start() { # name → the URL to measure
+    case $1 in
+        upstream) echo http://127.0.0.1:18080/v1/chat/completions ;;
+        gateway)
+            ../../target/release/examples/gateway --config gateway.toml > "$work/gateway.log" 2>&1 &
+            pids+=($!)
+            proxy=$!
+            wait_for 18081
+            echo http://127.0.0.1:18081/v1/chat/completions ;;
+        litellm)
+            # exec: the process to stop is LiteLLM itself, not a subshell around it.
+            (cd "$work" && exec litellm --config "$here/litellm.yaml" --port 18082 --num_workers 1 > litellm.log 2>&1) &
+            pids+=($!)
+            proxy=$!
+            wait_for 18082
+            echo http://127.0.0.1:18082/v1/chat/completions ;;
+    esac
+}
+targets=(upstream gateway)
+if command -v litellm > /dev/null; then targets+=(litellm); fi
 
-echo "# closed loop (wrk, $duration): requests/s and latency percentiles"
-for target in "${targets[@]}"; do
-    set -- $target
+for name in "${targets[@]}"; do
+    proxy=
+    start "$name" > "$work/url"
+    url=$(cat "$work/url")
+    # It answers before it is measured.
+    curl -sf "$url" -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" > /dev/null
+    echo "# $name"
     for connections in 1 8 32; do
         threads=$(( connections < 2 ? 1 : 2 ))
-        echo "## $1, $connections connections"
-        wrk -t"$threads" -c"$connections" -d"$duration" -s post.lua --latency "$2" \
+        echo "## $name, $connections connections (wrk, closed loop, $duration)"
+        wrk -t"$threads" -c"$connections" -d"$duration" -s post.lua --latency "$url" \
             | grep -E 'Requests/sec|^ +(50|90|99)%|Non-2xx|Socket errors'
     done
-done
-
-echo "# fixed rate (oha, $duration): latency percentiles"
-for target in "${targets[@]}"; do
-    set -- $target
     for rate in 100 500; do
-        echo "## $1, $rate requests/s"
-        oha --no-tui -z "$duration" -q "$rate" -c 32 -m POST -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" "$2" \
+        echo "## $name, $rate requests/s (oha, fixed rate, $duration)"
+        oha --no-tui -z "$duration" -q "$rate" -c 32 -m POST -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" "$url" \
             | grep -E 'Requests/sec|Success rate|50.00%|90.00%|99.00%|\[200\]|\[[3-5][0-9][0-9]\]'
     done
+    if [ -n "$proxy" ]; then kill "$proxy"; wait "$proxy" 2>/dev/null || true; fi
 done

@@ -22,6 +22,11 @@ use app::config::GatewayConfig;
 use app::demo::DemoProviders;
 use tokio::net::TcpListener;
 
+// NOTE: HTTP and JSON allocate on every request; jemalloc serves that faster than glibc's
+// malloc under load (BENCHMARKS.md, "The gateway under load").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const USAGE: &str = "usage: gateway [--config FILE] [--listen ADDR] [--mock]
 
   --config FILE   TOML configuration (also GATEWAY_CONFIG)

@@ -448,6 +448,43 @@ impl ProviderBuilder {
                 headers.insert("x-title", value);
             }
         }
+        // Everything a call sends that does not change per call is made once, here: the
+        // fixed headers (the key marked sensitive, left out of Debug output) and, where the
+        // model is not part of it, the parsed endpoint URL.
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(key) = &self.api_key {
+            let (name, value) = match kind {
+                ProviderKind::Azure => ("api-key", key.0.to_string()),
+                ProviderKind::Anthropic => ("x-api-key", key.0.to_string()),
+                ProviderKind::Gemini => ("x-goog-api-key", key.0.to_string()),
+                _ => ("authorization", format!("Bearer {}", key.0)),
+            };
+            // Checked above.
+            if let Ok(mut value) = HeaderValue::from_str(&value) {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
+        }
+        if kind == ProviderKind::Anthropic {
+            headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
+        }
+        let endpoint = match kind {
+            ProviderKind::OpenAi | ProviderKind::OpenRouter | ProviderKind::OpenAiCompatible => {
+                Some(format!("{base_url}/chat/completions"))
+            }
+            ProviderKind::Anthropic => Some(format!("{base_url}/v1/messages")),
+            ProviderKind::Ollama => Some(format!("{base_url}/api/chat")),
+            ProviderKind::Azure | ProviderKind::Gemini => None,
+        };
+        let endpoint = endpoint
+            .map(|url| {
+                reqwest::Url::parse(&url)
+                    .map_err(|err| ConfigError::new("base_url", format!("{url:?}: {err}")))
+            })
+            .transpose()?;
         let client = match self.client {
             Some(client) => client,
             None => reqwest::Client::builder()
@@ -462,6 +499,7 @@ impl ProviderBuilder {
                 kind,
                 name: self.name.unwrap_or_else(|| Arc::from(kind.name())),
                 base_url,
+                endpoint,
                 api_key: self.api_key,
                 timeouts: self.timeouts,
                 api_version: self.api_version.unwrap_or_else(|| "2024-10-21".to_owned()),
@@ -496,6 +534,8 @@ pub(crate) struct Inner {
     pub(crate) kind: ProviderKind,
     pub(crate) name: Arc<str>,
     base_url: String,
+    // The parsed URL every call goes to, for kinds whose URL does not name the model.
+    endpoint: Option<reqwest::Url>,
     api_key: Option<ApiKey>,
     pub(crate) timeouts: Timeouts,
     api_version: String,
@@ -516,26 +556,6 @@ impl Inner {
     ) -> Result<reqwest::RequestBuilder, LlmError> {
         let base = &self.base_url;
         let model = req.model();
-        let url = match self.kind {
-            ProviderKind::OpenAi | ProviderKind::OpenRouter | ProviderKind::OpenAiCompatible => {
-                format!("{base}/chat/completions")
-            }
-            ProviderKind::Azure => {
-                // `deployment|api-version` overrides the configured version for one call.
-                let (deployment, version) = model
-                    .split_once('|')
-                    .unwrap_or((model, self.api_version.as_str()));
-                format!(
-                    "{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"
-                )
-            }
-            ProviderKind::Anthropic => format!("{base}/v1/messages"),
-            ProviderKind::Gemini if stream => {
-                format!("{base}/models/{model}:streamGenerateContent?alt=sse")
-            }
-            ProviderKind::Gemini => format!("{base}/models/{model}:generateContent"),
-            ProviderKind::Ollama => format!("{base}/api/chat"),
-        };
         if model.is_empty() || model.contains(['/', '?', '#']) && self.kind == ProviderKind::Gemini
         {
             return Err(LlmError::new(
@@ -544,33 +564,26 @@ impl Inner {
             )
             .with_provider(self.name.clone().to_string()));
         }
-        let body = wire::request_body(self.kind, req, stream);
-        let mut headers = self.headers.clone();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        if let Some(key) = &self.api_key {
-            let (name, value) = match self.kind {
-                ProviderKind::Azure => ("api-key", key.0.to_string()),
-                ProviderKind::Anthropic => ("x-api-key", key.0.to_string()),
-                ProviderKind::Gemini => ("x-goog-api-key", key.0.to_string()),
-                _ => ("authorization", format!("Bearer {}", key.0)),
-            };
-            // Checked at build time; a sensitive value is left out of hyper's Debug output.
-            if let Ok(mut value) = HeaderValue::from_str(&value) {
-                value.set_sensitive(true);
-                headers.insert(name, value);
+        let body = wire::request_body(self.kind, req, stream).to_string();
+        let builder = match (&self.endpoint, self.kind) {
+            (Some(endpoint), _) => self.client.post(endpoint.clone()),
+            (None, ProviderKind::Azure) => {
+                // `deployment|api-version` overrides the configured version for one call.
+                let (deployment, version) = model
+                    .split_once('|')
+                    .unwrap_or((model, self.api_version.as_str()));
+                self.client.post(format!(
+                    "{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+                ))
             }
-        }
-        if self.kind == ProviderKind::Anthropic {
-            headers.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
-        }
-        Ok(self
-            .client
-            .post(url)
-            .headers(headers)
-            .body(body.to_string()))
+            (None, _) if stream => self.client.post(format!(
+                "{base}/models/{model}:streamGenerateContent?alt=sse"
+            )),
+            (None, _) => self
+                .client
+                .post(format!("{base}/models/{model}:generateContent")),
+        };
+        Ok(builder.headers(self.headers.clone()).body(body))
     }
 }
 
