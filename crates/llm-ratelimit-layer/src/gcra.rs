@@ -50,17 +50,21 @@ impl Bucket {
     /// `Ok(go)` (committed) or `Err(go)` (nothing taken).
     #[inline]
     fn reserve(&self, from: u64, units: u64, deadline: u64) -> Result<u64, u64> {
+        // `go > deadline` with `go = max(new_tat - capacity, from)` and `from <= deadline`
+        // is `new_tat > deadline + capacity`: one comparison in the loop, and `go` is only
+        // worked out for a call that may wait.
+        let latest = deadline.saturating_add(self.capacity_ns);
         let mut tat = self.tat.load(Ordering::Acquire);
         loop {
             let (go, new_tat) = self.plan(tat, from, units);
-            if go > deadline {
+            if new_tat > latest {
                 return Err(go);
             }
             match self
                 .tat
                 .compare_exchange_weak(tat, new_tat, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(go),
+                Ok(_) => return Ok(if from == deadline { from } else { go }),
                 Err(actual) => tat = actual,
             }
         }
