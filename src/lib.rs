@@ -12,9 +12,11 @@
 //! | [`breaker`] (`llm-breaker-layer`) | `breaker` (default) | circuit breaker: failure-rate and slow-call windows, half-open probes, keyed breakers |
 //! | [`fallback`] (`llm-fallback-layer`) | `fallback` (default) | ordered fallback: triggers, rewrites, context-window and content-policy chains, bounds, hedging |
 //! | [`ratelimit`] (`llm-ratelimit-layer`) | `ratelimit` (default) | requests and tokens per interval, reconciliation, provider feedback, keyed limits |
+//! | `providers` (`llm-providers`) | `providers` | OpenAI, Azure OpenAI, OpenRouter, Anthropic, Gemini, Ollama and OpenAI-compatible servers as tower services, streaming and mid-stream recovery included |
 //!
-//! The provider crate joins the facade behind
-//! features of their own names as they land; `full` enables everything.
+//! More features: `fast-clock` (the rate limiter reads the CPU's time-stamp counter),
+//! `redis` (rate limits and breaker state shared by every instance through Redis), and
+//! `full` (everything but `redis`).
 //!
 //! # Layer order
 //!
