@@ -193,7 +193,8 @@ impl<C> BreakerLayerBuilder<C> {
     ///
     /// A single breaker needs a [`name`](Self::name) (its key in Redis); keyed breakers
     /// are named by their keys. The layer must be built inside a Tokio runtime: it keeps a
-    /// background task, which ends when the layer and its services are dropped.
+    /// background task on that runtime, which ends when the layer and its services are
+    /// dropped (or the runtime shuts down: the breaker then decides alone).
     ///
     /// ```no_run
     /// use llm_breaker_layer::{BreakerLayer, RedisConfig};
