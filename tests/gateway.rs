@@ -80,24 +80,30 @@ model = "*"
 targets = [{ provider = "gemini" }, { provider = "openai", model = "gpt-4o-mini" }]
 "#;
 
+/// The three mock providers, each with its plan (TOML, by provider; absent: healthy).
+async fn start_mocks(plans: &[(&'static str, &str)]) -> HashMap<&'static str, MockProvider> {
+    let mut mocks = HashMap::new();
+    for name in ["openai", "anthropic", "gemini"] {
+        let plan = plans
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(Plan::default(), |(_, toml)| Plan::from_toml(toml).unwrap());
+        let mock = MockProvider::builder()
+            .plan(plan)
+            .api_key(KEY)
+            .start()
+            .await
+            .unwrap();
+        mocks.insert(name, mock);
+    }
+    mocks
+}
+
 impl Harness {
     /// Starts mocks with `plans` (TOML, by provider; absent: healthy) and a gateway over them
     /// with `routes` appended to its configuration.
     async fn start(plans: &[(&'static str, &str)], routes: &str) -> Harness {
-        let mut mocks = HashMap::new();
-        for name in ["openai", "anthropic", "gemini"] {
-            let plan = plans
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map_or(Plan::default(), |(_, toml)| Plan::from_toml(toml).unwrap());
-            let mock = MockProvider::builder()
-                .plan(plan)
-                .api_key(KEY)
-                .start()
-                .await
-                .unwrap();
-            mocks.insert(name, mock);
-        }
+        let mocks = start_mocks(plans).await;
         let text = providers_toml(&mocks) + routes;
         Harness::over(mocks, &text).await
     }
@@ -1095,14 +1101,6 @@ async fn two_gateways_share_one_rate_limit_through_redis() {
     let Some(redis) = llm_testkit::RedisServer::start() else {
         return;
     };
-    let start_mocks = || async {
-        let mut mocks = HashMap::new();
-        for name in ["openai", "anthropic", "gemini"] {
-            let mock = MockProvider::builder().api_key(KEY).start().await.unwrap();
-            mocks.insert(name, mock);
-        }
-        mocks
-    };
     // Two instances, each with its own providers' view, one quota for openai: 4 per minute.
     let shared = format!(
         r#"rate_limit = {{ requests = {{ limit = 4, per = "1m" }}, mode = "reject", shared = {{ url = "{}", key_prefix = "gw-test:openai:" }} }}"#,
@@ -1110,7 +1108,7 @@ async fn two_gateways_share_one_rate_limit_through_redis() {
     );
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let mocks = start_mocks().await;
+        let mocks = start_mocks(&[]).await;
         let text = providers_toml(&mocks).replacen(
             "rate_limit = { requests = { limit = 1000, per = \"1m\" } }",
             &shared,
@@ -1144,22 +1142,20 @@ async fn a_breaker_trip_in_one_gateway_opens_it_in_another_through_redis() {
     let Some(redis) = llm_testkit::RedisServer::start() else {
         return;
     };
-    let down = Plan::from_toml("[[rule]]\nfault = { fault = \"overloaded\" }\n").unwrap();
     let shared = format!(
         r#"breaker = {{ consecutive_failures = 3, open_duration = "30s", open_jitter = 0.0, shared = {{ url = "{}", key_prefix = "gw-test:breaker:", resync_every = "200ms" }} }}"#,
         redis.url()
     );
     // Two instances; anthropic is failing only as instance 0 sees it.
     let mut instances = Vec::new();
-    for instance in 0..2 {
-        let mut mocks = HashMap::new();
-        for name in ["openai", "anthropic", "gemini"] {
-            let mut mock = MockProvider::builder().api_key(KEY);
-            if instance == 0 && name == "anthropic" {
-                mock = mock.plan(down.clone());
-            }
-            mocks.insert(name, mock.start().await.unwrap());
-        }
+    for plans in [
+        &[(
+            "anthropic",
+            "[[rule]]\nfault = { fault = \"overloaded\" }\n",
+        )][..],
+        &[],
+    ] {
+        let mocks = start_mocks(plans).await;
         let breaker =
             r#"breaker = { consecutive_failures = 3, open_duration = "30s", open_jitter = 0.0 }"#;
         let text = providers_toml(&mocks);

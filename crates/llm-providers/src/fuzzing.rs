@@ -123,12 +123,4 @@ pub fn chunking_is_invisible(kind: ProviderKind, body: &[u8], piece: usize) -> b
 }
 
 /// The provider kinds, for fuzzers choosing one from a byte.
-pub const KINDS: [ProviderKind; 7] = [
-    ProviderKind::OpenAi,
-    ProviderKind::Azure,
-    ProviderKind::OpenRouter,
-    ProviderKind::Anthropic,
-    ProviderKind::Gemini,
-    ProviderKind::Ollama,
-    ProviderKind::OpenAiCompatible,
-];
+pub const KINDS: [ProviderKind; 7] = ProviderKind::ALL;
