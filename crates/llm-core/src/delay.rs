@@ -15,6 +15,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use http::header::{AsHeaderName, HeaderName};
 
 /// The longest delay a server can ask for: longer values are capped to this.
 ///
@@ -211,8 +212,48 @@ pub fn parse_rfc3339(value: &str) -> Option<SystemTime> {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: impl AsHeaderName) -> Option<&str> {
     headers.get(name)?.to_str().ok()
+}
+
+/// The delay and rate-limit headers read here, named once.
+mod rate_limit_headers {
+    use http::HeaderName;
+
+    pub(super) static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+    pub(super) static MS_RETRY_AFTER_MS: HeaderName =
+        HeaderName::from_static("x-ms-retry-after-ms");
+    pub(super) static LIMIT_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-limit-requests");
+    pub(super) static REMAINING_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-requests");
+    pub(super) static RESET_REQUESTS: HeaderName =
+        HeaderName::from_static("x-ratelimit-reset-requests");
+    pub(super) static LIMIT_TOKENS: HeaderName =
+        HeaderName::from_static("x-ratelimit-limit-tokens");
+    pub(super) static REMAINING_TOKENS: HeaderName =
+        HeaderName::from_static("x-ratelimit-remaining-tokens");
+    pub(super) static RESET_TOKENS: HeaderName =
+        HeaderName::from_static("x-ratelimit-reset-tokens");
+    /// Anthropic's request bucket: limit, remaining, reset.
+    pub(super) static ANTHROPIC_REQUESTS: [HeaderName; 3] = [
+        HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+    ];
+    /// Anthropic's token buckets (all tokens, then input tokens): limit, remaining, reset.
+    pub(super) static ANTHROPIC_TOKENS: [[HeaderName; 3]; 2] = [
+        [
+            HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+            HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+            HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+        ],
+        [
+            HeaderName::from_static("anthropic-ratelimit-input-tokens-limit"),
+            HeaderName::from_static("anthropic-ratelimit-input-tokens-remaining"),
+            HeaderName::from_static("anthropic-ratelimit-input-tokens-reset"),
+        ],
+    ];
 }
 
 /// The delay a response's headers ask for, in order of precision: `retry-after-ms`,
@@ -232,10 +273,14 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// assert_eq!(server_delay(&headers, SystemTime::now()), Some(Duration::from_millis(6500)));
 /// ```
 pub fn server_delay(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    header_str(headers, "retry-after-ms")
+    header_str(headers, &rate_limit_headers::RETRY_AFTER_MS)
         .and_then(parse_millis)
-        .or_else(|| header_str(headers, "x-ms-retry-after-ms").and_then(parse_millis))
-        .or_else(|| header_str(headers, "retry-after").and_then(|v| parse_retry_after(v, now)))
+        .or_else(|| {
+            header_str(headers, &rate_limit_headers::MS_RETRY_AFTER_MS).and_then(parse_millis)
+        })
+        .or_else(|| {
+            header_str(headers, &http::header::RETRY_AFTER).and_then(|v| parse_retry_after(v, now))
+        })
 }
 
 /// What a provider said about its rate limits in one response.
@@ -292,37 +337,42 @@ impl RateLimitInfo {
     /// Reads OpenAI-style and Anthropic rate-limit headers. Absent or malformed values stay
     /// `None`; OpenAI's headers win when a response carries both dialects.
     pub fn from_headers(headers: &HeaderMap, now: SystemTime) -> Self {
-        let count = |name: &str| header_str(headers, name).and_then(parse_count);
-        let relative = |name: &str| header_str(headers, name).and_then(parse_go_duration);
+        use rate_limit_headers as names;
+        // NOTE: the names are built once (no parsing or allocation per response): this runs
+        // on every response a provider sends.
+        let count = |name: &HeaderName| header_str(headers, name).and_then(parse_count);
+        let relative = |name: &HeaderName| header_str(headers, name).and_then(parse_go_duration);
         // Anthropic's resets are absolute: measure them on the server's clock when it says.
-        let server_now = header_str(headers, "date")
-            .and_then(|d| httpdate::parse_http_date(d).ok())
-            .unwrap_or(now);
-        let absolute = |name: &str| {
-            header_str(headers, name)
-                .and_then(parse_rfc3339)
-                .map(|at| until(at, server_now))
+        let absolute = |name: &HeaderName| {
+            let at = header_str(headers, name).and_then(parse_rfc3339)?;
+            let server_now = header_str(headers, &http::header::DATE)
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .unwrap_or(now);
+            Some(until(at, server_now))
         };
-        let anthropic = |what: &str, field: &str| -> Option<String> {
-            let name = format!("anthropic-ratelimit-{what}-{field}");
-            headers.contains_key(name.as_str()).then_some(name)
+        // Anthropic's token headers: the combined bucket, else the input-token bucket.
+        let anthropic_tokens = |field: usize| {
+            let [tokens, input_tokens] = &names::ANTHROPIC_TOKENS;
+            if headers.contains_key(&tokens[field]) {
+                Some(&tokens[field])
+            } else {
+                headers
+                    .contains_key(&input_tokens[field])
+                    .then_some(&input_tokens[field])
+            }
         };
-        let anthropic_tokens =
-            |field: &str| anthropic("tokens", field).or_else(|| anthropic("input-tokens", field));
+        let [limit, remaining, reset] = &names::ANTHROPIC_REQUESTS;
 
         RateLimitInfo {
-            limit_requests: count("x-ratelimit-limit-requests")
-                .or_else(|| anthropic("requests", "limit").and_then(|n| count(&n))),
-            remaining_requests: count("x-ratelimit-remaining-requests")
-                .or_else(|| anthropic("requests", "remaining").and_then(|n| count(&n))),
-            reset_requests: relative("x-ratelimit-reset-requests")
-                .or_else(|| anthropic("requests", "reset").and_then(|n| absolute(&n))),
-            limit_tokens: count("x-ratelimit-limit-tokens")
-                .or_else(|| anthropic_tokens("limit").and_then(|n| count(&n))),
-            remaining_tokens: count("x-ratelimit-remaining-tokens")
-                .or_else(|| anthropic_tokens("remaining").and_then(|n| count(&n))),
-            reset_tokens: relative("x-ratelimit-reset-tokens")
-                .or_else(|| anthropic_tokens("reset").and_then(|n| absolute(&n))),
+            limit_requests: count(&names::LIMIT_REQUESTS).or_else(|| count(limit)),
+            remaining_requests: count(&names::REMAINING_REQUESTS).or_else(|| count(remaining)),
+            reset_requests: relative(&names::RESET_REQUESTS).or_else(|| absolute(reset)),
+            limit_tokens: count(&names::LIMIT_TOKENS)
+                .or_else(|| anthropic_tokens(0).and_then(count)),
+            remaining_tokens: count(&names::REMAINING_TOKENS)
+                .or_else(|| anthropic_tokens(1).and_then(count)),
+            reset_tokens: relative(&names::RESET_TOKENS)
+                .or_else(|| anthropic_tokens(2).and_then(absolute)),
         }
     }
 

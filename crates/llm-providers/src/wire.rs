@@ -1,6 +1,8 @@
 //! Each provider's wire format: the request body we send, the response body we read, and the
 //! meaning of each stream event (facts: `provider-wire-formats.md` §1–§6).
 
+use std::borrow::Cow;
+
 use llm_core::{ErrorKind, LlmError, Usage};
 use serde_json::{Map, Value, json};
 
@@ -222,8 +224,118 @@ fn malformed(kind: ProviderKind, what: &str) -> LlmError {
     .with_provider(kind.name())
 }
 
+/// An OpenAI-style completion in its usual shape, read straight into typed fields: the fast
+/// path of [`parse_response`]. Any other shape (an error object, a field of another type,
+/// duplicate keys) fails to deserialize and is read through a [`Value`] instead, so the
+/// result never differs from the general path's.
+#[derive(serde::Deserialize)]
+struct OpenAiCompletion<'a> {
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    choices: Vec<OpenAiChoice<'a>>,
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    // Present and not null: an error in a 200 body, for the general path to read.
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenAiChoice<'a> {
+    #[serde(default, borrow)]
+    message: Option<OpenAiMessage<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenAiMessage<'a> {
+    #[serde(default, borrow)]
+    content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    refusal: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    total_tokens: Option<u64>,
+}
+
+/// `body` read through [`OpenAiCompletion`], or `None` when it is not in that shape.
+fn parse_openai_fast(
+    provider: &std::sync::Arc<str>,
+    requested_model: &str,
+    body: &[u8],
+) -> Option<ChatResponse> {
+    // serde would also read a struct from a JSON array, field by field: objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    let parsed: OpenAiCompletion<'_> = serde_json::from_slice(body).ok()?;
+    if parsed.error.is_some() {
+        return None;
+    }
+    let choice = parsed.choices.into_iter().next()?;
+    let non_empty = |s: Option<Cow<'_, str>>| s.filter(|s| !s.is_empty()).map(Cow::into_owned);
+    let mut res = ChatResponse::new(
+        provider.clone(),
+        non_empty(parsed.model).unwrap_or_else(|| requested_model.to_owned()),
+        String::new(),
+    );
+    if let Some(message) = choice.message {
+        if let Some(text) = message.content.or(message.refusal) {
+            res.text = text.into_owned();
+        }
+    }
+    res.finish_reason = choice
+        .finish_reason
+        .as_deref()
+        .map(FinishReason::from_provider);
+    res.usage = parsed.usage.map(|usage| {
+        let mut u = Usage::new(
+            usage.prompt_tokens.unwrap_or(0),
+            usage.completion_tokens.unwrap_or(0),
+        );
+        if let Some(total) = usage.total_tokens {
+            u.total_tokens = total;
+        }
+        u
+    });
+    res.id = non_empty(parsed.id);
+    Some(res)
+}
+
 /// Reads a complete (non-streaming) response body.
 pub(crate) fn parse_response(
+    kind: ProviderKind,
+    provider: &std::sync::Arc<str>,
+    requested_model: &str,
+    body: &[u8],
+) -> Result<ChatResponse, LlmError> {
+    if matches!(
+        kind,
+        ProviderKind::OpenAi
+            | ProviderKind::Azure
+            | ProviderKind::OpenRouter
+            | ProviderKind::OpenAiCompatible
+    ) {
+        if let Some(res) = parse_openai_fast(provider, requested_model, body) {
+            return Ok(res);
+        }
+    }
+    parse_value(kind, provider, requested_model, body)
+}
+
+/// [`parse_response`] through a [`Value`]: every provider, every shape.
+fn parse_value(
     kind: ProviderKind,
     provider: &std::sync::Arc<str>,
     requested_model: &str,
@@ -539,6 +651,147 @@ pub(crate) fn error_body(v: &Value) -> Option<ErrorBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A JSON field: mostly one of `usual`, sometimes absent or one of `odd`.
+    fn field(usual: Vec<Value>, odd: Vec<Value>) -> BoxedStrategy<Option<Value>> {
+        prop_oneof![
+            6 => prop::sample::select(usual).prop_map(Some),
+            1 => Just(None),
+            1 => prop::sample::select(odd).prop_map(Some),
+        ]
+        .boxed()
+    }
+
+    fn object(fields: Vec<(&'static str, Option<Value>)>) -> Value {
+        let present = fields
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v?)));
+        Value::Object(present.collect())
+    }
+
+    /// Completion bodies, mostly in the usual shape, with odd types, nulls, missing fields
+    /// and errors mixed in.
+    fn completion_bodies() -> impl Strategy<Value = String> {
+        let text = || {
+            field(
+                vec![json!("Hello"), json!(""), json!("esc\"aped\n"), Value::Null],
+                vec![json!(3), json!([{"type": "text", "text": "parts"}])],
+            )
+        };
+        let count = || {
+            field(
+                vec![json!(7), json!(0), Value::Null],
+                vec![json!(7.5), json!(-1)],
+            )
+        };
+        let message = (text(), text()).prop_map(|(content, refusal)| {
+            object(vec![("content", content), ("refusal", refusal)])
+        });
+        let choice = (
+            prop_oneof![
+                6 => message.prop_map(Some),
+                1 => Just(None),
+                1 => Just(Some(Value::Null)),
+                1 => Just(Some(json!("x"))),
+            ],
+            field(
+                vec![json!("stop"), json!("length"), Value::Null],
+                vec![json!(1)],
+            ),
+        )
+            .prop_map(|(message, finish)| {
+                object(vec![("message", message), ("finish_reason", finish)])
+            });
+        let usage = (count(), count(), count()).prop_map(|(p, c, t)| {
+            object(vec![
+                ("prompt_tokens", p),
+                ("completion_tokens", c),
+                ("total_tokens", t),
+            ])
+        });
+        let choices = prop_oneof![
+            6 => prop::collection::vec(choice, 1..3).prop_map(|c| Some(Value::Array(c))),
+            1 => Just(None),
+            1 => Just(Some(json!([]))),
+            1 => Just(Some(json!({"0": {"message": {"content": "keyed"}}}))),
+        ];
+        let usage = prop_oneof![
+            6 => usage.prop_map(Some),
+            1 => Just(None),
+            1 => Just(Some(Value::Null)),
+            1 => Just(Some(json!(5))),
+        ];
+        let error = prop_oneof![
+            6 => Just(None),
+            1 => Just(Some(Value::Null)),
+            1 => Just(Some(json!("overloaded"))),
+            1 => Just(Some(json!({"message": "busy", "type": "server_error", "code": 503}))),
+            1 => Just(Some(json!(1))),
+        ];
+        (
+            text(),
+            text(),
+            choices,
+            usage,
+            error,
+            prop::bool::weighted(0.1),
+        )
+            .prop_map(|(id, model, choices, usage, error, as_array)| {
+                let body = object(vec![
+                    ("id", id),
+                    ("model", model),
+                    ("choices", choices),
+                    ("usage", usage),
+                    ("error", error),
+                ]);
+                if as_array {
+                    // The fields in declaration order, as serde would read a struct from an
+                    // array.
+                    let fields = ["id", "model", "choices", "usage", "error"];
+                    let values = fields.iter().filter_map(|f| body.get(f).cloned());
+                    Value::Array(values.collect()).to_string()
+                } else {
+                    body.to_string()
+                }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// The typed fast path answers exactly as the general path does, or leaves the body
+        /// to it.
+        #[test]
+        fn the_fast_path_never_differs_from_the_general_path(body in completion_bodies()) {
+            let provider: std::sync::Arc<str> = "p".into();
+            for kind in ProviderKind::ALL {
+                let general = parse_value(kind, &provider, "asked", body.as_bytes());
+                let answer = parse_response(kind, &provider, "asked", body.as_bytes());
+                prop_assert_eq!(
+                    format!("{answer:?}"),
+                    format!("{general:?}"),
+                    "{:?} on {}",
+                    kind,
+                    body
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fast_path_reads_a_usual_completion() {
+        let body = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12}}"#;
+        let provider: std::sync::Arc<str> = "p".into();
+        let fast = parse_openai_fast(&provider, "asked", body).expect("the usual shape");
+        assert_eq!(fast.text, "Hi!");
+        assert_eq!(fast.model, "gpt-4o-mini");
+        assert_eq!(fast.id.as_deref(), Some("chatcmpl-1"));
+        assert_eq!(fast.finish_reason, Some(FinishReason::Stop));
+        assert_eq!(fast.usage.map(|u| u.total_tokens), Some(12));
+        let general = parse_value(ProviderKind::OpenAi, &provider, "asked", body);
+        assert_eq!(Some(fast), general.ok());
+    }
 
     #[test]
     fn anthropic_usage_is_cumulative_not_added() {

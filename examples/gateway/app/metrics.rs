@@ -37,6 +37,8 @@ struct Inner {
     tokens: Family<Labels<2>, Counter>,
     stream_interruptions: Family<Labels<1>, Counter>,
     stream_recoveries: Family<Labels<4>, Counter>,
+    // The 200 count and the latency of each of `HOT_ENDPOINTS`, looked up once.
+    hot_requests: [(Counter, Histogram); 2],
 }
 
 /// A metric registered under `name`, with its help text.
@@ -50,7 +52,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("gateway");
         let r = &mut registry;
         let histograms = || Histograms::new_with_constructor(latency_histogram);
-        let requests = register(
+        let requests: Family<Labels<2>, Counter> = register(
             r,
             "requests",
             "Gateway requests by endpoint and HTTP status",
@@ -122,8 +124,18 @@ impl Default for Metrics {
             "Broken streams repaired (outcome recovered) or not (outcome: why)",
             Family::default(),
         );
+        let hot_requests = HOT_ENDPOINTS.map(|endpoint| {
+            let ok = [("endpoint", endpoint.to_owned()), ("status", "200".to_owned())];
+            (
+                requests.get_or_create(&ok).clone(),
+                request_seconds
+                    .get_or_create(&[("endpoint", endpoint.to_owned())])
+                    .clone(),
+            )
+        });
         Metrics {
             inner: Arc::new(Inner {
+                hot_requests,
                 registry,
                 requests,
                 request_seconds,
@@ -142,10 +154,69 @@ impl Default for Metrics {
     }
 }
 
+/// The series one provider's successful attempts touch, looked up once: a lookup in a
+/// family allocates its labels and takes a lock, on every call.
+#[derive(Clone)]
+pub(crate) struct ProviderSeries {
+    name: Arc<str>,
+    attempts_ok: Counter,
+    attempt_seconds: Histogram,
+    input_tokens: Counter,
+    output_tokens: Counter,
+}
+
+impl ProviderSeries {
+    /// One attempt ended with `outcome` after `elapsed`.
+    pub(crate) fn attempt(&self, metrics: &Metrics, outcome: &str, elapsed: Duration) {
+        if outcome == "ok" {
+            self.attempts_ok.inc();
+            self.attempt_seconds.observe(elapsed.as_secs_f64());
+        } else {
+            metrics.attempt(&self.name, outcome, elapsed);
+        }
+    }
+
+    /// The provider reported `input` and `output` tokens.
+    pub(crate) fn tokens(&self, input: u64, output: u64) {
+        self.input_tokens.inc_by(input);
+        self.output_tokens.inc_by(output);
+    }
+}
+
+/// The endpoints whose successes are counted through series looked up once.
+const HOT_ENDPOINTS: [&str; 2] = ["/v1/chat/completions", "/api/chat"];
+
 impl Metrics {
+    /// The series of `provider`'s successful attempts.
+    pub(crate) fn provider_series(&self, provider: &Arc<str>) -> ProviderSeries {
+        let inner = &self.inner;
+        let label = || ("provider", provider.to_string());
+        let tokens = |direction: &str| {
+            let labels = [label(), ("type", direction.to_owned())];
+            inner.tokens.get_or_create(&labels).clone()
+        };
+        ProviderSeries {
+            name: provider.clone(),
+            attempts_ok: (inner.attempts)
+                .get_or_create(&[label(), ("outcome", "ok".to_owned())])
+                .clone(),
+            attempt_seconds: inner.attempt_seconds.get_or_create(&[label()]).clone(),
+            input_tokens: tokens("input"),
+            output_tokens: tokens("output"),
+        }
+    }
+
     /// A request to `endpoint` answered `status` after `elapsed`.
     pub(crate) fn request(&self, endpoint: &'static str, status: u16, elapsed: Duration) {
         let inner = &self.inner;
+        if status == 200 {
+            if let Some(i) = HOT_ENDPOINTS.iter().position(|e| *e == endpoint) {
+                let (ok, seconds) = &inner.hot_requests[i];
+                ok.inc();
+                seconds.observe(elapsed.as_secs_f64());
+                return;
+            }
+        }
         inner
             .requests
             .get_or_create(&[
@@ -221,19 +292,6 @@ impl Metrics {
             .limiter_rejections
             .get_or_create(&[("provider", provider.to_owned())])
             .inc();
-    }
-
-    /// `provider` reported `input` and `output` tokens.
-    pub(crate) fn tokens(&self, provider: &str, input: u64, output: u64) {
-        for (direction, count) in [("input", input), ("output", output)] {
-            self.inner
-                .tokens
-                .get_or_create(&[
-                    ("provider", provider.to_owned()),
-                    ("type", direction.to_owned()),
-                ])
-                .inc_by(count);
-        }
     }
 
     /// A stream from `provider` broke after its first chunk.

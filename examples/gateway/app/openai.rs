@@ -148,23 +148,22 @@ impl CompletionRequest {
 
 /// OpenAI's name for a finish reason.
 pub(crate) fn finish_reason(reason: Option<&FinishReason>) -> Value {
-    match reason {
-        None => Value::Null,
-        Some(FinishReason::Stop) => json!("stop"),
-        Some(FinishReason::Length | FinishReason::ContextWindow) => json!("length"),
-        Some(FinishReason::ContentFilter) => json!("content_filter"),
-        Some(FinishReason::ToolCalls) => json!("tool_calls"),
-        Some(FinishReason::Other(other)) => json!(other),
-        Some(_) => json!("stop"),
-    }
+    finish_reason_str(reason).map_or(Value::Null, Value::from)
+}
+
+fn finish_reason_str(reason: Option<&FinishReason>) -> Option<&str> {
+    Some(match reason? {
+        FinishReason::Stop => "stop",
+        FinishReason::Length | FinishReason::ContextWindow => "length",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::Other(other) => other,
+        _ => "stop",
+    })
 }
 
 fn usage_json(usage: Usage) -> Value {
-    json!({
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-    })
+    json!(CompletionUsage::from(usage))
 }
 
 /// Seconds since the epoch, for `created`.
@@ -175,23 +174,66 @@ pub(crate) fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// A `chat.completion` object for `answer`.
-pub(crate) fn completion(id: &str, answer: &ChatResponse) -> Value {
-    let mut body = json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": unix_now(),
-        "model": answer.model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answer.text},
-            "finish_reason": finish_reason(answer.finish_reason.as_ref()),
-        }],
-    });
-    if let Some(usage) = answer.usage {
-        body["usage"] = usage_json(usage);
+/// A `chat.completion` object for `answer`, serialized straight from the answer (no
+/// intermediate `Value`: this is every non-streaming response).
+#[derive(serde::Serialize)]
+pub(crate) struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [CompletionChoice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<CompletionUsage>,
+}
+
+#[derive(serde::Serialize)]
+struct CompletionChoice<'a> {
+    index: u32,
+    message: CompletionMessage<'a>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct CompletionMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct CompletionUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<Usage> for CompletionUsage {
+    fn from(usage: Usage) -> Self {
+        CompletionUsage {
+            prompt_tokens: usage.input_tokens,
+            completion_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+        }
     }
-    body
+}
+
+/// A `chat.completion` object for `answer`.
+pub(crate) fn completion<'a>(id: &'a str, answer: &'a ChatResponse) -> Completion<'a> {
+    Completion {
+        id,
+        object: "chat.completion",
+        created: unix_now(),
+        model: &answer.model,
+        choices: [CompletionChoice {
+            index: 0,
+            message: CompletionMessage {
+                role: "assistant",
+                content: &answer.text,
+            },
+            finish_reason: finish_reason_str(answer.finish_reason.as_ref()),
+        }],
+        usage: answer.usage.map(CompletionUsage::from),
+    }
 }
 
 /// One `chat.completion.chunk` for `chunk`; the first carries the assistant role.

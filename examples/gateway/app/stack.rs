@@ -34,7 +34,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use super::config::ProviderSettings;
-use super::metrics::Metrics;
+use super::metrics::{Metrics, ProviderSeries};
 
 /// A complete-answer service: one provider's stack, or a chain of them.
 pub(crate) type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
@@ -116,6 +116,7 @@ impl<S> Layer<S> for RecordLayer {
         Recorded {
             inner,
             provider: self.provider.clone(),
+            series: self.metrics.provider_series(&self.provider),
             metrics: self.metrics.clone(),
         }
     }
@@ -126,6 +127,7 @@ impl<S> Layer<S> for RecordLayer {
 pub(crate) struct Recorded<S> {
     inner: S,
     provider: Arc<str>,
+    series: ProviderSeries,
     metrics: Metrics,
 }
 
@@ -148,6 +150,7 @@ where
         let model = request.model().to_owned();
         let provider = self.provider.clone();
         let metrics = self.metrics.clone();
+        let series = self.series.clone();
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -161,13 +164,13 @@ where
                     Some(err.to_string()),
                 ),
             };
-            metrics.attempt(&provider, outcome, elapsed);
+            series.attempt(&metrics, outcome, elapsed);
             if let Ok(answer) = &mut result {
                 let metrics = metrics.clone();
                 let provider = provider.clone();
                 answer.when_done(Box::new(move |usage, broke| {
                     if let Some(usage) = usage {
-                        metrics.tokens(&provider, usage.input_tokens, usage.output_tokens);
+                        series.tokens(usage.input_tokens, usage.output_tokens);
                     }
                     if broke {
                         metrics.stream_interrupted(&provider);
