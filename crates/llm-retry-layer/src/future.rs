@@ -5,16 +5,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use llm_core::{Classify, RequestExtensions, ResponseMetadata};
+use llm_core::{Classify, ErrorKind, Outcome, RequestExtensions, ResponseMetadata};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use crate::policy::{Attempted, GiveUp, GiveUpReason, RetryEvent};
+use crate::policy::{Attempted, GiveUp, GiveUpReason, Policy, RetryEvent};
 use crate::service::Retry;
 use llm_core::CloneRequest;
 
 pin_project! {
+    #[project = ResponseFutureProj]
     /// The future of a [`Retry`] call: an attempt, a wait, readiness, the next attempt.
     pub struct ResponseFuture<S, Req, C, R>
     where
@@ -36,8 +37,9 @@ pin_project! {
     enum State<F> {
         // An attempt is in flight.
         Called { #[pin] future: F },
-        // Waiting out the delay before the next attempt.
-        Waiting { #[pin] sleep: Sleep },
+        // Waiting out the delay before the next attempt (boxed: a `Sleep` is most of the
+        // future's size, and only retries need one).
+        Waiting { sleep: Pin<Box<Sleep>> },
         // Waiting for the inner service to be ready for the next attempt.
         Readying,
     }
@@ -86,95 +88,189 @@ where
     type Output = Result<S::Response, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // NOTE: the first attempt's success is most calls: it is handled here, and all else
+        // out of line, so that this stays a handful of instructions.
         let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Called { future } => {
-                    let mut result = ready!(future.poll(cx));
-                    let outcome = this.retry.classifier.classify(result.as_ref());
-                    let attempts = *this.attempts;
-                    let Some(kind) = outcome.kind() else {
-                        record_attempts(&mut result, attempts);
-                        return Poll::Ready(result);
-                    };
-                    let policy = &*this.retry.policy;
-                    let decision = match this.request.as_ref() {
-                        None => Err(GiveUpReason::NotCloneable),
-                        Some(request) => {
-                            let attempted = Attempted {
-                                attempts,
-                                previous_delay: *this.previous_delay,
-                                started: *this.started,
-                                deadline: request.deadline(),
-                                remaining_targets: request.remaining_targets(),
-                                attempt_budget: request.attempt_budget(),
-                            };
-                            let unit = if policy.jitter == llm_core::backoff::Jitter::None {
-                                0.0
-                            } else {
-                                fastrand::f64()
-                            };
-                            policy.decide(&outcome, kind, &attempted, Instant::now(), unit)
-                        }
-                    };
-                    match decision {
-                        Ok(delay) => {
-                            let event = RetryEvent {
-                                attempt: attempts + 1,
-                                delay,
-                                kind,
-                                retry_after: outcome.retry_after(),
-                            };
-                            tracing::debug!(
-                                attempt = event.attempt,
-                                delay_ms = delay.as_millis() as u64,
-                                error.kind = kind.as_str(),
-                                "retrying after failed attempt"
-                            );
-                            if let Some(hook) = &policy.on_retry {
-                                hook(&event);
-                            }
-                            *this.previous_delay = delay;
-                            drop(result);
-                            if delay.is_zero() {
-                                this.state.set(State::Readying);
-                            } else {
-                                this.state.set(State::Waiting {
-                                    sleep: tokio::time::sleep(delay),
-                                });
-                            }
-                        }
-                        Err(reason) => {
-                            give_up(
-                                policy,
-                                GiveUp {
-                                    attempts,
-                                    kind,
-                                    reason,
-                                },
-                            );
-                            record_attempts(&mut result, attempts);
-                            return Poll::Ready(result);
-                        }
-                    }
+        if let StateProj::Called { future } = this.state.as_mut().project() {
+            let mut result = ready!(future.poll(cx));
+            let outcome = this.retry.classifier.classify(result.as_ref());
+            let Some(kind) = outcome.kind() else {
+                record_attempts(&mut result, *this.attempts);
+                return Poll::Ready(result);
+            };
+            if let Some(result) = after_failure(&mut this, result, &outcome, kind) {
+                return Poll::Ready(result);
+            }
+        }
+        poll_retrying(&mut this, cx)
+    }
+}
+
+/// Either the failed `result` to return (the layer gave up), or `None` with the state set
+/// to wait for the next attempt.
+#[cold]
+#[inline(never)]
+fn after_failure<S, Req, C, R>(
+    this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+    mut result: Result<S::Response, S::Error>,
+    outcome: &Outcome,
+    kind: ErrorKind,
+) -> Option<Result<S::Response, S::Error>>
+where
+    S: Service<Req>,
+    S::Response: ResponseMetadata,
+    Req: RequestExtensions,
+{
+    let attempts = *this.attempts;
+    let failed = Failed {
+        outcome,
+        kind,
+        attempts,
+        previous_delay: *this.previous_delay,
+        started: *this.started,
+    };
+    match failed.decide(&this.retry.policy, this.request.as_ref()) {
+        Ok(delay) => {
+            *this.previous_delay = delay;
+            drop(result);
+            if delay.is_zero() {
+                this.state.set(State::Readying);
+            } else {
+                this.state.set(State::Waiting {
+                    sleep: Box::pin(tokio::time::sleep(delay)),
+                });
+            }
+            None
+        }
+        Err(()) => {
+            record_attempts(&mut result, attempts);
+            Some(result)
+        }
+    }
+}
+
+/// The retries: a wait, readiness, the next attempt, its result.
+#[inline(never)]
+fn poll_retrying<S, Req, C, R>(
+    this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<S::Response, S::Error>>
+where
+    S: Service<Req>,
+    S::Response: ResponseMetadata,
+    C: Classify<S::Response, S::Error>,
+    R: CloneRequest<Req>,
+    Req: RequestExtensions,
+{
+    loop {
+        match this.state.as_mut().project() {
+            StateProj::Called { future } => {
+                let mut result = ready!(future.poll(cx));
+                let outcome = this.retry.classifier.classify(result.as_ref());
+                let Some(kind) = outcome.kind() else {
+                    record_attempts(&mut result, *this.attempts);
+                    return Poll::Ready(result);
+                };
+                if let Some(result) = after_failure(this, result, &outcome, kind) {
+                    return Poll::Ready(result);
                 }
-                StateProj::Waiting { sleep } => {
-                    ready!(sleep.poll(cx));
-                    this.state.set(State::Readying);
+            }
+            StateProj::Waiting { sleep } => {
+                ready!(sleep.as_mut().poll(cx));
+                this.state.set(State::Readying);
+            }
+            StateProj::Readying => {
+                // NOTE: the clone held here was never polled; tower's contract asks for
+                // readiness before every call, and a retry is a call.
+                ready!(this.retry.inner.poll_ready(cx))?;
+                let request = this
+                    .request
+                    .take()
+                    .expect("a retry is only scheduled with a request copy");
+                *this.request = this.retry.cloner.clone_request(&request);
+                *this.attempts += 1;
+                let future = this.retry.inner.call(request);
+                this.state.set(State::Called { future });
+            }
+        }
+    }
+}
+
+/// A failed attempt, as the retry decision sees it.
+struct Failed<'a> {
+    outcome: &'a Outcome,
+    kind: ErrorKind,
+    attempts: u32,
+    previous_delay: Duration,
+    started: Option<Instant>,
+}
+
+impl Failed<'_> {
+    /// The delay before the next attempt, or `Err` once the layer gave up (reported).
+    // NOTE: out of line and cold: the success path of `poll` stays small (fewer registers
+    // saved, a smaller frame), and it is most calls.
+    #[cold]
+    #[inline(never)]
+    fn decide<Req: RequestExtensions>(
+        self,
+        policy: &Policy,
+        request: Option<&Req>,
+    ) -> Result<Duration, ()> {
+        let Failed {
+            outcome,
+            kind,
+            attempts,
+            previous_delay,
+            started,
+        } = self;
+        let decision = match request {
+            None => Err(GiveUpReason::NotCloneable),
+            Some(request) => {
+                let attempted = Attempted {
+                    attempts,
+                    previous_delay,
+                    started,
+                    deadline: request.deadline(),
+                    remaining_targets: request.remaining_targets(),
+                    attempt_budget: request.attempt_budget(),
+                };
+                let unit = if policy.jitter == llm_core::backoff::Jitter::None {
+                    0.0
+                } else {
+                    fastrand::f64()
+                };
+                policy.decide(outcome, kind, &attempted, Instant::now(), unit)
+            }
+        };
+        match decision {
+            Ok(delay) => {
+                let event = RetryEvent {
+                    attempt: attempts + 1,
+                    delay,
+                    kind,
+                    retry_after: outcome.retry_after(),
+                };
+                tracing::debug!(
+                    attempt = event.attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    error.kind = kind.as_str(),
+                    "retrying after failed attempt"
+                );
+                if let Some(hook) = &policy.on_retry {
+                    hook(&event);
                 }
-                StateProj::Readying => {
-                    // NOTE: the clone held here was never polled; tower's contract asks for
-                    // readiness before every call, and a retry is a call.
-                    ready!(this.retry.inner.poll_ready(cx))?;
-                    let request = this
-                        .request
-                        .take()
-                        .expect("a retry is only scheduled with a request copy");
-                    *this.request = this.retry.cloner.clone_request(&request);
-                    *this.attempts += 1;
-                    let future = this.retry.inner.call(request);
-                    this.state.set(State::Called { future });
-                }
+                Ok(delay)
+            }
+            Err(reason) => {
+                give_up(
+                    policy,
+                    GiveUp {
+                        attempts,
+                        kind,
+                        reason,
+                    },
+                );
+                Err(())
             }
         }
     }
@@ -192,7 +288,7 @@ fn record_attempts<T: ResponseMetadata, E>(result: &mut Result<T, E>, attempts: 
     }
 }
 
-fn give_up(policy: &crate::policy::Policy, event: GiveUp) {
+fn give_up(policy: &Policy, event: GiveUp) {
     match event.reason {
         GiveUpReason::NotRetryable | GiveUpReason::HandedOver => tracing::debug!(
             attempts = event.attempts,

@@ -125,7 +125,10 @@ impl Default for Metrics {
             Family::default(),
         );
         let hot_requests = HOT_ENDPOINTS.map(|endpoint| {
-            let ok = [("endpoint", endpoint.to_owned()), ("status", "200".to_owned())];
+            let ok = [
+                ("endpoint", endpoint.to_owned()),
+                ("status", "200".to_owned()),
+            ];
             (
                 requests.get_or_create(&ok).clone(),
                 request_seconds

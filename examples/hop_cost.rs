@@ -1,0 +1,120 @@
+//! Runs N calls through one layer, each polled once on its success path (as `benches/hops.rs`
+//! does), for counting instructions under callgrind: wall-clock nanoseconds on a shared VM
+//! move by a third between runs, instruction counts repeat exactly.
+//!
+//! `bash benches/instructions.sh hops` builds this and prints instructions per call.
+//!
+//! Usage: `hop_cost <contender> <N>`, contenders `ours` (`RetryLayer::standard()`),
+//! `ours-no-budget`, `tower` (tower's retry, no budget), `breaker`, `fallback` (two targets,
+//! the first answers), `ratelimit` (tokio clock, reject mode), `stack` (fallback over retry →
+//! breaker → rate limit) and `bare` (the inner service alone).
+
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use llm_testkit::ReadyService;
+use llm_tower::prelude::*;
+use llm_tower::ratelimit::{Mode, Rate, RateLimitConfig};
+use tower::{Layer, Service};
+
+#[derive(Clone, Copy)]
+struct RetryErrors {
+    left: u32,
+}
+impl tower::retry::Policy<u32, (), LlmError> for RetryErrors {
+    type Future = Ready<()>;
+    fn retry(&mut self, _: &mut u32, result: &mut Result<(), LlmError>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(err) if err.kind().is_retryable() && self.left > 0 => {
+                self.left -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+    fn clone_request(&mut self, req: &u32) -> Option<u32> {
+        Some(*req)
+    }
+}
+
+#[inline(never)]
+fn hop<S: Service<u32, Response = ()>>(svc: &mut S, cx: &mut Context<'_>) {
+    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
+    let fut = pin!(svc.call(black_box(7)));
+    match Future::poll(fut, cx) {
+        Poll::Ready(Ok(response)) => black_box(response),
+        _ => panic!("ready"),
+    }
+}
+
+fn run<S: Service<u32, Response = ()>>(mut svc: S, n: u64) {
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..n {
+        hop(&mut svc, &mut cx);
+    }
+}
+
+/// A limit no loop reaches, in reject mode.
+fn limiter() -> RateLimitLayer {
+    let config = RateLimitConfig {
+        requests: Some(Rate {
+            limit: 1_000_000_000,
+            per: std::time::Duration::from_secs(10),
+            burst: None,
+        }),
+        mode: Mode::Reject,
+        ..RateLimitConfig::default()
+    };
+    RateLimitLayer::new(config).expect("valid")
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let contender = args.next().expect("a contender");
+    let n: u64 = args.next().and_then(|n| n.parse().ok()).expect("N");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let _guard = runtime.enter();
+    let instant = ReadyService::new(());
+    match contender.as_str() {
+        "ours" => run(RetryLayer::standard().layer(instant), n),
+        "ours-no-budget" => run(
+            RetryLayer::builder()
+                .no_budget()
+                .build()
+                .expect("valid")
+                .layer(instant),
+            n,
+        ),
+        "tower" => run(
+            tower::retry::RetryLayer::new(RetryErrors { left: 3 }).layer(instant),
+            n,
+        ),
+        "breaker" => run(BreakerLayer::standard().layer(instant), n),
+        "fallback" => run(
+            Fallback::builder(vec![
+                Target::new("primary", instant),
+                Target::new("backup", instant),
+            ])
+            .build()
+            .expect("valid"),
+            n,
+        ),
+        "ratelimit" => run(limiter().layer(instant), n),
+        "stack" => {
+            let target = |name: &'static str| {
+                let limited = limiter().layer(instant);
+                let stack = RetryLayer::standard().layer(BreakerLayer::standard().layer(limited));
+                Target::new(name, stack)
+            };
+            let fallback = Fallback::builder(vec![target("primary"), target("backup")]);
+            run(fallback.build().expect("valid"), n);
+        }
+        _ => run(instant, n),
+    }
+}
