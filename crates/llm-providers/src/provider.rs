@@ -736,13 +736,14 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
         "provider call"
     );
     let call = async {
-        let res = inner
+        let mut res = inner
             .request(&req, false)?
             .send()
             .await
             .map_err(|err| errors::from_transport(kind, err))?;
         let status = res.status();
-        let headers = res.headers().clone();
+        // Taken, not cloned: reading the body needs none of them.
+        let headers = std::mem::take(res.headers_mut());
         let body = res
             .bytes()
             .await
@@ -897,12 +898,13 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
         .with_provider(inner.name.to_string())
     };
     let request = inner.request(&req, true)?;
-    let res = tokio::time::timeout_at(started + first_token, request.send())
+    let mut res = tokio::time::timeout_at(started + first_token, request.send())
         .await
         .map_err(|_| timeout_error())?
         .map_err(|err| named(errors::from_transport(kind, err), &inner))?;
     let status = res.status();
-    let headers = res.headers().clone();
+    // Taken, not cloned: reading the body needs none of them.
+    let headers = std::mem::take(res.headers_mut());
     if !status.is_success() {
         let body = tokio::time::timeout_at(started + first_token, res.bytes())
             .await
