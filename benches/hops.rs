@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
 use std::time::Duration;
-use support::{hop, unlimited};
+use support::{RetryErrors, hop, unlimited};
 
 use tower::{Layer, Service, ServiceExt};
 
@@ -29,29 +29,6 @@ const INSTANT: ReadyService<()> = ReadyService::new(());
 /// The request: a number, which carries no extensions and is free to copy — the bench
 /// measures the layer, not the request.
 type Ping = u32;
-
-/// tower's own retry, configured to do the same work on success: copy the request, call,
-/// look at the result, return it.
-#[derive(Clone, Copy)]
-struct RetryErrors {
-    left: u32,
-}
-impl tower::retry::Policy<Ping, (), LlmError> for RetryErrors {
-    type Future = Ready<()>;
-    fn retry(&mut self, _: &mut Ping, result: &mut Result<(), LlmError>) -> Option<Self::Future> {
-        match result {
-            Ok(_) => None,
-            Err(err) if err.kind().is_retryable() && self.left > 0 => {
-                self.left -= 1;
-                Some(ready(()))
-            }
-            Err(_) => None,
-        }
-    }
-    fn clone_request(&mut self, req: &Ping) -> Option<Ping> {
-        Some(*req)
-    }
-}
 
 /// tower's retry with its own retry budget (`TpsBudget`), as `RetryLayer::standard()` has
 /// one: a success deposits, a retry withdraws. The policy holds the budget in an `Arc`, so

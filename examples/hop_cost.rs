@@ -9,48 +9,22 @@
 //! the first answers), `ratelimit` (tokio clock, reject mode), `stack` (fallback over retry →
 //! breaker → rate limit) and `bare` (the inner service alone).
 
-use std::future::{Future, Ready, ready};
-use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
 use llm_tower::ratelimit::{Mode, Rate, RateLimitConfig};
 use tower::{Layer, Service};
 
-#[derive(Clone, Copy)]
-struct RetryErrors {
-    left: u32,
-}
-impl tower::retry::Policy<u32, (), LlmError> for RetryErrors {
-    type Future = Ready<()>;
-    fn retry(&mut self, _: &mut u32, result: &mut Result<(), LlmError>) -> Option<Self::Future> {
-        match result {
-            Ok(_) => None,
-            Err(err) if err.kind().is_retryable() && self.left > 0 => {
-                self.left -= 1;
-                Some(ready(()))
-            }
-            Err(_) => None,
-        }
-    }
-    fn clone_request(&mut self, req: &u32) -> Option<u32> {
-        Some(*req)
-    }
-}
+// The benches' own `hop` and tower policy: the counts describe what criterion times.
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{RetryErrors, hop};
 
-#[inline(never)]
-fn hop<S: Service<u32, Response = ()>>(svc: &mut S, cx: &mut Context<'_>) {
-    assert!(matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))));
-    let fut = pin!(svc.call(black_box(7)));
-    match Future::poll(fut, cx) {
-        Poll::Ready(Ok(response)) => black_box(response),
-        _ => panic!("ready"),
-    }
-}
-
-fn run<S: Service<u32, Response = ()>>(mut svc: S, n: u64) {
+fn run<S: Service<u32, Response = ()>>(mut svc: S, n: u64)
+where
+    S::Error: std::fmt::Debug,
+{
     let mut cx = Context::from_waker(Waker::noop());
     for _ in 0..n {
         hop(&mut svc, &mut cx);

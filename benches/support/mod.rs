@@ -1,14 +1,16 @@
-//! What the benches share: one call through a service, a limit no loop reaches, and a
-//! loop run by both cores at once.
+//! What the benches (and `examples/hop_cost.rs`) share: one call through a service, a limit
+//! no loop reaches, a loop run by both cores at once, and tower's retry policy doing our
+//! retry layer's work on success.
 #![allow(dead_code, unreachable_pub)]
 
-use std::future::Future;
+use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use criterion::Bencher;
+use llm_tower::LlmError;
 use llm_tower::ratelimit::{Mode, Rate, RateLimitConfig};
 use tower::Service;
 
@@ -55,4 +57,27 @@ pub fn contended(b: &mut Bencher<'_>, threads: usize, admit: impl Fn() + Sync) {
         });
         start.elapsed() / threads as u32
     });
+}
+
+/// tower's own retry, configured to do the same work on success: copy the request, call,
+/// look at the result, return it.
+#[derive(Clone, Copy)]
+pub struct RetryErrors {
+    pub left: u32,
+}
+impl tower::retry::Policy<u32, (), LlmError> for RetryErrors {
+    type Future = Ready<()>;
+    fn retry(&mut self, _: &mut u32, result: &mut Result<(), LlmError>) -> Option<Self::Future> {
+        match result {
+            Ok(_) => None,
+            Err(err) if err.kind().is_retryable() && self.left > 0 => {
+                self.left -= 1;
+                Some(ready(()))
+            }
+            Err(_) => None,
+        }
+    }
+    fn clone_request(&mut self, req: &u32) -> Option<u32> {
+        Some(*req)
+    }
 }

@@ -92,18 +92,34 @@ where
         // out of line, so that this stays a handful of instructions.
         let mut this = self.project();
         if let StateProj::Called { future } = this.state.as_mut().project() {
-            let mut result = ready!(future.poll(cx));
-            let outcome = this.retry.classifier.classify(result.as_ref());
-            let Some(kind) = outcome.kind() else {
-                record_attempts(&mut result, *this.attempts);
-                return Poll::Ready(result);
-            };
-            if let Some(result) = after_failure(&mut this, result, &outcome, kind) {
+            let result = ready!(future.poll(cx));
+            if let Some(result) = settle(&mut this, result) {
                 return Poll::Ready(result);
             }
         }
         poll_retrying(&mut this, cx)
     }
+}
+
+/// An attempt's result: `Some` to return it (a success, or the layer gave up), `None` with
+/// the next attempt scheduled.
+#[inline(always)]
+fn settle<S, Req, C, R>(
+    this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+    mut result: Result<S::Response, S::Error>,
+) -> Option<Result<S::Response, S::Error>>
+where
+    S: Service<Req>,
+    S::Response: ResponseMetadata,
+    C: Classify<S::Response, S::Error>,
+    Req: RequestExtensions,
+{
+    let outcome = this.retry.classifier.classify(result.as_ref());
+    let Some(kind) = outcome.kind() else {
+        record_attempts(&mut result, *this.attempts);
+        return Some(result);
+    };
+    after_failure(this, result, &outcome, kind)
 }
 
 /// Either the failed `result` to return (the layer gave up), or `None` with the state set
@@ -165,13 +181,8 @@ where
     loop {
         match this.state.as_mut().project() {
             StateProj::Called { future } => {
-                let mut result = ready!(future.poll(cx));
-                let outcome = this.retry.classifier.classify(result.as_ref());
-                let Some(kind) = outcome.kind() else {
-                    record_attempts(&mut result, *this.attempts);
-                    return Poll::Ready(result);
-                };
-                if let Some(result) = after_failure(this, result, &outcome, kind) {
+                let result = ready!(future.poll(cx));
+                if let Some(result) = settle(this, result) {
                     return Poll::Ready(result);
                 }
             }
