@@ -27,20 +27,12 @@ use crate::store::{RateLimitStore, StoreReply};
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// A grant not yet used: handed back to the store if the future is dropped before the call.
-struct Held<St: RateLimitStore<K>, K> {
-    store: Arc<St>,
+/// A grant and the key it was made for; until `sent`, the future's drop hands it back to the
+/// store (a call that never went).
+struct Held<K> {
     key: K,
     grant: Grant,
     sent: bool,
-}
-
-impl<St: RateLimitStore<K>, K> Drop for Held<St, K> {
-    fn drop(&mut self) {
-        if !self.sent {
-            self.store.release(&self.key, &self.grant);
-        }
-    }
 }
 
 /// Counts a request as waiting while it lives.
@@ -59,8 +51,9 @@ pin_project! {
         Permit { acquire: Boxed<Result<OwnedSemaphorePermit, AcquireError>> },
         // Waiting for a store that answers later.
         Acquiring { pending: Boxed<Result<Grant, LocalRateLimited>> },
-        // Waiting for the reserved slot.
-        Sleeping { #[pin] sleep: Sleep },
+        // Waiting for the reserved slot (boxed: a `Sleep` is most of the future's size, and
+        // only a call that waits needs one).
+        Sleeping { sleep: Pin<Box<Sleep>> },
         // Waiting for the inner service's readiness after a wait.
         Readying,
         Called { #[pin] future: F },
@@ -82,13 +75,31 @@ pin_project! {
         key: Option<KF::Key>,
         tokens: u64,
         max_wait: Duration,
-        held: Option<Held<St, KF::Key>>,
+        held: Option<Held<KF::Key>>,
         permit: Option<OwnedSemaphorePermit>,
         waiting: Option<Waiting>,
         // Only when the call could not go at once: a clone of the inner service (polled for
         // readiness before the call) and the request.
         service: Option<S>,
         request: Option<Req>,
+    }
+
+    // NOTE: the grant goes back through the layer's store, which the future holds anyway:
+    // no store handle of its own per call.
+    impl<S, Req, St, KF, C, Cl> PinnedDrop for ResponseFuture<S, Req, St, KF, C, Cl>
+    where
+        S: Service<Req>,
+        KF: KeyOf<Req>,
+        St: RateLimitStore<KF::Key>,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(held) = this.held.take() {
+                if !held.sent {
+                    this.shared.store.release(&held.key, &held.grant);
+                }
+            }
+        }
     }
 }
 
@@ -113,6 +124,7 @@ where
     C: TokenCost<Req>,
     Req: RequestExtensions,
 {
+    #[inline]
     pub(crate) fn start(inner: &mut S, shared: Arc<Shared<St, KF, C, Cl>>, request: Req) -> Self {
         let key = shared.key_of.key_of(&request);
         let tokens = shared.cost.cost(&request);
@@ -122,7 +134,45 @@ where
                 .deadline()
                 .map_or(shared.max_wait, |d| d.remaining().min(shared.max_wait)),
         };
-        let mut future = ResponseFuture {
+        if shared.concurrency.is_none() {
+            let reply = shared.store.acquire(&key, tokens, max_wait);
+            if let StoreReply::Ready(Ok(grant)) = reply {
+                if grant.wait.is_zero() {
+                    // NOTE: most calls: admitted at once. The future is built in one
+                    // expression, straight into the caller's slot.
+                    shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
+                    return ResponseFuture {
+                        state: State::Called {
+                            future: inner.call(request),
+                        },
+                        held: Some(Held {
+                            key,
+                            grant,
+                            sent: true,
+                        }),
+                        shared,
+                        key: None,
+                        tokens,
+                        max_wait,
+                        permit: None,
+                        waiting: None,
+                        service: None,
+                        request: None,
+                    };
+                }
+            }
+            return Self::new(shared, key, tokens, max_wait).answered(inner, request, reply);
+        }
+        Self::new(shared, key, tokens, max_wait).start_limited(inner, request)
+    }
+
+    fn new(
+        shared: Arc<Shared<St, KF, C, Cl>>,
+        key: KF::Key,
+        tokens: u64,
+        max_wait: Duration,
+    ) -> Self {
+        ResponseFuture {
             state: State::Readying,
             shared,
             key: Some(key),
@@ -133,45 +183,62 @@ where
             waiting: None,
             service: None,
             request: None,
-        };
-        if let Some(semaphore) = future.shared.concurrency.as_ref().map(|c| &c.semaphore) {
-            match semaphore.clone().try_acquire_owned() {
-                Ok(permit) => future.permit = Some(permit),
-                Err(_) if future.shared.mode == Mode::Reject => {
-                    return future.reject(LocalRateLimited::new(LimitReason::Concurrency, None));
-                }
-                Err(_) => {
-                    future.state = State::Permit {
-                        acquire: Box::pin(semaphore.clone().acquire_owned()),
-                    };
-                    future.wait_with(inner, request);
-                    return future;
-                }
+        }
+    }
+
+    /// A start under a concurrency limit: a permit first, then the store.
+    #[inline(never)]
+    fn start_limited(mut self, inner: &mut S, request: Req) -> Self {
+        let semaphore = &self
+            .shared
+            .concurrency
+            .as_ref()
+            .expect("only called with a concurrency limit")
+            .semaphore;
+        match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => self.permit = Some(permit),
+            Err(_) if self.shared.mode == Mode::Reject => {
+                return self.reject(LocalRateLimited::new(LimitReason::Concurrency, None));
+            }
+            Err(_) => {
+                self.state = State::Permit {
+                    acquire: Box::pin(semaphore.clone().acquire_owned()),
+                };
+                self.wait_with(inner, request);
+                return self;
             }
         }
-        let key = future.key.as_ref().expect("set above");
-        match future.shared.store.acquire(key, tokens, max_wait) {
+        let key = self.key.as_ref().expect("set at the start");
+        let reply = self.shared.store.acquire(key, self.tokens, self.max_wait);
+        self.answered(inner, request, reply)
+    }
+
+    /// The store's first answer: call at once, wait for the slot, wait for the store, or
+    /// reject.
+    #[inline(never)]
+    fn answered(mut self, inner: &mut S, request: Req, reply: StoreReply) -> Self {
+        match reply {
             StoreReply::Ready(Ok(grant)) if grant.wait.is_zero() => {
-                future.hold(grant, true);
-                future.state = State::Called {
+                self.hold(grant, true);
+                self.state = State::Called {
                     future: inner.call(request),
                 };
             }
             StoreReply::Ready(Ok(grant)) => {
-                future.shared.waits(grant.wait);
-                future.hold(grant, false);
-                future.state = State::Sleeping {
-                    sleep: tokio::time::sleep(grant.wait),
+                self.shared.waits(grant.wait);
+                self.hold(grant, false);
+                self.state = State::Sleeping {
+                    sleep: Box::pin(tokio::time::sleep(grant.wait)),
                 };
-                future.wait_with(inner, request);
+                self.wait_with(inner, request);
             }
-            StoreReply::Ready(Err(err)) => return future.reject(err),
+            StoreReply::Ready(Err(err)) => return self.reject(err),
             StoreReply::Pending(pending) => {
-                future.state = State::Acquiring { pending };
-                future.wait_with(inner, request);
+                self.state = State::Acquiring { pending };
+                self.wait_with(inner, request);
             }
         }
-        future
+        self
     }
 
     fn reject(mut self, err: LocalRateLimited) -> Self {
@@ -191,12 +258,7 @@ where
 
     fn hold(&mut self, grant: Grant, sent: bool) {
         let key = self.key.take().expect("the key is held once");
-        self.held = Some(Held {
-            store: self.shared.store.clone(),
-            key,
-            grant,
-            sent,
-        });
+        self.held = Some(Held { key, grant, sent });
         if sent {
             self.shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
         }
@@ -208,7 +270,7 @@ fn admitted<F, St, K, KF, C, Cl>(
     result: Result<Grant, LocalRateLimited>,
     shared: &Arc<Shared<St, KF, C, Cl>>,
     key: &mut Option<K>,
-    held: &mut Option<Held<St, K>>,
+    held: &mut Option<Held<K>>,
 ) -> State<F>
 where
     St: RateLimitStore<K>,
@@ -220,13 +282,12 @@ where
             }
             let key = key.take().expect("the key is held until admission");
             *held = Some(Held {
-                store: shared.store.clone(),
                 key,
                 grant,
                 sent: false,
             });
             State::Sleeping {
-                sleep: tokio::time::sleep(grant.wait),
+                sleep: Box::pin(tokio::time::sleep(grant.wait)),
             }
         }
         Err(err) => {
@@ -278,7 +339,7 @@ where
                     this.state.set(next);
                 }
                 StateProj::Sleeping { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {
@@ -303,7 +364,7 @@ where
                     let mut result = ready!(future.poll(cx));
                     let outcome = this.shared.classifier.classify(result.as_ref());
                     let held = this.held.take().expect("a call is made with a grant");
-                    let store = &held.store;
+                    let store = &this.shared.store;
                     if outcome.kind() == Some(ErrorKind::RateLimited) {
                         if let Some(delay) = outcome.retry_after() {
                             // NOTE: the provider's pause holds for everyone sharing this limiter.
@@ -317,13 +378,10 @@ where
                     match &mut result {
                         Ok(response) if outcome.is_success() && response.ends_later() => {
                             if held.grant.tokens > 0 || permit.is_some() {
+                                let store = store.clone();
                                 response.observe_end(EndObserver::new(move |end| {
                                     if let Some(usage) = end.usage {
-                                        held.store.reconcile(
-                                            &held.key,
-                                            &held.grant,
-                                            usage.total_tokens,
-                                        );
+                                        store.reconcile(&held.key, &held.grant, usage.total_tokens);
                                     }
                                     drop(permit);
                                 }));
