@@ -13,7 +13,6 @@ use std::task::{Context, Waker};
 
 use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
-use llm_tower::ratelimit::{Mode, Rate, RateLimitConfig};
 use tower::{Layer, Service};
 
 // The benches' own `hop` and tower policy: the counts describe what criterion times.
@@ -31,18 +30,9 @@ where
     }
 }
 
-/// A limit no loop reaches, in reject mode.
+/// The benches' limit: one no loop reaches, in reject mode.
 fn limiter() -> RateLimitLayer {
-    let config = RateLimitConfig {
-        requests: Some(Rate {
-            limit: 1_000_000_000,
-            per: std::time::Duration::from_secs(10),
-            burst: None,
-        }),
-        mode: Mode::Reject,
-        ..RateLimitConfig::default()
-    };
-    RateLimitLayer::new(config).expect("valid")
+    RateLimitLayer::new(support::unlimited()).expect("valid")
 }
 
 fn main() {

@@ -168,13 +168,14 @@ fn u64_at(v: &Value, pointer: &str) -> Option<u64> {
 
 fn openai_usage(v: &Value) -> Option<Usage> {
     let usage = v.get("usage").filter(|u| u.is_object())?;
-    let input = u64_at(usage, "/prompt_tokens").unwrap_or(0);
-    let output = u64_at(usage, "/completion_tokens").unwrap_or(0);
-    let mut u = Usage::new(input, output);
-    if let Some(total) = u64_at(usage, "/total_tokens") {
-        u.total_tokens = total;
-    }
-    Some(u)
+    Some(
+        OpenAiUsage {
+            prompt_tokens: u64_at(usage, "/prompt_tokens"),
+            completion_tokens: u64_at(usage, "/completion_tokens"),
+            total_tokens: u64_at(usage, "/total_tokens"),
+        }
+        .into_usage(),
+    )
 }
 
 fn gemini_usage(v: &Value) -> Option<Usage> {
@@ -259,6 +260,8 @@ struct OpenAiMessage<'a> {
     refusal: Option<Cow<'a, str>>,
 }
 
+/// OpenAI's `usage` object; absent counts are 0, and the total is the reported one when
+/// there is one.
 #[derive(serde::Deserialize)]
 struct OpenAiUsage {
     #[serde(default)]
@@ -267,6 +270,19 @@ struct OpenAiUsage {
     completion_tokens: Option<u64>,
     #[serde(default)]
     total_tokens: Option<u64>,
+}
+
+impl OpenAiUsage {
+    fn into_usage(self) -> Usage {
+        let mut usage = Usage::new(
+            self.prompt_tokens.unwrap_or(0),
+            self.completion_tokens.unwrap_or(0),
+        );
+        if let Some(total) = self.total_tokens {
+            usage.total_tokens = total;
+        }
+        usage
+    }
 }
 
 /// `body` read through [`OpenAiCompletion`], or `None` when it is not in that shape.
@@ -299,16 +315,7 @@ fn parse_openai_fast(
         .finish_reason
         .as_deref()
         .map(FinishReason::from_provider);
-    res.usage = parsed.usage.map(|usage| {
-        let mut u = Usage::new(
-            usage.prompt_tokens.unwrap_or(0),
-            usage.completion_tokens.unwrap_or(0),
-        );
-        if let Some(total) = usage.total_tokens {
-            u.total_tokens = total;
-        }
-        u
-    });
+    res.usage = parsed.usage.map(OpenAiUsage::into_usage);
     res.id = non_empty(parsed.id);
     Some(res)
 }

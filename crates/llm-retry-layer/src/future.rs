@@ -93,84 +93,15 @@ where
         let mut this = self.project();
         if let StateProj::Called { future } = this.state.as_mut().project() {
             let result = ready!(future.poll(cx));
-            if let Some(result) = settle(&mut this, result) {
+            if let Some(result) = Self::settle(&mut this, result) {
                 return Poll::Ready(result);
             }
         }
-        poll_retrying(&mut this, cx)
+        Self::poll_retrying(&mut this, cx)
     }
 }
 
-/// An attempt's result: `Some` to return it (a success, or the layer gave up), `None` with
-/// the next attempt scheduled.
-#[inline(always)]
-fn settle<S, Req, C, R>(
-    this: &mut ResponseFutureProj<'_, S, Req, C, R>,
-    mut result: Result<S::Response, S::Error>,
-) -> Option<Result<S::Response, S::Error>>
-where
-    S: Service<Req>,
-    S::Response: ResponseMetadata,
-    C: Classify<S::Response, S::Error>,
-    Req: RequestExtensions,
-{
-    let outcome = this.retry.classifier.classify(result.as_ref());
-    let Some(kind) = outcome.kind() else {
-        record_attempts(&mut result, *this.attempts);
-        return Some(result);
-    };
-    after_failure(this, result, &outcome, kind)
-}
-
-/// Either the failed `result` to return (the layer gave up), or `None` with the state set
-/// to wait for the next attempt.
-#[cold]
-#[inline(never)]
-fn after_failure<S, Req, C, R>(
-    this: &mut ResponseFutureProj<'_, S, Req, C, R>,
-    mut result: Result<S::Response, S::Error>,
-    outcome: &Outcome,
-    kind: ErrorKind,
-) -> Option<Result<S::Response, S::Error>>
-where
-    S: Service<Req>,
-    S::Response: ResponseMetadata,
-    Req: RequestExtensions,
-{
-    let attempts = *this.attempts;
-    let failed = Failed {
-        outcome,
-        kind,
-        attempts,
-        previous_delay: *this.previous_delay,
-        started: *this.started,
-    };
-    match failed.decide(&this.retry.policy, this.request.as_ref()) {
-        Ok(delay) => {
-            *this.previous_delay = delay;
-            drop(result);
-            if delay.is_zero() {
-                this.state.set(State::Readying);
-            } else {
-                this.state.set(State::Waiting {
-                    sleep: Box::pin(tokio::time::sleep(delay)),
-                });
-            }
-            None
-        }
-        Err(()) => {
-            record_attempts(&mut result, attempts);
-            Some(result)
-        }
-    }
-}
-
-/// The retries: a wait, readiness, the next attempt, its result.
-#[inline(never)]
-fn poll_retrying<S, Req, C, R>(
-    this: &mut ResponseFutureProj<'_, S, Req, C, R>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<S::Response, S::Error>>
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
     S::Response: ResponseMetadata,
@@ -178,69 +109,42 @@ where
     R: CloneRequest<Req>,
     Req: RequestExtensions,
 {
-    loop {
-        match this.state.as_mut().project() {
-            StateProj::Called { future } => {
-                let result = ready!(future.poll(cx));
-                if let Some(result) = settle(this, result) {
-                    return Poll::Ready(result);
-                }
-            }
-            StateProj::Waiting { sleep } => {
-                ready!(sleep.as_mut().poll(cx));
-                this.state.set(State::Readying);
-            }
-            StateProj::Readying => {
-                // NOTE: the clone held here was never polled; tower's contract asks for
-                // readiness before every call, and a retry is a call.
-                ready!(this.retry.inner.poll_ready(cx))?;
-                let request = this
-                    .request
-                    .take()
-                    .expect("a retry is only scheduled with a request copy");
-                *this.request = this.retry.cloner.clone_request(&request);
-                *this.attempts += 1;
-                let future = this.retry.inner.call(request);
-                this.state.set(State::Called { future });
-            }
-        }
+    /// An attempt's result: `Some` to return it (a success, or the layer gave up), `None`
+    /// with the next attempt scheduled.
+    #[inline(always)]
+    fn settle(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+        mut result: Result<S::Response, S::Error>,
+    ) -> Option<Result<S::Response, S::Error>> {
+        let outcome = this.retry.classifier.classify(result.as_ref());
+        let Some(kind) = outcome.kind() else {
+            record_attempts(&mut result, *this.attempts);
+            return Some(result);
+        };
+        Self::after_failure(this, result, &outcome, kind)
     }
-}
 
-/// A failed attempt, as the retry decision sees it.
-struct Failed<'a> {
-    outcome: &'a Outcome,
-    kind: ErrorKind,
-    attempts: u32,
-    previous_delay: Duration,
-    started: Option<Instant>,
-}
-
-impl Failed<'_> {
-    /// The delay before the next attempt, or `Err` once the layer gave up (reported).
+    /// A failed attempt: either `result` to return (the layer gave up, reported), or
+    /// `None` with the state set to wait for the next attempt.
     // NOTE: out of line and cold: the success path of `poll` stays small (fewer registers
     // saved, a smaller frame), and it is most calls.
     #[cold]
     #[inline(never)]
-    fn decide<Req: RequestExtensions>(
-        self,
-        policy: &Policy,
-        request: Option<&Req>,
-    ) -> Result<Duration, ()> {
-        let Failed {
-            outcome,
-            kind,
-            attempts,
-            previous_delay,
-            started,
-        } = self;
-        let decision = match request {
+    fn after_failure(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+        mut result: Result<S::Response, S::Error>,
+        outcome: &Outcome,
+        kind: ErrorKind,
+    ) -> Option<Result<S::Response, S::Error>> {
+        let policy = &*this.retry.policy;
+        let attempts = *this.attempts;
+        let decision = match this.request.as_ref() {
             None => Err(GiveUpReason::NotCloneable),
             Some(request) => {
                 let attempted = Attempted {
                     attempts,
-                    previous_delay,
-                    started,
+                    previous_delay: *this.previous_delay,
+                    started: *this.started,
                     deadline: request.deadline(),
                     remaining_targets: request.remaining_targets(),
                     attempt_budget: request.attempt_budget(),
@@ -253,25 +157,8 @@ impl Failed<'_> {
                 policy.decide(outcome, kind, &attempted, Instant::now(), unit)
             }
         };
-        match decision {
-            Ok(delay) => {
-                let event = RetryEvent {
-                    attempt: attempts + 1,
-                    delay,
-                    kind,
-                    retry_after: outcome.retry_after(),
-                };
-                tracing::debug!(
-                    attempt = event.attempt,
-                    delay_ms = delay.as_millis() as u64,
-                    error.kind = kind.as_str(),
-                    "retrying after failed attempt"
-                );
-                if let Some(hook) = &policy.on_retry {
-                    hook(&event);
-                }
-                Ok(delay)
-            }
+        let delay = match decision {
+            Ok(delay) => delay,
             Err(reason) => {
                 give_up(
                     policy,
@@ -281,7 +168,68 @@ impl Failed<'_> {
                         reason,
                     },
                 );
-                Err(())
+                record_attempts(&mut result, attempts);
+                return Some(result);
+            }
+        };
+        let event = RetryEvent {
+            attempt: attempts + 1,
+            delay,
+            kind,
+            retry_after: outcome.retry_after(),
+        };
+        tracing::debug!(
+            attempt = event.attempt,
+            delay_ms = delay.as_millis() as u64,
+            error.kind = kind.as_str(),
+            "retrying after failed attempt"
+        );
+        if let Some(hook) = &policy.on_retry {
+            hook(&event);
+        }
+        *this.previous_delay = delay;
+        drop(result);
+        if delay.is_zero() {
+            this.state.set(State::Readying);
+        } else {
+            this.state.set(State::Waiting {
+                sleep: Box::pin(tokio::time::sleep(delay)),
+            });
+        }
+        None
+    }
+
+    /// The retries: a wait, readiness, the next attempt, its result.
+    #[inline(never)]
+    fn poll_retrying(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Response, S::Error>> {
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx));
+                    if let Some(result) = Self::settle(this, result) {
+                        return Poll::Ready(result);
+                    }
+                }
+                StateProj::Waiting { sleep } => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state.set(State::Readying);
+                }
+                StateProj::Readying => {
+                    // NOTE: the clone held here was never polled; tower's contract asks for
+                    // readiness before every call, and a retry is a call.
+                    ready!(this.retry.inner.poll_ready(cx))?;
+                    let request = this
+                        .request
+                        .take()
+                        .expect("a retry is only scheduled with a request copy");
+                    *this.request = this.retry.cloner.clone_request(&request);
+                    *this.attempts += 1;
+                    let future = this.retry.inner.call(request);
+                    this.state.set(State::Called { future });
+                }
             }
         }
     }
