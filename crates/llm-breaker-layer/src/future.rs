@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use llm_core::{CircuitOpen, Classify, EndObserver, ErrorKinds, ObserveEnd, Outcome};
+use llm_core::{CircuitOpen, Classify, EndObserver, ErrorKinds, ObserveEnd, Outcome, notes};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
@@ -16,17 +16,23 @@ use crate::state::{CallResult, CircuitBreaker, Permit};
 pub(crate) struct PermitGuard {
     breaker: Arc<CircuitBreaker>,
     permit: Option<Permit>,
+    // `false` for a retry of a request whose earlier attempt already counted a failure.
+    counts_failure: bool,
 }
 
 impl PermitGuard {
-    pub(crate) fn new(breaker: Arc<CircuitBreaker>, permit: Permit) -> Self {
+    pub(crate) fn new(breaker: Arc<CircuitBreaker>, permit: Permit, counts_failure: bool) -> Self {
         PermitGuard {
             breaker,
             permit: Some(permit),
+            counts_failure,
         }
     }
 
-    fn finish(mut self, result: CallResult, at: Option<Instant>) {
+    fn finish(mut self, mut result: CallResult, at: Option<Instant>) {
+        if result == CallResult::Failure && !self.counts_failure {
+            result = CallResult::Ignored;
+        }
         if let Some(permit) = self.permit.take() {
             self.breaker
                 .record_with(permit, result, || at.unwrap_or_else(Instant::now));
@@ -96,7 +102,7 @@ impl<F, C, Res, E> Future for ResponseFuture<F, C>
 where
     F: Future<Output = Result<Res, E>>,
     C: Classify<Res, E>,
-    E: From<CircuitOpen>,
+    E: From<CircuitOpen> + 'static,
     Res: ObserveEnd,
 {
     type Output = Result<Res, E>;
@@ -127,7 +133,16 @@ where
                             guard.finish(call_result(&end.outcome, counted), at);
                         }));
                     }
-                    _ => guard.finish(call, None),
+                    Err(err) => {
+                        let breaker = guard.breaker.clone();
+                        guard.finish(call, None);
+                        // NOTE: tells a retry layer further out that its next attempt would
+                        // be rejected, so that it hands over instead of waiting for nothing.
+                        if let Some(open_for) = breaker.open_for_now(Instant::now()) {
+                            notes::set_target_closed_for(err, open_for);
+                        }
+                    }
+                    Ok(_) => guard.finish(call, None),
                 }
                 Poll::Ready(result)
             }

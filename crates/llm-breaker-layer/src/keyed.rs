@@ -151,11 +151,12 @@ impl<S: fmt::Debug, K, F, C> fmt::Debug for KeyedBreaker<S, K, F, C> {
 impl<S, K, F, C, Req> Service<Req> for KeyedBreaker<S, K, F, C>
 where
     S: Service<Req>,
-    S::Error: From<CircuitOpen>,
+    S::Error: From<CircuitOpen> + 'static,
     S::Response: ObserveEnd,
     K: Hash + Eq + Clone + fmt::Display,
     F: KeyOf<Req, Key = K>,
     C: Classify<S::Response, S::Error> + Clone,
+    Req: llm_core::RequestExtensions,
 {
     type Response = S::Response;
     type Error = S::Error;

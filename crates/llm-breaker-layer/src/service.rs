@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use llm_core::{CircuitOpen, Classify, DefaultClassifier, ObserveEnd};
+use llm_core::{CircuitOpen, Classify, DefaultClassifier, ObserveEnd, RequestExtensions};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -85,9 +85,10 @@ impl<S: fmt::Debug, C> fmt::Debug for Breaker<S, C> {
 impl<S, C, Req> Service<Req> for Breaker<S, C>
 where
     S: Service<Req>,
-    S::Error: From<CircuitOpen>,
+    S::Error: From<CircuitOpen> + 'static,
     S::Response: ObserveEnd,
     C: Classify<S::Response, S::Error> + Clone,
+    Req: RequestExtensions,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -112,10 +113,15 @@ pub(crate) fn admit<S, C, Req>(
 where
     S: Service<Req>,
     C: Clone,
+    Req: RequestExtensions,
 {
     match breaker.try_acquire_with(Instant::now) {
         Ok(permit) => {
-            let guard = PermitGuard::new(breaker.clone(), permit);
+            // NOTE: a retry whose request already failed here in a way the breaker counts
+            // is not counted again: one request's own retries never open the breaker alone.
+            let counted = breaker.count_kinds();
+            let counts_failure = !request.earlier_failures().intersects(counted);
+            let guard = PermitGuard::new(breaker.clone(), permit, counts_failure);
             ResponseFuture::called(inner.call(request), guard, classifier.clone())
         }
         Err(open) => ResponseFuture::rejected(open, classifier.clone()),

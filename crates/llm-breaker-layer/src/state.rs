@@ -574,7 +574,6 @@ impl CircuitBreaker {
     }
 
     /// Time until an open breaker lets a probe through (`None` unless open).
-    #[cfg(feature = "redis")]
     pub(crate) fn open_for_now(&self, now: Instant) -> Option<Duration> {
         (self.current() == State::Open).then(|| self.open_remaining(now))
     }

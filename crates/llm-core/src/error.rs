@@ -72,6 +72,10 @@ struct Inner {
     rate_limit: RateLimitInfo,
     exhausted: Option<Arc<FallbackExhausted>>,
     source: Option<Arc<dyn StdError + Send + Sync + 'static>>,
+    // Upstream calls this error stands for, noted by a retry layer (0: not noted).
+    attempts: u32,
+    // The target that failed is closed (its breaker open) for this long after the failure.
+    closed_for: Option<Duration>,
 }
 
 impl LlmError {
@@ -88,6 +92,8 @@ impl LlmError {
                 rate_limit: RateLimitInfo::new(),
                 exhausted: None,
                 source: None,
+                attempts: 0,
+                closed_for: None,
             }),
         }
     }
@@ -182,6 +188,119 @@ impl LlmError {
     pub fn fallback_attempts(&self) -> Option<&FallbackExhausted> {
         self.inner.exhausted.as_deref()
     }
+
+    /// How many calls reached an upstream for this error: what a retry layer noted (every
+    /// attempt it made), else 1 for a failure the upstream produced and 0 for a rejection of
+    /// our own (open circuit, local rate limit), which never left the process.
+    ///
+    /// ```
+    /// use llm_core::{ErrorKind, LlmError};
+    ///
+    /// assert_eq!(LlmError::new(ErrorKind::ServerError, "boom").upstream_attempts(), 1);
+    /// assert_eq!(LlmError::new(ErrorKind::CircuitOpen, "open").upstream_attempts(), 0);
+    /// assert_eq!(LlmError::new(ErrorKind::ServerError, "boom").with_upstream_attempts(4).upstream_attempts(), 4);
+    /// ```
+    pub fn upstream_attempts(&self) -> u32 {
+        match self.inner.attempts {
+            0 if self.inner.kind.is_local_rejection() => 0,
+            0 => 1,
+            noted => noted,
+        }
+    }
+
+    /// Notes how many upstream calls this error stands for.
+    #[must_use]
+    pub fn with_upstream_attempts(mut self, attempts: u32) -> Self {
+        self.inner.attempts = attempts;
+        self
+    }
+
+    /// How long the target that produced this error stays closed to further calls (its
+    /// circuit breaker opened), when a breaker said so: a retry would be rejected until then.
+    pub fn target_closed_for(&self) -> Option<Duration> {
+        self.inner.closed_for
+    }
+
+    /// Notes that the target stays closed for `delay`.
+    #[must_use]
+    pub fn with_target_closed_for(mut self, delay: Duration) -> Self {
+        self.inner.closed_for = Some(delay);
+        self
+    }
+}
+
+/// Notes layers leave on an error on its way out, read by the layers further out: how many
+/// upstream calls it stands for (the retry layer), and that its target is now closed (the
+/// breaker). They are kept on an [`LlmError`], or one inside a [`BoxError`]; other error
+/// types pass unchanged (the layers then decide as they would without the note).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_core::{ErrorKind, LlmError, notes};
+///
+/// let mut err = LlmError::new(ErrorKind::ServerError, "boom");
+/// notes::set_target_closed_for(&mut err, Duration::from_secs(5));
+/// notes::set_upstream_attempts(&mut err, 3);
+/// assert_eq!(notes::target_closed_for(&err), Some(Duration::from_secs(5)));
+/// assert_eq!(notes::upstream_attempts(&err), Some(3));
+///
+/// let mut other = std::io::Error::other("boom");
+/// notes::set_upstream_attempts(&mut other, 3); // not an LlmError: nothing is kept
+/// assert_eq!(notes::upstream_attempts(&other), None);
+/// ```
+pub mod notes {
+    use std::any::Any;
+    use std::time::Duration;
+
+    use super::{BoxError, LlmError};
+
+    // NOTE: a type test (two `TypeId` comparisons) rather than a trait bound: the layers stay
+    // generic over any error type, and only the failure path pays for it.
+    fn llm<E: 'static>(err: &E) -> Option<&LlmError> {
+        let any = err as &dyn Any;
+        any.downcast_ref::<LlmError>().or_else(|| {
+            any.downcast_ref::<BoxError>()
+                .and_then(|boxed| boxed.downcast_ref::<LlmError>())
+        })
+    }
+
+    fn llm_mut<E: 'static>(err: &mut E) -> Option<&mut LlmError> {
+        let any = err as &mut dyn Any;
+        if any.is::<LlmError>() {
+            return any.downcast_mut::<LlmError>();
+        }
+        any.downcast_mut::<BoxError>()
+            .and_then(|boxed| boxed.downcast_mut::<LlmError>())
+    }
+
+    /// The upstream calls `err` stands for, when it is an [`LlmError`].
+    pub fn upstream_attempts<E: 'static>(err: &E) -> Option<u32> {
+        llm(err).map(LlmError::upstream_attempts)
+    }
+
+    /// Notes on `err` that it stands for `attempts` upstream calls.
+    pub fn set_upstream_attempts<E: 'static>(err: &mut E, attempts: u32) {
+        if let Some(err) = llm_mut(err) {
+            err.inner.attempts = attempts;
+        }
+    }
+
+    /// How long the target that produced `err` stays closed, when a breaker noted it.
+    pub fn target_closed_for<E: 'static>(err: &E) -> Option<Duration> {
+        llm(err).and_then(LlmError::target_closed_for)
+    }
+
+    /// Notes on `err` that its target stays closed for `delay`.
+    pub fn set_target_closed_for<E: 'static>(err: &mut E, delay: Duration) {
+        if let Some(err) = llm_mut(err) {
+            err.inner.closed_for = Some(delay);
+        }
+    }
+
+    /// The HTTP status of `err`, when it is an [`LlmError`] that has one.
+    pub fn status<E: 'static>(err: &E) -> Option<u16> {
+        llm(err).and_then(LlmError::status).map(|s| s.as_u16())
+    }
 }
 
 impl fmt::Debug for LlmError {
@@ -265,12 +384,17 @@ impl From<LocalRateLimited> for LlmError {
 
 impl From<FallbackExhausted> for LlmError {
     fn from(err: FallbackExhausted) -> Self {
-        // The chain failed as its last attempt failed: that kind decides what a caller
-        // further out (another fallback, a gateway's status code) does next.
-        let (kind, retry_after) = err
-            .last()
-            .map_or((ErrorKind::Other, None), |a| (a.kind, a.retry_after));
+        // The chain failed as its last real upstream failure failed: that kind (not a later
+        // target skipped by our own breaker) decides what a caller further out (another
+        // fallback, a gateway's status code) does next.
+        let (kind, retry_after, status) = err
+            .last_upstream_failure()
+            .map_or((ErrorKind::Other, None, None), |a| {
+                (a.kind, a.retry_after, a.status)
+            });
         let mut out = LlmError::new(kind, err.to_string()).with_retry_after(retry_after);
+        out.inner.status = status.and_then(|s| StatusCode::from_u16(s).ok());
+        out.inner.attempts = err.upstream_attempts();
         out.inner.exhausted = Some(Arc::new(err));
         out
     }
@@ -486,7 +610,14 @@ impl ErrorOutcome for LocalRateLimited {
 /// ```
 /// use llm_core::{AttemptRecord, ErrorKind};
 ///
-/// let record = AttemptRecord { target: "openai".into(), kind: ErrorKind::RateLimited, message: "slow down".into(), retry_after: None };
+/// let record = AttemptRecord {
+///     target: "openai".into(),
+///     kind: ErrorKind::RateLimited,
+///     message: "slow down".into(),
+///     retry_after: None,
+///     status: Some(429),
+///     upstream_attempts: 1,
+/// };
 /// assert_eq!(record.target.as_ref(), "openai");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -499,6 +630,11 @@ pub struct AttemptRecord {
     pub message: String,
     /// The delay the target asked for, if any.
     pub retry_after: Option<Duration>,
+    /// The upstream's HTTP status, when it answered with one.
+    pub status: Option<u16>,
+    /// Calls that reached the target's upstream (retries included); 0 when the target was
+    /// skipped without a call (its circuit open, its local limit reached).
+    pub upstream_attempts: u32,
 }
 
 impl AttemptRecord {
@@ -513,12 +649,21 @@ impl AttemptRecord {
     /// ```
     pub fn new<E: ErrorOutcome + fmt::Display>(target: impl Into<Arc<str>>, error: &E) -> Self {
         let outcome = error.error_outcome();
+        let kind = outcome.kind().unwrap_or(ErrorKind::Other);
         AttemptRecord {
             target: target.into(),
-            kind: outcome.kind().unwrap_or(ErrorKind::Other),
+            kind,
             message: error.to_string(),
             retry_after: outcome.retry_after(),
+            status: None,
+            upstream_attempts: u32::from(!kind.is_local_rejection()),
         }
+    }
+
+    /// Whether a call reached the target's upstream (`false`: it was skipped by a rejection
+    /// of our own).
+    pub fn reached_upstream(&self) -> bool {
+        self.upstream_attempts > 0
     }
 }
 
@@ -557,16 +702,41 @@ impl FallbackExhausted {
     pub fn last(&self) -> Option<&AttemptRecord> {
         self.attempts.last()
     }
+
+    /// The last attempt that reached an upstream, else the last attempt: the real failure
+    /// a caller should see, rather than a later target skipped by our own breaker or limiter.
+    pub fn last_upstream_failure(&self) -> Option<&AttemptRecord> {
+        self.attempts
+            .iter()
+            .rev()
+            .find(|a| a.reached_upstream())
+            .or_else(|| self.last())
+    }
+
+    /// Calls that reached an upstream, over every target.
+    pub fn upstream_attempts(&self) -> u32 {
+        self.attempts.iter().map(|a| a.upstream_attempts).sum()
+    }
 }
 
 impl fmt::Display for FallbackExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "all {} fallback targets failed", self.attempts.len())?;
+        let skipped = self.attempts.iter().filter(|a| !a.reached_upstream()).count();
+        let tried = self.attempts.len() - skipped;
+        write!(f, "{tried} fallback target(s) failed")?;
+        if skipped > 0 {
+            write!(f, ", {skipped} skipped")?;
+        }
         for (i, attempt) in self.attempts.iter().enumerate() {
             let sep = if i == 0 { ": " } else { "; " };
+            let verb = if attempt.reached_upstream() {
+                "failed"
+            } else {
+                "skipped"
+            };
             write!(
                 f,
-                "{sep}{} ({}): {}",
+                "{sep}{} {verb} ({}): {}",
                 attempt.target, attempt.kind, attempt.message
             )?;
         }
@@ -578,9 +748,10 @@ impl StdError for FallbackExhausted {}
 
 impl ErrorOutcome for FallbackExhausted {
     fn error_outcome(&self) -> Outcome {
-        self.last().map_or(Outcome::failure(ErrorKind::Other), |a| {
-            Outcome::failure(a.kind).with_retry_after(a.retry_after)
-        })
+        self.last_upstream_failure()
+            .map_or(Outcome::failure(ErrorKind::Other), |a| {
+                Outcome::failure(a.kind).with_retry_after(a.retry_after)
+            })
     }
 }
 

@@ -147,6 +147,18 @@ impl ErrorKind {
         )
     }
 
+    /// Whether this is a rejection of our own (an open circuit, a local rate limit): the
+    /// call never reached an upstream.
+    ///
+    /// ```
+    /// use llm_core::ErrorKind;
+    /// assert!(ErrorKind::CircuitOpen.is_local_rejection());
+    /// assert!(!ErrorKind::ServerError.is_local_rejection());
+    /// ```
+    pub const fn is_local_rejection(self) -> bool {
+        matches!(self, ErrorKind::CircuitOpen | ErrorKind::LocalRateLimited)
+    }
+
     /// The stable `snake_case` name, as used in configuration, logs and metrics labels.
     ///
     /// ```
@@ -301,6 +313,18 @@ impl ErrorKinds {
     #[must_use]
     pub const fn difference(self, other: ErrorKinds) -> ErrorKinds {
         ErrorKinds(self.0 & !other.0)
+    }
+
+    /// Whether the two sets share a kind.
+    ///
+    /// ```
+    /// use llm_core::{ErrorKind, ErrorKinds};
+    /// let a = ErrorKinds::of(&[ErrorKind::Timeout]);
+    /// assert!(a.intersects(ErrorKinds::RETRYABLE));
+    /// assert!(!a.intersects(ErrorKinds::NONE));
+    /// ```
+    pub const fn intersects(self, other: ErrorKinds) -> bool {
+        self.0 & other.0 != 0
     }
 
     /// Whether the set is empty.

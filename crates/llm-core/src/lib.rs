@@ -79,9 +79,11 @@ pub use cost::{
 pub use delay::RateLimitInfo;
 pub use error::{
     AttemptRecord, BoxError, CircuitOpen, FallbackExhausted, LimitReason, LlmError,
-    LocalRateLimited,
+    LocalRateLimited, notes,
 };
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
 pub use outcome::Outcome;
-pub use request::{AttemptBudget, Deadline, ModelRequest, RemainingTargets, RequestExtensions};
+pub use request::{
+    AttemptBudget, Deadline, EarlierFailures, ModelRequest, RemainingTargets, RequestExtensions,
+};
 pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata, StreamEnd};

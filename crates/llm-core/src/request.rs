@@ -8,6 +8,8 @@ use std::time::Duration;
 use http::Extensions;
 use tokio::time::Instant;
 
+use crate::kind::ErrorKinds;
+
 /// Access to a request's `http::Extensions`, where callers and layers leave a [`Deadline`],
 /// an [`AttemptBudget`] and [`RemainingTargets`] for the layers further in.
 ///
@@ -63,6 +65,24 @@ pub trait RequestExtensions {
         self.request_extensions()
             .and_then(|ext| ext.get::<RemainingTargets>())
             .map_or(0, |remaining| remaining.0)
+    }
+
+    /// The kinds of the failed attempts made for this request on the same target before this
+    /// one (none on a first attempt). The retry layer sets it on each retry; the breaker
+    /// reads it so that one request's retries count against a target at most once.
+    ///
+    /// ```
+    /// use llm_core::{EarlierFailures, ErrorKind, ErrorKinds, RequestExtensions};
+    ///
+    /// let mut req = http::Request::new(());
+    /// assert!(req.earlier_failures().is_empty());
+    /// req.extensions_mut().insert(EarlierFailures(ErrorKinds::of(&[ErrorKind::ServerError])));
+    /// assert!(req.earlier_failures().contains(ErrorKind::ServerError));
+    /// ```
+    fn earlier_failures(&self) -> ErrorKinds {
+        self.request_extensions()
+            .and_then(|ext| ext.get::<EarlierFailures>())
+            .map_or(ErrorKinds::NONE, |earlier| earlier.0)
     }
 
     /// Records how many fallback targets remain, for the layers further in. The default
@@ -149,6 +169,8 @@ no_extensions!(
 );
 
 impl<T> RequestExtensions for Vec<T> {}
+impl<A, B> RequestExtensions for (A, B) {}
+impl<A, B, C> RequestExtensions for (A, B, C) {}
 
 impl<T: RequestExtensions + ?Sized> RequestExtensions for Box<T> {
     fn request_extensions(&self) -> Option<&Extensions> {
@@ -303,6 +325,13 @@ impl AttemptBudget {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemainingTargets(pub u32);
+
+/// The kinds of failure a request met on earlier attempts at the same target. The retry
+/// layer puts it in each retry's extensions; the circuit breaker counts a failure only when
+/// no earlier attempt of the same request already counted, so that one request's own
+/// retries never open a breaker by themselves (DESIGN §8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct EarlierFailures(pub ErrorKinds);
 
 #[cfg(test)]
 mod tests {

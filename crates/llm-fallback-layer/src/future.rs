@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use llm_core::{
     AttemptBudget, AttemptRecord, Classify, CloneRequest, ErrorKind, FallbackExhausted,
-    RequestExtensions, ResponseMetadata,
+    RequestExtensions, ResponseMetadata, notes,
 };
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -121,7 +121,7 @@ impl<S, Req, C, R> Core<S, Req, C, R>
 where
     S: Service<Req> + Clone,
     S::Response: ResponseMetadata,
-    S::Error: From<FallbackExhausted> + fmt::Display,
+    S::Error: From<FallbackExhausted> + fmt::Display + 'static,
     C: Classify<S::Response, S::Error>,
     R: CloneRequest<Req>,
     Req: RequestExtensions,
@@ -214,15 +214,21 @@ where
         if !moves_on {
             return Step::Return(result);
         }
-        let message = match &result {
-            Err(err) => err.to_string(),
-            Ok(_) => format!("response classified as {kind}"),
+        let (message, status, upstream_attempts) = match &result {
+            Err(err) => (
+                err.to_string(),
+                notes::status(err),
+                notes::upstream_attempts(err).unwrap_or(u32::from(!kind.is_local_rejection())),
+            ),
+            Ok(_) => (format!("response classified as {kind}"), None, 1),
         };
         self.failures.push(AttemptRecord {
             target: failed.name.clone(),
             kind,
             message: message.clone(),
             retry_after: outcome.retry_after(),
+            status,
+            upstream_attempts,
         });
         if other_busy || self.starting.is_some() {
             return Step::Continue;
@@ -258,15 +264,14 @@ where
 
     fn record_success(&mut self, target: usize, result: &mut Result<S::Response, S::Error>) {
         let Ok(response) = result else { return };
-        let budget_used = self.budget.as_ref().map(AttemptBudget::used);
         if let Some(meta) = response.metadata_mut() {
             meta.target = Some(self.shared.targets[target].name.clone());
             meta.fallbacks = self.failures.len() as u32;
-            // NOTE: exact with an attempt budget; otherwise the answering target's own count
-            // plus one per failed target (a retry inside a failed target is not visible here).
-            meta.attempts = budget_used
-                .unwrap_or(meta.attempts + self.failures.len() as u32)
-                .max(1);
+            // NOTE: upstream calls only: the answering target's own count (its retry layer
+            // records it) plus what each failed target's error says it stands for; a target
+            // skipped by our own breaker or limiter made none.
+            let before: u32 = self.failures.iter().map(|f| f.upstream_attempts).sum();
+            meta.attempts = meta.attempts.max(1) + before;
         }
     }
 }
@@ -275,7 +280,7 @@ impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
 where
     S: Service<Req> + Clone,
     S::Response: ResponseMetadata,
-    S::Error: From<FallbackExhausted> + fmt::Display,
+    S::Error: From<FallbackExhausted> + fmt::Display + 'static,
     C: Classify<S::Response, S::Error>,
     R: CloneRequest<Req>,
     Req: RequestExtensions,

@@ -181,7 +181,7 @@ impl<S, Req, C, R> Service<Req> for Fallback<S, Req, C, R>
 where
     S: Service<Req> + Clone,
     S::Response: ResponseMetadata,
-    S::Error: From<FallbackExhausted> + fmt::Display,
+    S::Error: From<FallbackExhausted> + fmt::Display + 'static,
     C: Classify<S::Response, S::Error> + Clone,
     R: CloneRequest<Req> + Clone,
     Req: RequestExtensions,

@@ -134,7 +134,13 @@ impl Default for RetryConfig {
 impl RetryConfig {
     /// Up to 3 retries; exponential delays from 500 ms, doubling, capped at 8 s, full jitter;
     /// server delays honoured up to 120 s (longer ends retrying); budget of 20 % of requests
-    /// plus 10 retries/s; with fallbacks left, timeouts and waits over 1 s hand over.
+    /// plus 10 retries/s.
+    ///
+    /// With fallback targets left (a fallback layer says so), it hands over instead of
+    /// retrying, deterministically: on a timeout or a network failure (the target is silent
+    /// or gone); when the planned wait (before jitter) is over 1 s, so two retries at most;
+    /// on a rate limit without a delay, or a second one after a short delay was waited out;
+    /// and when the target's breaker opened.
     ///
     /// These follow the official OpenAI and Anthropic SDKs (0.5 s initial, 8 s cap, 120 s
     /// Retry-After limit) with one more retry and full jitter.
@@ -151,7 +157,7 @@ impl RetryConfig {
             stop_on: ErrorKinds::NONE,
             max_retry_after: Duration::from_secs(120),
             max_elapsed: None,
-            failover_on: ErrorKinds::of(&[ErrorKind::Timeout]),
+            failover_on: ErrorKinds::of(&[ErrorKind::Timeout, ErrorKind::Network]),
             failover_delay: Duration::from_secs(1),
             budget: BudgetConfig::default(),
         }

@@ -5,7 +5,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use llm_core::{Classify, ErrorKind, Outcome, RequestExtensions, ResponseMetadata};
+use llm_core::{
+    Classify, EarlierFailures, ErrorKind, ErrorKinds, Outcome, RequestExtensions,
+    ResponseMetadata, notes,
+};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -29,6 +32,14 @@ pin_project! {
         attempts: u32,
         previous_delay: Duration,
         started: Option<Instant>,
+        // The kinds of the failed attempts so far.
+        earlier: ErrorKinds,
+        // Attempts that reached the upstream (a rejection by our own breaker or limiter
+        // below this layer did not).
+        upstream: u32,
+        // The last failure that came from the upstream: returned instead of a later
+        // rejection of our own, which would hide it (boxed: only retried calls keep one).
+        upstream_error: Option<Box<S::Error>>,
     }
 }
 
@@ -62,6 +73,9 @@ where
             attempts: 1,
             previous_delay: Duration::ZERO,
             started,
+            earlier: ErrorKinds::NONE,
+            upstream: 0,
+            upstream_error: None,
         }
     }
 }
@@ -81,6 +95,7 @@ impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
     S::Response: ResponseMetadata,
+    S::Error: 'static,
     C: Classify<S::Response, S::Error>,
     R: CloneRequest<Req>,
     Req: RequestExtensions,
@@ -105,6 +120,7 @@ impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
 where
     S: Service<Req>,
     S::Response: ResponseMetadata,
+    S::Error: 'static,
     C: Classify<S::Response, S::Error>,
     R: CloneRequest<Req>,
     Req: RequestExtensions,
@@ -118,7 +134,7 @@ where
     ) -> Option<Result<S::Response, S::Error>> {
         let outcome = this.retry.classifier.classify(result.as_ref());
         let Some(kind) = outcome.kind() else {
-            record_attempts(&mut result, *this.attempts);
+            record_attempts(&mut result, *this.upstream + 1);
             return Some(result);
         };
         Self::after_failure(this, result, &outcome, kind)
@@ -138,6 +154,11 @@ where
     ) -> Option<Result<S::Response, S::Error>> {
         let policy = &*this.retry.policy;
         let attempts = *this.attempts;
+        let reached_upstream = !kind.is_local_rejection();
+        if reached_upstream {
+            *this.upstream += 1;
+        }
+        let closed_for = result.as_ref().err().and_then(notes::target_closed_for);
         let decision = match this.request.as_ref() {
             None => Err(GiveUpReason::NotCloneable),
             Some(request) => {
@@ -148,6 +169,8 @@ where
                     deadline: request.deadline(),
                     remaining_targets: request.remaining_targets(),
                     attempt_budget: request.attempt_budget(),
+                    earlier: *this.earlier,
+                    closed_for,
                 };
                 let unit = if policy.jitter == llm_core::backoff::Jitter::None {
                     0.0
@@ -168,7 +191,15 @@ where
                         reason,
                     },
                 );
-                record_attempts(&mut result, attempts);
+                // NOTE: a rejection of our own after a real upstream failure (the breaker
+                // opened meanwhile) would hide what the upstream said: return that instead.
+                if let (false, Some(earlier)) = (reached_upstream, this.upstream_error.take()) {
+                    result = Err(*earlier);
+                }
+                match &mut result {
+                    Err(err) => notes::set_upstream_attempts(err, *this.upstream),
+                    Ok(_) => record_attempts(&mut result, *this.upstream),
+                }
                 return Some(result);
             }
         };
@@ -188,7 +219,19 @@ where
             hook(&event);
         }
         *this.previous_delay = delay;
-        drop(result);
+        *this.earlier = this.earlier.with(kind);
+        if let Some(request) = this.request.as_mut() {
+            if let Some(extensions) = request.request_extensions_mut() {
+                extensions.insert(EarlierFailures(*this.earlier));
+            }
+        }
+        if reached_upstream {
+            if let Err(err) = result {
+                *this.upstream_error = Some(Box::new(err));
+            }
+        } else {
+            drop(result);
+        }
         if delay.is_zero() {
             this.state.set(State::Readying);
         } else {

@@ -69,8 +69,12 @@ pub enum GiveUpReason {
     /// The process-wide retry budget is spent: the target is failing for many requests.
     RetryBudgetSpent,
     /// Other fallback targets remain and this failure means the target is silent or gone,
-    /// or the wait is longer than `failover_delay`: hand over at once.
+    /// the wait is longer than `failover_delay`, a rate limit gave no delay or came back
+    /// after one was waited out, or the target's breaker opened: hand over at once.
     HandedOver,
+    /// The target's circuit breaker opened and would reject the next attempt, and no other
+    /// target remains: waiting would only end in a rejection.
+    TargetClosed,
     /// The request could not be copied for another attempt.
     NotCloneable,
 }
@@ -91,6 +95,7 @@ impl GiveUpReason {
             GiveUpReason::AttemptBudgetSpent => "attempt_budget_spent",
             GiveUpReason::RetryBudgetSpent => "retry_budget_spent",
             GiveUpReason::HandedOver => "handed_over",
+            GiveUpReason::TargetClosed => "target_closed",
             GiveUpReason::NotCloneable => "not_cloneable",
         }
     }
@@ -146,6 +151,10 @@ pub(crate) struct Attempted<'a> {
     pub(crate) deadline: Option<Deadline>,
     pub(crate) remaining_targets: u32,
     pub(crate) attempt_budget: Option<&'a AttemptBudget>,
+    /// The kinds of the earlier failed attempts of this request (not the one just failed).
+    pub(crate) earlier: ErrorKinds,
+    /// How long the target stays closed, when its breaker opened on this failure.
+    pub(crate) closed_for: Option<Duration>,
 }
 
 impl Policy {
@@ -185,12 +194,25 @@ impl Policy {
             .jitter
             .apply(base, previous, self.backoff.initial(), max, unit);
         // NOTE: the server's delay is a floor: retrying earlier is refused anyway.
-        let delay = backoff.max(server_delay.unwrap_or(Duration::ZERO));
+        let floor = server_delay.unwrap_or(Duration::ZERO);
+        let delay = backoff.max(floor);
 
-        if attempted.remaining_targets > 0
-            && (self.failover_on.contains(kind) || delay > self.failover_delay)
-        {
-            return Err(GiveUpReason::HandedOver);
+        if attempted.remaining_targets > 0 {
+            // NOTE: hand-over is judged on the schedule before jitter, so that identical
+            // runs hand over after the same number of attempts.
+            let planned = base.max(floor);
+            let rate_limited_again = kind == ErrorKind::RateLimited
+                && (server_delay.is_none() || attempted.earlier.contains(ErrorKind::RateLimited));
+            if self.failover_on.contains(kind)
+                || planned > self.failover_delay
+                || rate_limited_again
+                || attempted.closed_for.is_some_and(|closed| closed > delay)
+            {
+                return Err(GiveUpReason::HandedOver);
+            }
+        }
+        if attempted.closed_for.is_some_and(|closed| closed > delay) {
+            return Err(GiveUpReason::TargetClosed);
         }
         let wake = now.checked_add(delay);
         if let Some(deadline) = attempted.deadline {

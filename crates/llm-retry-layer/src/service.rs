@@ -84,6 +84,7 @@ impl<S, C, R, Req> Service<Req> for Retry<S, C, R>
 where
     S: Service<Req> + Clone,
     S::Response: ResponseMetadata,
+    S::Error: 'static,
     C: Classify<S::Response, S::Error> + Clone,
     R: CloneRequest<Req> + Clone,
     Req: RequestExtensions,
