@@ -208,7 +208,7 @@ pub fn classify_status(status: StatusCode, headers: &http::HeaderMap) -> Outcome
     };
     let mut delay = server_delay(headers, now);
     if delay.is_none() && kind == ErrorKind::RateLimited {
-        delay = rate_limit.exhausted_reset();
+        delay = rate_limit.next_slot();
     }
     Outcome::failure(kind)
         .with_retry_after(delay)

@@ -392,6 +392,41 @@ impl RateLimitInfo {
             .flatten();
         requests.max(tokens)
     }
+
+    /// When the next request fits again, as far as the headers tell: `None` while every
+    /// reported bucket has room.
+    ///
+    /// A reset says when an empty bucket is *full* again, not when one more request fits:
+    /// providers refill continuously, so an empty request bucket of `limit` has room for one
+    /// request after `reset / limit`. For tokens the room a request needs is its own size,
+    /// which the headers do not say: an empty token bucket waits for its reset.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_core::RateLimitInfo;
+    ///
+    /// let mut info = RateLimitInfo::new();
+    /// info.limit_requests = Some(30);
+    /// info.remaining_requests = Some(0);
+    /// info.reset_requests = Some(Duration::from_secs(60));
+    /// assert_eq!(info.next_slot(), Some(Duration::from_secs(2)));
+    /// assert_eq!(info.exhausted_reset(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn next_slot(&self) -> Option<Duration> {
+        let requests = (self.remaining_requests == Some(0))
+            .then_some(self.reset_requests)
+            .flatten()
+            .map(|reset| match self.limit_requests {
+                Some(limit) if limit > 0 => {
+                    reset / u32::try_from(limit).unwrap_or(u32::MAX)
+                }
+                _ => reset,
+            });
+        let tokens = (self.remaining_tokens == Some(0))
+            .then_some(self.reset_tokens)
+            .flatten();
+        requests.max(tokens)
+    }
 }
 
 /// A count as providers print it: digits, maybe a fraction (`"1000.0"`) we drop.

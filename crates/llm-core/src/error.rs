@@ -723,20 +723,24 @@ impl fmt::Display for FallbackExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let skipped = self.attempts.iter().filter(|a| !a.reached_upstream()).count();
         let tried = self.attempts.len() - skipped;
-        write!(f, "{tried} fallback target(s) failed")?;
-        if skipped > 0 {
-            write!(f, ", {skipped} skipped")?;
+        if skipped == 0 {
+            write!(f, "all {tried} fallback targets failed")?;
+        } else {
+            write!(
+                f,
+                "{tried} fallback target(s) failed and {skipped} were skipped"
+            )?;
         }
         for (i, attempt) in self.attempts.iter().enumerate() {
             let sep = if i == 0 { ": " } else { "; " };
-            let verb = if attempt.reached_upstream() {
-                "failed"
+            let skipped = if attempt.reached_upstream() {
+                ""
             } else {
-                "skipped"
+                " skipped"
             };
             write!(
                 f,
-                "{sep}{} {verb} ({}): {}",
+                "{sep}{}{skipped} ({}): {}",
                 attempt.target, attempt.kind, attempt.message
             )?;
         }

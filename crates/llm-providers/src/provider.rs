@@ -155,6 +155,11 @@ impl std::str::FromStr for ProviderKind {
 /// How long a call may take, per phase. Each expired timeout is an [`ErrorKind::Timeout`]
 /// (after the first chunk of a stream: `StreamInterrupted`, in band).
 ///
+/// While fallback targets remain after this one (a fallback layer says so in the request's
+/// extensions) and the request has a deadline, an attempt waits for its first byte or first
+/// token at most a third of the time left, so that a silent target leaves the fallbacks two
+/// thirds of the deadline.
+///
 /// ```
 /// use std::time::Duration;
 /// use llm_providers::Timeouts;
@@ -172,7 +177,11 @@ pub struct Timeouts {
     /// From sending the request to the first content chunk of a stream. Default 60 s.
     #[serde(with = "llm_core::config::duration")]
     pub first_token: Duration,
-    /// Between two reads of a stream's body. Default 30 s.
+    /// From sending a non-streaming request to the first byte of its response (its status
+    /// line: most providers send it when the whole answer is ready). Default 5 min.
+    #[serde(with = "llm_core::config::duration")]
+    pub first_byte: Duration,
+    /// Between two reads of a body, streamed or not. Default 30 s.
     #[serde(with = "llm_core::config::duration")]
     pub idle: Duration,
     /// The whole call, stream included. Default 10 min (the SDKs').
@@ -185,6 +194,7 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             first_token: Duration::from_secs(60),
+            first_byte: Duration::from_secs(300),
             idle: Duration::from_secs(30),
             total: Duration::from_secs(600),
         }
@@ -197,6 +207,7 @@ impl Timeouts {
         for (field, value) in [
             ("connect", self.connect),
             ("first_token", self.first_token),
+            ("first_byte", self.first_byte),
             ("idle", self.idle),
             ("total", self.total),
         ] {
@@ -206,12 +217,16 @@ impl Timeouts {
                 );
             }
         }
-        if self.first_token > self.total {
-            return Err(ConfigError::new(
-                "first_token",
-                "must not be longer than the total timeout",
-            )
-            .in_section("timeouts"));
+        for (field, value) in [
+            ("first_token", self.first_token),
+            ("first_byte", self.first_byte),
+        ] {
+            if value > self.total {
+                return Err(
+                    ConfigError::new(field, "must not be longer than the total timeout")
+                        .in_section("timeouts"),
+                );
+            }
         }
         Ok(())
     }
@@ -735,19 +750,24 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
         stream = false,
         "provider call"
     );
+    let started = tokio::time::Instant::now();
+    let first_byte = attempt_wait(inner.timeouts.first_byte, &req).min(total);
     let call = async {
-        let mut res = inner
-            .request(&req, false)?
-            .send()
+        let request = inner.request(&req, false)?;
+        let mut res = tokio::time::timeout_at(started + first_byte, request.send())
             .await
+            .map_err(|_| {
+                LlmError::new(
+                    ErrorKind::Timeout,
+                    format!("no response within {}", fmt_duration(first_byte)),
+                )
+                .with_provider(inner.name.to_string())
+            })?
             .map_err(|err| errors::from_transport(kind, err))?;
         let status = res.status();
         // Taken, not cloned: reading the body needs none of them.
         let headers = std::mem::take(res.headers_mut());
-        let body = res
-            .bytes()
-            .await
-            .map_err(|err| errors::from_transport(kind, err))?;
+        let body = read_body(&mut res, inner.timeouts.idle, &inner).await?;
         if !status.is_success() {
             let err = errors::from_status(kind, status, &headers, &body, &inner.secrets());
             return Err(named(err, &inner));
@@ -780,6 +800,55 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
         }
     }
     result
+}
+
+/// Reads a whole body, each read within `idle` of the one before.
+async fn read_body(
+    res: &mut reqwest::Response,
+    idle: Duration,
+    inner: &Inner,
+) -> Result<bytes::Bytes, LlmError> {
+    let mut first = None;
+    let mut rest: Option<bytes::BytesMut> = None;
+    loop {
+        let chunk = tokio::time::timeout(idle, res.chunk())
+            .await
+            .map_err(|_| {
+                LlmError::new(
+                    ErrorKind::Timeout,
+                    format!("the body stalled for {}", fmt_duration(idle)),
+                )
+                .with_provider(inner.name.to_string())
+            })?
+            .map_err(|err| named(errors::from_transport(inner.kind, err), inner))?;
+        let Some(chunk) = chunk else { break };
+        // NOTE: most bodies arrive in one chunk: it is kept as it is, without a copy.
+        match (&mut first, &mut rest) {
+            (None, _) => first = Some(chunk),
+            (Some(head), None) => {
+                let mut buf = bytes::BytesMut::with_capacity(head.len() + chunk.len());
+                buf.extend_from_slice(head);
+                buf.extend_from_slice(&chunk);
+                rest = Some(buf);
+            }
+            (Some(_), Some(buf)) => buf.extend_from_slice(&chunk),
+        }
+    }
+    Ok(match (first, rest) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(head), None) => head,
+        (None, None) => bytes::Bytes::new(),
+    })
+}
+
+/// How long an attempt may wait for its first byte or token: `configured`, or a third of the
+/// time left to the request's deadline while fallback targets remain after this one.
+fn attempt_wait(configured: Duration, req: &ChatRequest) -> Duration {
+    use llm_core::RequestExtensions;
+    match req.deadline() {
+        Some(deadline) if req.remaining_targets() > 0 => configured.min(deadline.remaining() / 3),
+        _ => configured,
+    }
 }
 
 /// The request's deadline, when it is sooner than the total timeout.
@@ -883,7 +952,7 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
     let kind = inner.kind;
     let started = tokio::time::Instant::now();
     let total = effective_total(&inner, &req);
-    let first_token = inner.timeouts.first_token.min(total);
+    let first_token = attempt_wait(inner.timeouts.first_token, &req).min(total);
     tracing::debug!(
         gen_ai.system = %inner.name,
         gen_ai.request.model = req.model(),

@@ -82,6 +82,11 @@ pub enum Mode {
 
 /// The rate limiter's settings. Durations are written as `"60s"`, `"1m"`.
 ///
+/// With no limit set (the default), the limiter only follows the provider: a 429 with a
+/// delay, or a reported bucket that is empty, holds every request through it until the next
+/// one fits, waiting (within `max_wait` and the request's deadline) or rejecting with
+/// `LocalRateLimited`, which a fallback takes as a reason to move on.
+///
 /// ```
 /// use llm_ratelimit_layer::{Mode, RateLimitConfig};
 ///
@@ -156,12 +161,6 @@ impl RateLimitConfig {
         let tokens = self.tokens.map(|r| r.check("tokens")).transpose()?;
         if self.max_concurrency == Some(0) {
             return Err(ConfigError::new("max_concurrency", "must be at least 1"));
-        }
-        if requests.is_none() && tokens.is_none() && self.max_concurrency.is_none() {
-            return Err(ConfigError::new(
-                "requests",
-                "or tokens or max_concurrency must be set: nothing would be limited",
-            ));
         }
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));

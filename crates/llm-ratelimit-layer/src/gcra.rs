@@ -288,7 +288,8 @@ impl Limiter {
     }
 
     /// Resynchronises with what the provider reported: fewer requests or tokens remaining
-    /// than the limiter believes lowers its count; an exhausted bucket pauses until its reset.
+    /// than the limiter believes lowers its count; an exhausted bucket pauses until the next
+    /// request fits ([`RateLimitInfo::next_slot`]), not until the window's full reset.
     pub fn observe(&self, info: &RateLimitInfo, now: Instant) {
         self.observe_at(info, self.ns(now));
     }
@@ -300,7 +301,7 @@ impl Limiter {
         if let (Some(bucket), Some(remaining)) = (&self.tokens, info.remaining_tokens) {
             bucket.clamp_available(now_ns, remaining);
         }
-        if let Some(reset) = info.exhausted_reset() {
+        if let Some(reset) = info.next_slot() {
             self.pause_at(reset, now_ns);
         }
     }

@@ -491,7 +491,7 @@ impl<K: RedisKey + Send + Sync + 'static> RateLimitStore<K> for RedisStore<K> {
                 plus_one(requests),
             );
         }
-        if let Some(reset) = info.exhausted_reset() {
+        if let Some(reset) = info.next_slot() {
             self.pause(key, reset);
         }
     }

@@ -353,10 +353,29 @@ async fn concurrency_is_capped_by_rejection_or_waiting() {
     assert_eq!(offsets, [S(0), S(0), S(1), S(1), S(2)]);
 }
 
+#[tokio::test(start_paused = true)]
+async fn with_no_limit_set_the_limiter_follows_the_provider_only() {
+    let (svc, calls) = ScriptedService::<u32>::new(vec![
+        Step::fail(ErrorKind::RateLimited).with_retry_after(S(2)),
+        Step::ok(TestResponse::new("ok")),
+        Step::ok(TestResponse::new("ok")),
+    ]);
+    let svc = RateLimitLayer::new(RateLimitConfig::default())
+        .unwrap()
+        .layer(svc);
+    let start = Instant::now();
+    let err = svc.clone().oneshot(0).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited);
+    // The provider's delay holds the next request back; nothing else limits it.
+    svc.clone().oneshot(1).await.unwrap();
+    svc.clone().oneshot(2).await.unwrap();
+    let offsets: Vec<_> = calls.call_times().iter().map(|t| *t - start).collect();
+    assert_eq!(offsets, [S(0), S(2), S(2)]);
+}
+
 #[test]
 fn invalid_configuration_names_the_field() {
     let cases = [
-        (RateLimitConfig::default(), "requests"),
         (
             RateLimitConfig {
                 requests: Some(Rate::per_minute(0)),
