@@ -340,7 +340,7 @@ sequence = [{ fault = "rate_limited", retry_after = "20s" }]
 }
 
 #[tokio::test]
-async fn a_timeout_is_retried_on_the_same_provider() {
+async fn a_timeout_fails_over_at_once_while_a_fallback_remains() {
     let plan = r#"
 [[rule]]
 sequence = [{ fault = "slow_first_token", delay = "2s" }, { fault = "status", status = 500 }]
@@ -348,21 +348,46 @@ sequence = [{ fault = "slow_first_token", delay = "2s" }, { fault = "status", st
     let h = Harness::start(&[("openai", plan)], ROUTES).await;
     let (status, _, body) = h.post("/api/chat", chat("Hello")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["provider"], "openai");
-    assert_eq!(body["retryCount"], 2);
+    // A silent target is not waited for twice: the next provider answers.
+    assert_eq!(body["provider"], "anthropic");
+    assert_eq!(body["retryCount"], 1);
     assert_eq!(
         outcomes(&body),
-        pairs(&[
-            ("openai", "timeout"),
-            ("openai", "server_error"),
-            ("openai", "ok")
-        ])
+        pairs(&[("openai", "timeout"), ("anthropic", "ok")])
     );
+    assert_eq!(h.mocks["openai"].attempts().len(), 1);
+}
+
+#[tokio::test]
+async fn the_last_target_retries_a_timeout_and_a_server_error() {
+    let plan = r#"
+[[rule]]
+sequence = [{ fault = "slow_first_token", delay = "2s" }, { fault = "status", status = 500 }]
+"#;
+    let routes = r#"
+[[routes]]
+model = "solo"
+targets = [{ provider = "openai", model = "gpt-4o-mini" }]
+"#;
+    let h = Harness::start(&[("openai", plan)], routes).await;
+    let response = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.base))
+        .json_body(&json!({
+            "model": "solo",
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-gateway-provider"], "openai");
+    assert_eq!(response.headers()["x-gateway-attempts"], "3");
     assert_eq!(h.mocks["openai"].attempts().len(), 3);
 }
 
 #[tokio::test]
-async fn a_stream_whose_first_token_is_late_is_retried() {
+async fn a_stream_whose_first_token_is_late_fails_over_at_once() {
     let plan = r#"
 [[rule]]
 stream = true
@@ -382,11 +407,11 @@ sequence = [{ fault = "slow_first_token", delay = "2s" }]
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["x-gateway-provider"], "openai");
+    assert_eq!(response.headers()["x-gateway-provider"], "anthropic");
     assert_eq!(response.headers()["x-gateway-attempts"], "2");
     let text = response.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
-    assert_eq!(h.mocks["openai"].attempts().len(), 2);
+    assert_eq!(h.mocks["openai"].attempts().len(), 1);
 }
 
 #[tokio::test]
@@ -405,8 +430,7 @@ fault = { fault = "status", status = 500 }
     assert_eq!(body["error"], "All LLM providers unavailable");
     assert!(headers.contains_key("retry-after"));
     let attempts = body["attempts"].as_array().unwrap();
-    // 4 attempts on openai; its breaker opens after the third failure in a row, and the
-    // retry layer hands over on the open circuit.
+    // 4 attempts on each provider: one request's own retries never open a breaker.
     assert_eq!(body["retryCount"], attempts.len() - 1);
     assert!(attempts.len() >= 9, "{body}");
     for name in ["openai", "anthropic", "gemini"] {
@@ -510,7 +534,14 @@ async fn a_cut_upstream_stream_ends_with_an_error_event_not_done() {
 stream = true
 fault = { fault = "cut_after", chunks = 5 }
 "#;
-    let h = Harness::start(&[("openai", plan)], ROUTES).await;
+    // Recovery turned off: a route with a fallback continues broken streams by default.
+    let routes = ROUTES.replacen(
+        "{ provider = \"anthropic\", model = \"claude-3-5-haiku-latest\" }]",
+        "{ provider = \"anthropic\", model = \"claude-3-5-haiku-latest\" }]\nrecovery = { after_output = \"fail\" }",
+        1,
+    );
+    assert!(routes.contains("after_output"));
+    let h = Harness::start(&[("openai", plan)], &routes).await;
     let (status, events) = h
         .stream(json!({
             "model": "fast",
@@ -642,6 +673,29 @@ fault = { fault = "overloaded" }
     assert_eq!(before["status"], "ok");
     assert_eq!(before["providers"][1]["breaker"]["state"], "closed");
 
+    // Three requests in a row fail on anthropic (each retried 3 times: one request's retries
+    // count once), and the third opens its breaker: that request hands over at once.
+    for attempts_on_anthropic in [4, 4, 1] {
+        let (status, _, body) = h
+            .post(
+                "/api/chat",
+                json!({ "message": "Hi", "provider": "anthropic" }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["provider"], "openai");
+        let outcomes = outcomes(&body);
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|(p, o)| p == "anthropic" && o == "overloaded")
+                .count(),
+            attempts_on_anthropic,
+            "{body}"
+        );
+    }
+    assert_eq!(h.mocks["anthropic"].attempts().len(), 9);
+    // The fourth skips anthropic: no call reaches it, and it is not counted as an attempt.
     let (status, _, body) = h
         .post(
             "/api/chat",
@@ -649,17 +703,13 @@ fault = { fault = "overloaded" }
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["provider"], "openai");
     assert_eq!(
-        outcomes(&body)[..4],
-        pairs(&[
-            ("anthropic", "overloaded"),
-            ("anthropic", "overloaded"),
-            ("anthropic", "overloaded"),
-            ("anthropic", "circuit_open"),
-        ])
+        outcomes(&body),
+        pairs(&[("anthropic", "circuit_open"), ("openai", "ok")])
     );
-    assert_eq!(h.mocks["anthropic"].attempts().len(), 3);
+    assert_eq!(body["attempts"][0]["skipped"], true);
+    assert_eq!(body["retryCount"], 0);
+    assert_eq!(h.mocks["anthropic"].attempts().len(), 9);
 
     let (status, health) = h.get("/health").await;
     assert_eq!(status, 200);
@@ -681,12 +731,13 @@ fault = { fault = "overloaded" }
     assert_eq!(status, 200);
     for line in [
         r#"gateway_breaker_transitions_total{provider="anthropic",from="closed",to="open"} 1"#,
-        r#"gateway_upstream_attempts_total{provider="anthropic",outcome="overloaded"} 3"#,
-        r#"gateway_upstream_attempts_total{provider="anthropic",outcome="circuit_open"} 1"#,
-        r#"gateway_retries_total{provider="anthropic",kind="overloaded"} 3"#,
+        r#"gateway_upstream_attempts_total{provider="anthropic",outcome="overloaded"} 9"#,
+        r#"gateway_local_rejections_total{provider="anthropic",reason="circuit_open"} 1"#,
+        r#"gateway_retries_total{provider="anthropic",kind="overloaded"} 6"#,
+        r#"gateway_fallbacks_total{from="anthropic",to="openai",reason="overloaded"} 3"#,
         r#"gateway_fallbacks_total{from="anthropic",to="openai",reason="circuit_open"} 1"#,
-        r#"gateway_requests_total{endpoint="/api/chat",status="200"} 1"#,
-        r#"gateway_tokens_total{provider="openai",type="output"} 60"#,
+        r#"gateway_requests_total{endpoint="/api/chat",status="200"} 4"#,
+        r#"gateway_tokens_total{provider="openai",type="output"} 240"#,
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
@@ -731,7 +782,7 @@ sequence = [
     for line in [
         r#"gateway_limiter_waits_total{provider="openai"} 1"#,
         r#"gateway_limiter_rejections_total{provider="openai"} 2"#,
-        r#"gateway_upstream_attempts_total{provider="openai",outcome="local_rate_limited"} 2"#,
+        r#"gateway_local_rejections_total{provider="openai",reason="local_rate_limited"} 2"#,
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
@@ -952,7 +1003,7 @@ fn the_readme_configuration_parses_and_builds() {
     let config = GatewayConfig::from_toml(text, "README.md", &keys).unwrap();
     assert_eq!(config.provider_names(), ["openai", "local"]);
     assert_eq!(config.routes.len(), 2);
-    assert!(config.providers[0].rate_limit.is_some());
+    assert!(config.providers[0].rate_limit.requests.is_some());
     Gateway::new(&config, &keys).unwrap();
 }
 

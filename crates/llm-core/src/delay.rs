@@ -417,9 +417,7 @@ impl RateLimitInfo {
             .then_some(self.reset_requests)
             .flatten()
             .map(|reset| match self.limit_requests {
-                Some(limit) if limit > 0 => {
-                    reset / u32::try_from(limit).unwrap_or(u32::MAX)
-                }
+                Some(limit) if limit > 0 => reset / u32::try_from(limit).unwrap_or(u32::MAX),
                 _ => reset,
             });
         let tokens = (self.remaining_tokens == Some(0))

@@ -721,7 +721,11 @@ impl FallbackExhausted {
 
 impl fmt::Display for FallbackExhausted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let skipped = self.attempts.iter().filter(|a| !a.reached_upstream()).count();
+        let skipped = self
+            .attempts
+            .iter()
+            .filter(|a| !a.reached_upstream())
+            .count();
         let tried = self.attempts.len() - skipped;
         if skipped == 0 {
             write!(f, "all {tried} fallback targets failed")?;

@@ -178,7 +178,8 @@ pub struct Timeouts {
     #[serde(with = "llm_core::config::duration")]
     pub first_token: Duration,
     /// From sending a non-streaming request to the first byte of its response (its status
-    /// line: most providers send it when the whole answer is ready). Default 5 min.
+    /// line: most providers send it when the whole answer is ready). Default 5 min; a total
+    /// timeout shorter than it shortens it.
     #[serde(with = "llm_core::config::duration")]
     pub first_byte: Duration,
     /// Between two reads of a body, streamed or not. Default 30 s.
@@ -217,16 +218,12 @@ impl Timeouts {
                 );
             }
         }
-        for (field, value) in [
-            ("first_token", self.first_token),
-            ("first_byte", self.first_byte),
-        ] {
-            if value > self.total {
-                return Err(
-                    ConfigError::new(field, "must not be longer than the total timeout")
-                        .in_section("timeouts"),
-                );
-            }
+        if self.first_token > self.total {
+            return Err(ConfigError::new(
+                "first_token",
+                "must not be longer than the total timeout",
+            )
+            .in_section("timeouts"));
         }
         Ok(())
     }

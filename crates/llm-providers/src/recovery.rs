@@ -701,7 +701,8 @@ impl RecoveringStream {
         self.current_target.as_deref().unwrap_or("")
     }
 
-    /// The model of the first stream, as its provider reported it.
+    /// The model answering, as its provider reported it: the first stream's, and after a
+    /// repair the model that finishes the answer.
     pub fn model(&self) -> &str {
         &self.model
     }
@@ -943,6 +944,7 @@ impl RecoveringStream {
                 );
                 self.hook(&RecoveryEvent::Recovered(recovery.clone()));
                 self.recovery = Some(recovery);
+                stream.model().clone_into(&mut self.model);
                 self.meta.attempts += 1;
                 if mode == RecoveryMode::Instruction {
                     self.overlap = Some(Overlap {

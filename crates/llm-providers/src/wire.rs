@@ -29,11 +29,21 @@ fn put<T: Into<Value>>(map: &mut Map<String, Value>, key: &str, value: Option<T>
     }
 }
 
+/// `value` as the decimal it was written as: `0.3f32` goes out as `0.3`, not as the nearest
+/// `f64` (`0.30000001192092896`). A value that is not finite is left out (the builders of the
+/// request refuse those before).
+fn decimal(value: Option<f32>) -> Option<Value> {
+    let value = value.filter(|v| v.is_finite())?;
+    // NOTE: `Display` of an `f32` prints the shortest decimal that reads back as it.
+    let shortest: f64 = value.to_string().parse().ok()?;
+    serde_json::Number::from_f64(shortest).map(Value::Number)
+}
+
 /// The sampling fields under a provider's names: temperature, top_p, max tokens, stop.
 fn sampling(map: &mut Map<String, Value>, req: &ChatRequest, names: [&str; 4]) {
     let [temperature, top_p, max_tokens, stop] = names;
-    put(map, temperature, req.temperature_value());
-    put(map, top_p, req.top_p_value());
+    put(map, temperature, decimal(req.temperature_value()));
+    put(map, top_p, decimal(req.top_p_value()));
     put(map, max_tokens, req.max_tokens_limit());
     if !req.stop_sequences().is_empty() {
         map.insert(stop.into(), req.stop_sequences().into());
@@ -659,6 +669,21 @@ pub(crate) fn error_body(v: &Value) -> Option<ErrorBody> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn sampling_values_go_out_as_written() {
+        for (kind, key) in [
+            (ProviderKind::OpenAi, "temperature"),
+            (ProviderKind::Anthropic, "temperature"),
+        ] {
+            let req = ChatRequest::new("m").user("hi").temperature(0.3).top_p(0.9);
+            let body = request_body(kind, &req, false);
+            let text = serde_json::to_string(&body).unwrap();
+            assert!(text.contains(&format!("\"{key}\":0.3")), "{text}");
+            assert!(text.contains("0.9"), "{text}");
+            assert!(!text.contains("0.300000"), "{text}");
+        }
+    }
 
     /// A JSON field: mostly one of `usual`, sometimes absent or one of `odd`.
     fn field(usual: Vec<Value>, odd: Vec<Value>) -> BoxedStrategy<Option<Value>> {

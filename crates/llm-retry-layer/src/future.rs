@@ -6,8 +6,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use llm_core::{
-    Classify, EarlierFailures, ErrorKind, ErrorKinds, Outcome, RequestExtensions,
-    ResponseMetadata, notes,
+    Classify, EarlierFailures, ErrorKind, ErrorKinds, Outcome, RequestExtensions, ResponseMetadata,
+    notes,
 };
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};

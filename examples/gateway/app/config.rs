@@ -91,18 +91,34 @@ pub(crate) struct ProviderSettings {
     pub(crate) model: String,
     /// Kind, endpoint, key variable, timeouts.
     pub(crate) connection: ProviderConfig,
-    /// Retries on this provider.
+    /// Retries on this provider (for `/v1/chat/completions` routes; `/api/chat` also hands
+    /// over at once on a rate limit).
     pub(crate) retry: RetryConfig,
     /// Its circuit breaker.
     pub(crate) breaker: BreakerConfig,
-    /// Its local rate limit (none: unlimited).
-    pub(crate) rate_limit: Option<RateLimitConfig>,
+    /// One breaker per upstream model (the default), or one for the whole provider.
+    pub(crate) breaker_scope: BreakerScope,
+    /// Its rate limit: with no limit set, it follows the provider's 429s and
+    /// `x-ratelimit-*` headers only.
+    pub(crate) rate_limit: RateLimitConfig,
     /// A Redis through which every gateway instance shares that rate limit.
     pub(crate) shared_limit: Option<RedisConfig>,
     /// A Redis through which every gateway instance shares the breaker's trips and recoveries.
     pub(crate) shared_breaker: Option<SharedBreakerConfig>,
     /// Whether it takes an assistant prefill when a broken stream is continued on it.
     pub(crate) prefill: Prefill,
+}
+
+/// What one circuit breaker covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BreakerScope {
+    /// One breaker per (provider, upstream model): one model failing never blocks another
+    /// model of the same provider, nor a route's fallback to it.
+    #[default]
+    Model,
+    /// One breaker for every model of the provider.
+    Provider,
 }
 
 /// A `/v1/chat/completions` route.
@@ -113,9 +129,12 @@ pub(crate) struct RouteConfig {
     pub(crate) model: String,
     /// Tried in order.
     pub(crate) targets: Vec<RouteTarget>,
-    /// What a stream that breaks gets (default: nothing — it ends with an error event).
-    #[serde(default)]
-    pub(crate) recovery: RecoveryPolicy,
+    /// What a stream that breaks after its first chunk gets. Default: on a route with a
+    /// fallback, the answer is continued on the next target that answers
+    /// ([`RecoveryPolicy::continuing`]); on a route of one target, it ends with an error
+    /// event. `recovery = { after_output = "fail" }` turns continuing off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) recovery: Option<RecoveryPolicy>,
 }
 
 /// One target of a route.
@@ -134,11 +153,25 @@ impl RouteConfig {
     pub(crate) fn is_wildcard(&self) -> bool {
         self.model == "*"
     }
+
+    /// The recovery policy in force: the configured one, else continuing on a route with a
+    /// fallback and failing clean on a route of one target.
+    pub(crate) fn recovery_policy(&self) -> RecoveryPolicy {
+        match &self.recovery {
+            Some(policy) => policy.clone(),
+            None if self.targets.len() > 1 => RecoveryPolicy::continuing(),
+            None => RecoveryPolicy::default(),
+        }
+    }
 }
 
-/// Retries in the gateway unless configured otherwise: a timeout, a 5xx or an overload is
-/// retried after 1 s, 2 s and 4 s (no jitter: the schedule is the documented one); a rate
-/// limit, an exhausted quota or an open circuit moves to the next provider at once.
+/// Retries in the gateway unless configured otherwise: a 5xx or an overload is retried after
+/// 1 s, 2 s and 4 s (no jitter: the schedule is the documented one), then hands over; a
+/// timeout or a dropped connection (the target is silent or gone), an exhausted quota, an
+/// open circuit or a local limit moves to the next target at once while one remains. A rate
+/// limit with a `Retry-After` of 4 s or less is waited out once on the same target; a longer
+/// one, none, or a second 429 moves on (`/api/chat` moves on at the first 429, as documented).
+/// With no target left, everything transient is retried on the schedule within the deadline.
 pub(crate) fn default_retry() -> RetryConfig {
     let mut retry = RetryConfig::standard();
     retry.max_retries = 3;
@@ -149,7 +182,8 @@ pub(crate) fn default_retry() -> RetryConfig {
     // The whole 1 s, 2 s, 4 s schedule runs before handing over to the next provider.
     retry.failover_delay = retry.max_delay;
     retry.failover_on = ErrorKinds::of(&[
-        ErrorKind::RateLimited,
+        ErrorKind::Timeout,
+        ErrorKind::Network,
         ErrorKind::QuotaExceeded,
         ErrorKind::CircuitOpen,
         ErrorKind::LocalRateLimited,
@@ -157,15 +191,21 @@ pub(crate) fn default_retry() -> RetryConfig {
     retry
 }
 
-/// The gateway's breaker: trips on 3 failures in a row or half the last 20 calls, open 30 s.
+/// The gateway's breaker: trips after 3 requests in a row failed (one request's own retries
+/// count once) or half the last 20 calls; open 5 s, then 10 s while the target stays down, so
+/// a recovered target gets traffic back within about 10 s and a long outage costs one probe
+/// every 10 s.
 pub(crate) fn default_breaker() -> BreakerConfig {
     let mut breaker = BreakerConfig::standard();
     breaker.consecutive_failures = Some(3);
+    breaker.open_duration = Duration::from_secs(5);
+    breaker.max_open_duration = Duration::from_secs(10);
     breaker
 }
 
-/// A configured rate limit rejects rather than queueing for long: a request that would wait
-/// more than 2 s goes to the next provider instead.
+/// The rate limit of every provider: with no limit configured it follows the provider (a 429
+/// with a delay, or an empty bucket in `x-ratelimit-*`, holds requests until the next one
+/// fits); a request that would wait more than 2 s goes to the next target instead.
 pub(crate) fn default_rate_limit() -> RateLimitConfig {
     RateLimitConfig {
         mode: Mode::Wait,
@@ -339,11 +379,10 @@ impl GatewayConfig {
                 .breaker
                 .validate()
                 .map_err(|e| e.in_section(&format!("{section}.breaker")))?;
-            if let Some(limit) = &provider.rate_limit {
-                limit
-                    .validate()
-                    .map_err(|e| e.in_section(&format!("{section}.rate_limit")))?;
-            }
+            provider
+                .rate_limit
+                .validate()
+                .map_err(|e| e.in_section(&format!("{section}.rate_limit")))?;
         }
         let names = self.provider_names().join(", ");
         for (i, route) in self.routes.iter().enumerate() {
@@ -359,10 +398,11 @@ impl GatewayConfig {
                     format!("repeats the route {:?}", route.model),
                 ));
             }
-            route
-                .recovery
-                .validate()
-                .map_err(|e| e.in_section(&format!("routes[{i}].recovery")))?;
+            if let Some(recovery) = &route.recovery {
+                recovery
+                    .validate()
+                    .map_err(|e| e.in_section(&format!("routes[{i}].recovery")))?;
+            }
             if route.targets.is_empty() {
                 return Err(ConfigError::new(
                     format!("routes[{i}].targets"),
@@ -410,7 +450,7 @@ impl GatewayConfig {
             routes.push(RouteConfig {
                 model: first.model.clone(),
                 targets,
-                recovery: RecoveryPolicy::default(),
+                recovery: None,
             });
         }
         routes
@@ -452,15 +492,25 @@ fn provider_settings(
         .map(|shared: SharedBreakerConfig| shared.validate().map(|()| shared))
         .transpose()
         .map_err(|e| e.in_section(&field("breaker.shared")))?;
-    let breaker = overlay(&section, "breaker", default_breaker(), breaker_table)?;
+    let breaker_scope =
+        take_key(&mut breaker_table, "scope", &field("breaker.scope"))?.unwrap_or_default();
+    let sets_max_open = matches!(&breaker_table, Some(toml::Value::Table(t)) if t.contains_key("max_open_duration"));
+    let mut breaker = overlay(&section, "breaker", default_breaker(), breaker_table)?;
+    if !sets_max_open && breaker.max_open_duration < breaker.open_duration {
+        // A longer `open_duration` than the default cap, alone, means "stay open that long".
+        breaker.max_open_duration = breaker.open_duration;
+    }
     let mut rate_limit_table = table.remove("rate_limit");
     let shared_limit = take_shared(&mut rate_limit_table, &field("rate_limit.shared"))?
         .map(|shared: RedisConfig| shared.validate().map(|()| shared))
         .transpose()
         .map_err(|e| e.in_section(&field("rate_limit.shared")))?;
-    let rate_limit = rate_limit_table
-        .map(|value| overlay(&section, "rate_limit", default_rate_limit(), Some(value)))
-        .transpose()?;
+    let rate_limit = overlay(
+        &section,
+        "rate_limit",
+        default_rate_limit(),
+        rate_limit_table,
+    )?;
     let prefill = match table.remove("prefill") {
         Some(value) => value.try_into::<Prefill>().map_err(|err| {
             ConfigError::new(
@@ -503,6 +553,7 @@ fn provider_settings(
         connection,
         retry,
         breaker,
+        breaker_scope,
         rate_limit,
         shared_limit,
         shared_breaker,
@@ -515,11 +566,20 @@ fn take_shared<T: for<'de> Deserialize<'de>>(
     table: &mut Option<toml::Value>,
     field: &str,
 ) -> Result<Option<T>, ConfigError> {
+    take_key(table, "shared", field)
+}
+
+/// Takes `key` out of a layer's table, read as `T`.
+fn take_key<T: for<'de> Deserialize<'de>>(
+    table: &mut Option<toml::Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<T>, ConfigError> {
     let Some(toml::Value::Table(table)) = table else {
         return Ok(None);
     };
     table
-        .remove("shared")
+        .remove(key)
         .map(|shared| {
             shared.try_into::<T>().map_err(|err: toml::de::Error| {
                 ConfigError::new(field.to_owned(), err.message().to_owned())

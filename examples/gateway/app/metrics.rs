@@ -34,6 +34,7 @@ struct Inner {
     breaker_transitions: Family<Labels<3>, Counter>,
     limiter_waits: Family<Labels<1>, Counter>,
     limiter_rejections: Family<Labels<1>, Counter>,
+    local_rejections: Family<Labels<2>, Counter>,
     tokens: Family<Labels<2>, Counter>,
     stream_interruptions: Family<Labels<1>, Counter>,
     stream_recoveries: Family<Labels<4>, Counter>,
@@ -106,6 +107,12 @@ impl Default for Metrics {
             "Requests the local rate limiter refused",
             Family::default(),
         );
+        let local_rejections = register(
+            r,
+            "local_rejections",
+            "Calls our own breaker or limiter refused before they reached the provider",
+            Family::default(),
+        );
         let tokens = register(
             r,
             "tokens",
@@ -149,6 +156,7 @@ impl Default for Metrics {
                 breaker_transitions,
                 limiter_waits,
                 limiter_rejections,
+                local_rejections,
                 tokens,
                 stream_interruptions,
                 stream_recoveries,
@@ -294,6 +302,18 @@ impl Metrics {
         self.inner
             .limiter_rejections
             .get_or_create(&[("provider", provider.to_owned())])
+            .inc();
+    }
+
+    /// Our own breaker or limiter refused a call to `provider` (`reason`: `circuit_open`,
+    /// `local_rate_limited`).
+    pub(crate) fn local_rejection(&self, provider: &str, reason: &str) {
+        self.inner
+            .local_rejections
+            .get_or_create(&[
+                ("provider", provider.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
             .inc();
     }
 

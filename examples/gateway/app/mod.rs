@@ -41,7 +41,7 @@ use tower::util::BoxCloneSyncService;
 use self::config::{ConfigFileError, GatewayConfig, Lookup};
 use self::metrics::Metrics;
 use self::openai::{ApiError, CompletionRequest};
-use self::stack::{AttemptLog, ChatService, StreamService, Upstream};
+use self::stack::{AttemptLog, BreakerView, ChatService, StreamService, Upstream};
 
 /// The gateway's state; axum clones it per request, and every clone shares the providers'
 /// breakers, limiters and the metrics.
@@ -94,7 +94,7 @@ impl Gateway {
                 let targets = order
                     .map(|i| {
                         let up = &upstreams[i];
-                        (up.chat.clone(), up.name.clone(), Some(up.model.clone()))
+                        (up.api_chat.clone(), up.name.clone(), Some(up.model.clone()))
                     })
                     .collect();
                 stack::chain(targets, &metrics)
@@ -257,7 +257,7 @@ fn recovering(
 ) -> Result<BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>, ConfigError> {
     let metrics = metrics.clone();
     let mut builder = StreamRecovery::builder(chain)
-        .policy(route.recovery.clone())
+        .policy(route.recovery_policy())
         .on_recovery(move |event| match event {
             RecoveryEvent::Recovered(r) => {
                 tracing::warn!(
@@ -270,8 +270,11 @@ fn recovering(
                 );
                 metrics.stream_recovery(&r.from, &r.to, r.mode.as_str(), "recovered");
             }
+            // A route that does not continue broken streams has nothing to count here: the
+            // interruption itself is counted.
+            RecoveryEvent::Failed { reason, .. } if *reason == "not allowed" => {}
             RecoveryEvent::Failed { from, reason, .. } => {
-                metrics.stream_recovery(from, "", "", reason);
+                metrics.stream_recovery(from, "none", "none", reason);
             }
             _ => {}
         });
@@ -374,7 +377,7 @@ async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Re
     let chain = gw.inner.chat_chains[first].clone();
     let result = gw.within_deadline(chain.oneshot(request)).await;
     let attempts = log.records();
-    let retry_count = attempts.len().saturating_sub(1);
+    let retry_count = log.upstream_calls().saturating_sub(1);
     match result {
         Ok(answer) => {
             tracing::info!(
@@ -487,7 +490,7 @@ async fn completions_inner(
             .await
             .map_err(|err| ApiError::from_llm(&err))?;
         let mut response = axum::Json(openai::completion(&id, &answer)).into_response();
-        annotate(&mut response, &answer.provider, log.records().len());
+        annotate(&mut response, &answer.provider, log.upstream_calls());
         return Ok(response);
     }
     let stream = gw
@@ -506,7 +509,7 @@ async fn completions_inner(
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    annotate(&mut response, &provider, log.records().len());
+    annotate(&mut response, &provider, log.upstream_calls());
     Ok(response)
 }
 
@@ -522,7 +525,6 @@ fn annotate(response: &mut Response, provider: &str, attempts: usize) {
 struct SseState {
     stream: RecoveringStream,
     id: String,
-    model: String,
     created: u64,
     first: bool,
     include_usage: bool,
@@ -542,7 +544,6 @@ fn sse_events(
     include_usage: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     let state = SseState {
-        model: stream.model().to_owned(),
         stream,
         id,
         created: openai::unix_now(),
@@ -557,12 +558,14 @@ fn sse_events(
                 if chunk.usage.is_some() {
                     state.usage = chunk.usage;
                 }
+                // NOTE: after a repair the stream names the model that finishes the answer.
+                let model = state.stream.model();
                 let bytes = if let Some(recovery) = &chunk.recovery {
                     // The answer was repaired: say so, by whom, after how much.
                     event(&openai::recovery_chunk(
                         &state.id,
                         state.created,
-                        &state.model,
+                        model,
                         recovery,
                     ))
                 } else if chunk.delta.is_empty() && chunk.finish_reason.is_none() && !state.first {
@@ -572,7 +575,7 @@ fn sse_events(
                     event(&openai::chunk(
                         &state.id,
                         state.created,
-                        &state.model,
+                        model,
                         &chunk,
                         state.first,
                     ))
@@ -591,7 +594,8 @@ fn sse_events(
             None => {
                 let mut tail = String::new();
                 if let (true, Some(usage)) = (state.include_usage, state.usage) {
-                    let usage = openai::usage_chunk(&state.id, state.created, &state.model, usage);
+                    let usage =
+                        openai::usage_chunk(&state.id, state.created, state.stream.model(), usage);
                     tail.push_str(&format!("data: {usage}\n\n"));
                 }
                 tail.push_str("data: [DONE]\n\n");
@@ -620,6 +624,60 @@ async fn models(State(gw): State<Gateway>) -> Response {
     observed(&gw, "/v1/models", started, response)
 }
 
+/// One breaker's state as `/health` shows it.
+fn breaker_json(model: Option<&str>, m: &llm_tower::breaker::Metrics) -> serde_json::Value {
+    let mut value = json!({
+        "state": m.state.as_str(),
+        "failureRate": m.failure_rate,
+        "consecutiveFailures": m.consecutive_failures,
+        "retryInMs": m.retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "trips": m.trips,
+        "rejected": m.rejected,
+    });
+    if let Some(model) = model {
+        value["model"] = json!(model);
+    }
+    value
+}
+
+/// A provider's breakers: a summary (`state` is the breakers' common state, or
+/// `partially_open`), and with one breaker per model, each of them. Also whether every one
+/// is open.
+fn breakers_json(view: &BreakerView) -> (serde_json::Value, bool) {
+    use llm_tower::breaker::State;
+    let breakers = view.breakers();
+    let metrics: Vec<_> = breakers.iter().map(|(_, h)| h.metrics()).collect();
+    let open = |m: &llm_tower::breaker::Metrics| matches!(m.state, State::Open | State::ForcedOpen);
+    let all_open = !metrics.is_empty() && metrics.iter().all(open);
+    let state = match metrics.first() {
+        None => State::Closed.as_str(),
+        Some(first) if metrics.iter().all(|m| m.state == first.state) => first.state.as_str(),
+        Some(_) => "partially_open",
+    };
+    let shared = breakers.first().is_some_and(|(_, h)| h.is_shared());
+    let unreachable = breakers.iter().any(|(_, h)| h.redis_unreachable());
+    let mut summary = json!({
+        "scope": if matches!(view, BreakerView::Provider(_)) { "provider" } else { "model" },
+        "state": state,
+        "failureRate": metrics.iter().map(|m| m.failure_rate).fold(0.0, f64::max),
+        "consecutiveFailures": metrics.iter().map(|m| m.consecutive_failures).max().unwrap_or(0),
+        "retryInMs": metrics.iter().filter_map(|m| m.retry_in).min()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "trips": metrics.iter().map(|m| m.trips).sum::<u64>(),
+        "rejected": metrics.iter().map(|m| m.rejected).sum::<u64>(),
+        "shared": shared,
+        "redisUnreachable": unreachable,
+    });
+    if let BreakerView::PerModel(_) = view {
+        summary["models"] = breakers
+            .iter()
+            .zip(&metrics)
+            .map(|((model, _), m)| breaker_json(model.as_deref(), m))
+            .collect();
+    }
+    (summary, all_open)
+}
+
 async fn health(State(gw): State<Gateway>) -> Response {
     let started = Instant::now();
     let mut open = 0;
@@ -628,38 +686,28 @@ async fn health(State(gw): State<Gateway>) -> Response {
         .upstreams
         .iter()
         .map(|up| {
-            let breaker = up.breaker.metrics();
-            if breaker.state == llm_tower::breaker::State::Open {
+            let (breaker, all_open) = breakers_json(&up.breaker);
+            if all_open {
                 open += 1;
             }
-            let limiter = up.limiter.as_ref().map(|view| {
-                let capacity = view.capacity();
-                let (waiting, admitted, rejected) = view.counters();
-                json!({
-                    "requestsAvailable": capacity.requests,
-                    "tokensAvailable": capacity.tokens,
-                    "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
-                    "waiting": waiting,
-                    "admitted": admitted,
-                    "rejected": rejected,
-                    "shared": view.shared().is_some(),
-                    "redisUnreachable": view.shared().unwrap_or(false),
-                })
+            let view = &up.limiter;
+            let capacity = view.capacity();
+            let (waiting, admitted, rejected) = view.counters();
+            let limiter = json!({
+                "requestsAvailable": capacity.requests,
+                "tokensAvailable": capacity.tokens,
+                "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
+                "waiting": waiting,
+                "admitted": admitted,
+                "rejected": rejected,
+                "shared": view.shared().is_some(),
+                "redisUnreachable": view.shared().unwrap_or(false),
             });
             json!({
                 "name": &*up.name,
                 "kind": up.kind.to_string(),
                 "model": up.model,
-                "breaker": {
-                    "state": breaker.state.as_str(),
-                    "failureRate": breaker.failure_rate,
-                    "consecutiveFailures": breaker.consecutive_failures,
-                    "retryInMs": breaker.retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                    "trips": breaker.trips,
-                    "rejected": breaker.rejected,
-                    "shared": up.breaker.is_shared(),
-                    "redisUnreachable": up.breaker.redis_unreachable(),
-                },
+                "breaker": breaker,
                 "limiter": limiter,
             })
         })

@@ -22,18 +22,18 @@ use std::time::Instant;
 
 use llm_providers::recovery::Prefill;
 use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
-use llm_tower::breaker::{BreakerHandle, BreakerLayer};
+use llm_tower::breaker::{BreakerHandle, BreakerLayer, KeyedBreakerHandle};
 use llm_tower::fallback::{Fallback, FallbackReason, Target};
 use llm_tower::ratelimit::{Capacity, LocalStore, RateLimitHandle, RateLimitLayer, RedisStore};
-use llm_tower::retry::RetryLayer;
+use llm_tower::retry::{RetryConfig, RetryLayer};
 use llm_tower::{
-    ConfigError, EndObserver, EstimatedCost, LlmError, ObserveEnd, ReportsUsage, Usage,
+    ConfigError, EndObserver, ErrorKind, EstimatedCost, LlmError, ObserveEnd, ReportsUsage, Usage,
 };
 use serde::Serialize;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
-use super::config::ProviderSettings;
+use super::config::{BreakerScope, ProviderSettings};
 use super::metrics::{Metrics, ProviderSeries};
 
 /// A complete-answer service: one provider's stack, or a chain of them.
@@ -59,6 +59,9 @@ pub(crate) struct AttemptRecord {
     pub(crate) error: Option<String>,
     /// How long the attempt took.
     pub(crate) latency_ms: u64,
+    /// Refused by our own breaker or limiter: no call reached the provider.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) skipped: bool,
 }
 
 /// The attempts made for one gateway request, in order. It travels in the request's
@@ -70,6 +73,16 @@ impl AttemptLog {
     /// The attempts so far.
     pub(crate) fn records(&self) -> Vec<AttemptRecord> {
         self.0.lock().expect("attempt log poisoned").clone()
+    }
+
+    /// The calls that reached a provider (a call our own breaker or limiter refused did not).
+    pub(crate) fn upstream_calls(&self) -> usize {
+        self.0
+            .lock()
+            .expect("attempt log poisoned")
+            .iter()
+            .filter(|record| !record.skipped)
+            .count()
     }
 
     fn push(&self, record: AttemptRecord) {
@@ -96,7 +109,7 @@ impl Answer for ChatStream {
             let broke = end
                 .outcome
                 .kind()
-                .is_some_and(|kind| kind == llm_tower::ErrorKind::StreamInterrupted);
+                .is_some_and(|kind| kind == ErrorKind::StreamInterrupted);
             report(end.usage, broke);
         }));
     }
@@ -164,7 +177,15 @@ where
                     Some(err.to_string()),
                 ),
             };
-            series.attempt(&metrics, outcome, elapsed);
+            let skipped = result
+                .as_ref()
+                .is_err_and(|err| err.kind().is_local_rejection());
+            if skipped {
+                // Not an upstream attempt: counted apart, and not logged per request.
+                metrics.local_rejection(&provider, outcome);
+            } else {
+                series.attempt(&metrics, outcome, elapsed);
+            }
             if let Ok(answer) = &mut result {
                 let metrics = metrics.clone();
                 let provider = provider.clone();
@@ -185,6 +206,7 @@ where
                     status,
                     error,
                     latency_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                    skipped,
                 });
             }
             result
@@ -218,11 +240,42 @@ impl LimiterView {
         }
     }
 
-    /// Whether the limit is shared, and whether its Redis is unreachable now.
+    /// Whether the limit is shared, and whether its Redis is unreachable now (`None`: in
+    /// this process).
     pub(crate) fn shared(&self) -> Option<bool> {
         match self {
             LimiterView::Local(_) => None,
             LimiterView::Shared(h) => Some(h.store().is_degraded()),
+        }
+    }
+}
+
+/// A provider's circuit breakers as `/health` reads them: one per upstream model (the
+/// default), or one for the whole provider.
+#[derive(Clone)]
+pub(crate) enum BreakerView {
+    /// One breaker per `provider/model` key.
+    PerModel(KeyedBreakerHandle<String>),
+    /// One breaker for every model.
+    Provider(BreakerHandle),
+}
+
+impl BreakerView {
+    /// Each breaker, with the model it covers (`None`: the whole provider).
+    pub(crate) fn breakers(&self) -> Vec<(Option<String>, BreakerHandle)> {
+        match self {
+            BreakerView::Provider(handle) => vec![(None, handle.clone())],
+            BreakerView::PerModel(keyed) => {
+                let mut keys = keyed.keys();
+                keys.sort();
+                keys.into_iter()
+                    .filter_map(|key| {
+                        let handle = keyed.get(&key)?;
+                        let model = key.split_once('/').map_or(key.as_str(), |(_, m)| m);
+                        Some((Some(model.to_owned()), handle))
+                    })
+                    .collect()
+            }
         }
     }
 }
@@ -236,16 +289,95 @@ pub(crate) struct Upstream {
     pub(crate) kind: ProviderKind,
     /// The model `/api/chat` asks it for.
     pub(crate) model: String,
-    /// Its breaker's state.
-    pub(crate) breaker: BreakerHandle,
-    /// Its limiter's capacity, when it has one.
-    pub(crate) limiter: Option<LimiterView>,
+    /// Its breakers' state.
+    pub(crate) breaker: BreakerView,
+    /// Its limiter's capacity.
+    pub(crate) limiter: LimiterView,
     /// Whether it takes an assistant prefill when continuing a broken stream.
     pub(crate) prefill: Prefill,
-    /// Complete answers through its stack.
+    /// Complete answers through its stack, for `/api/chat`: a rate limit moves on at once.
+    pub(crate) api_chat: ChatService,
+    /// Complete answers through its stack, for routes.
     pub(crate) chat: ChatService,
-    /// Streams through its stack.
+    /// Streams through its stack, for routes.
     pub(crate) stream: StreamService,
+}
+
+/// A retry layer over `config` that logs and counts as `name`.
+fn retry_layer(
+    name: &Arc<str>,
+    metrics: &Metrics,
+    config: RetryConfig,
+) -> Result<RetryLayer, ConfigError> {
+    let (name, metrics) = (name.clone(), metrics.clone());
+    let give_up_name = name.clone();
+    RetryLayer::builder()
+        .config(config)
+        .on_retry(move |event| {
+            tracing::warn!(
+                provider = %name,
+                attempt = event.attempt,
+                kind = event.kind.as_str(),
+                delay_ms = u64::try_from(event.delay.as_millis()).unwrap_or(u64::MAX),
+                "retrying {name} after {} in {:?}",
+                event.kind,
+                event.delay
+            );
+            metrics.retry(&name, event.kind.as_str());
+        })
+        .on_give_up(move |give_up| {
+            tracing::debug!(
+                provider = %give_up_name,
+                attempts = give_up.attempts,
+                kind = give_up.kind.as_str(),
+                "{give_up_name} gives up after {} attempt(s): {:?}",
+                give_up.attempts,
+                give_up.reason
+            );
+        })
+        .build()
+        .map_err(|e| e.in_section("retry"))
+}
+
+/// The services above the limiter, over one breaker layer (single or keyed): `Retry →
+/// Recorded → Breaker` for `/api/chat`, routes and streams.
+struct Guarded {
+    api_chat: ChatService,
+    chat: ChatService,
+    stream: StreamService,
+}
+
+impl Guarded {
+    fn new<B>(
+        breaker: &B,
+        retries: [&RetryLayer; 2],
+        recorded: &RecordLayer,
+        chat: ChatService,
+        stream: StreamService,
+    ) -> Guarded
+    where
+        B: Layer<ChatService> + Layer<StreamService>,
+        <B as Layer<ChatService>>::Service: Service<ChatRequest, Response = ChatResponse, Error = LlmError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <<B as Layer<ChatService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
+        <B as Layer<StreamService>>::Service: Service<ChatRequest, Response = ChatStream, Error = LlmError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <<B as Layer<StreamService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
+    {
+        let [api_retry, retry] = retries;
+        let chat = recorded.layer(breaker.layer(chat));
+        Guarded {
+            api_chat: ChatService::new(api_retry.layer(chat.clone())),
+            chat: ChatService::new(retry.layer(chat)),
+            stream: StreamService::new(retry.layer(recorded.layer(breaker.layer(stream)))),
+        }
+    }
 }
 
 impl Upstream {
@@ -258,36 +390,12 @@ impl Upstream {
         let name: Arc<str> = Arc::from(settings.name.as_str());
         let provider = provider.renamed(&settings.name);
 
-        let retry = {
-            let (name, metrics) = (name.clone(), metrics.clone());
-            let give_up_name = name.clone();
-            RetryLayer::builder()
-                .config(settings.retry.clone())
-                .on_retry(move |event| {
-                    tracing::warn!(
-                        provider = %name,
-                        attempt = event.attempt,
-                        kind = event.kind.as_str(),
-                        delay_ms = u64::try_from(event.delay.as_millis()).unwrap_or(u64::MAX),
-                        "retrying {name} after {} in {:?}",
-                        event.kind,
-                        event.delay
-                    );
-                    metrics.retry(&name, event.kind.as_str());
-                })
-                .on_give_up(move |give_up| {
-                    tracing::debug!(
-                        provider = %give_up_name,
-                        attempts = give_up.attempts,
-                        kind = give_up.kind.as_str(),
-                        "{give_up_name} gives up after {} attempt(s): {:?}",
-                        give_up.attempts,
-                        give_up.reason
-                    );
-                })
-                .build()
-                .map_err(|e| e.in_section("retry"))?
-        };
+        let retry = retry_layer(&name, metrics, settings.retry.clone())?;
+        // `/api/chat` keeps its documented behaviour: a rate limit moves to the next provider.
+        let mut api_config = settings.retry.clone();
+        api_config.failover_on = api_config.failover_on.with(ErrorKind::RateLimited);
+        let api_retry = retry_layer(&name, metrics, api_config)?;
+
         let breaker = {
             let (name, metrics) = (name.clone(), metrics.clone());
             let mut builder = BreakerLayer::builder()
@@ -303,12 +411,14 @@ impl Upstream {
                     } else {
                         ""
                     };
+                    let of = change.name.as_deref().unwrap_or(&name);
                     tracing::warn!(
                         provider = %name,
+                        breaker = %of,
                         from = change.from.as_str(),
                         to = change.to.as_str(),
                         from_peer = change.from_peer,
-                        "circuit breaker of {name}: {} → {}{held}{peer}",
+                        "circuit breaker of {of}: {} → {}{held}{peer}",
                         change.from,
                         change.to
                     );
@@ -317,68 +427,79 @@ impl Upstream {
             if let Some(shared) = &settings.shared_breaker {
                 builder = builder.shared(shared.clone());
             }
-            builder.build().map_err(|e| e.in_section("breaker"))?
+            builder
         };
         let streaming = provider.streaming();
-        let (limiter, chat_inner, stream_inner) = match &settings.rate_limit {
-            Some(config) => {
-                let (name, metrics) = (name.clone(), metrics.clone());
-                let wait_name = name.clone();
-                let wait_metrics = metrics.clone();
-                let builder = RateLimitLayer::builder()
-                    .config(config.clone())
-                    .token_cost(EstimatedCost::approximate())
-                    .on_rejected(move |rejected| {
-                        tracing::warn!(provider = %name, "local rate limit of {name}: {rejected}");
-                        metrics.limiter_rejection(&name);
-                    })
-                    .on_wait(move |wait| {
-                        tracing::debug!(provider = %wait_name, "local rate limit of {wait_name}: waiting {wait:?}");
-                        wait_metrics.limiter_wait(&wait_name);
-                    });
-                match &settings.shared_limit {
-                    Some(redis) => {
-                        let limit = builder
-                            .build_redis(redis)
-                            .map_err(|e| e.in_section("rate_limit"))?;
-                        (
-                            Some(LimiterView::Shared(limit.handle())),
-                            ChatService::new(limit.layer(provider.clone())),
-                            StreamService::new(limit.layer(streaming)),
-                        )
-                    }
-                    None => {
-                        let limit = builder.build().map_err(|e| e.in_section("rate_limit"))?;
-                        (
-                            Some(LimiterView::Local(limit.handle())),
-                            ChatService::new(limit.layer(provider.clone())),
-                            StreamService::new(limit.layer(streaming)),
-                        )
-                    }
+        let (limiter, chat_inner, stream_inner) = {
+            let (name, metrics) = (name.clone(), metrics.clone());
+            let wait_name = name.clone();
+            let wait_metrics = metrics.clone();
+            // NOTE: a rejection is counted by `Recorded`, which sees it as the call's result.
+            let builder = RateLimitLayer::builder()
+                .config(settings.rate_limit.clone())
+                .token_cost(EstimatedCost::approximate())
+                .on_rejected(move |rejected| {
+                    tracing::debug!(provider = %name, "rate limit of {name}: {rejected}");
+                    metrics.limiter_rejection(&name);
+                })
+                .on_wait(move |wait| {
+                    tracing::debug!(provider = %wait_name, "rate limit of {wait_name}: waiting {wait:?}");
+                    wait_metrics.limiter_wait(&wait_name);
+                });
+            match &settings.shared_limit {
+                Some(redis) => {
+                    let limit = builder
+                        .build_redis(redis)
+                        .map_err(|e| e.in_section("rate_limit"))?;
+                    (
+                        LimiterView::Shared(limit.handle()),
+                        ChatService::new(limit.layer(provider.clone())),
+                        StreamService::new(limit.layer(streaming)),
+                    )
+                }
+                None => {
+                    let limit = builder.build().map_err(|e| e.in_section("rate_limit"))?;
+                    (
+                        LimiterView::Local(limit.handle()),
+                        ChatService::new(limit.layer(provider.clone())),
+                        StreamService::new(limit.layer(streaming)),
+                    )
                 }
             }
-            None => (
-                None,
-                ChatService::new(provider.clone()),
-                StreamService::new(streaming),
-            ),
         };
 
         let recorded = RecordLayer {
             provider: name.clone(),
             metrics: metrics.clone(),
         };
-        let chat = ChatService::new(retry.layer(recorded.layer(breaker.layer(chat_inner))));
-        let stream = StreamService::new(retry.layer(recorded.layer(breaker.layer(stream_inner))));
+        let retries = [&api_retry, &retry];
+        let (breaker, guarded) = match settings.breaker_scope {
+            BreakerScope::Provider => {
+                let layer = breaker.build().map_err(|e| e.in_section("breaker"))?;
+                let guarded = Guarded::new(&layer, retries, &recorded, chat_inner, stream_inner);
+                (BreakerView::Provider(layer.handle()), guarded)
+            }
+            BreakerScope::Model => {
+                let key_name = name.clone();
+                // NOTE: the key names the provider too: keyed breakers are named by their key,
+                // and a Redis-shared breaker is stored under its name.
+                let layer = breaker
+                    .build_keyed(move |req: &ChatRequest| format!("{key_name}/{}", req.model()))
+                    .map_err(|e| e.in_section("breaker"))?;
+                let guarded = Guarded::new(&layer, retries, &recorded, chat_inner, stream_inner);
+                (BreakerView::PerModel(layer.handle()), guarded)
+            }
+        };
         Ok(Upstream {
             name,
             kind: provider.kind(),
             model: settings.model.clone(),
-            breaker: breaker.handle(),
+            breaker,
             limiter,
             prefill: settings.prefill,
-            chat,
-            stream,
+            api_chat: guarded.api_chat,
+            chat: guarded.chat,
+            stream: guarded.stream,
         })
     }
 }
