@@ -152,6 +152,10 @@ pub struct Limiter {
     requests: Option<Bucket>,
     tokens: Option<Bucket>,
     paused_until: AtomicU64,
+    // Learned from the provider: while its request bucket is empty, one request per this many
+    // nanoseconds (0: not pacing), the next slot at `paced_tat`.
+    pace_ns: AtomicU64,
+    paced_tat: AtomicU64,
     origin: Instant,
 }
 
@@ -167,6 +171,8 @@ impl Limiter {
             requests: requests.map(bucket),
             tokens: tokens.map(bucket),
             paused_until: AtomicU64::new(0),
+            pace_ns: AtomicU64::new(0),
+            paced_tat: AtomicU64::new(0),
             origin: now,
         }
     }
@@ -215,9 +221,15 @@ impl Limiter {
         };
         let deadline = now_ns.saturating_add(max_wait_ns);
         let paused = self.paused_until.load(Ordering::Acquire);
-        let from = now_ns.max(paused);
+        let mut from = now_ns.max(paused);
         if from > deadline {
             return Err(self.denied(LimitReason::ProviderPause, from - now_ns));
+        }
+        let pace = self.pace_ns.load(Ordering::Relaxed);
+        if pace != 0 {
+            from = self
+                .paced(from, pace, deadline)
+                .map_err(|at| self.denied(LimitReason::ProviderPause, at.saturating_sub(now_ns)))?;
         }
         let mut go = from;
         if let Some(bucket) = &self.requests {
@@ -245,6 +257,20 @@ impl Limiter {
             Duration::from_nanos(go - now_ns)
         };
         Ok(Grant { wait, tokens })
+    }
+
+    /// The next paced slot at or after `from`, taken; `Err` with the slot when it is past
+    /// `deadline`.
+    #[cold]
+    fn paced(&self, from: u64, pace: u64, deadline: u64) -> Result<u64, u64> {
+        let mut slot = from;
+        self.paced_tat
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
+                slot = tat.max(from);
+                (slot <= deadline).then(|| slot.saturating_add(pace))
+            })
+            .map(|_| slot)
+            .map_err(|tat| tat.max(from))
     }
 
     fn denied(&self, reason: LimitReason, wait_ns: u64) -> LocalRateLimited {
@@ -303,6 +329,24 @@ impl Limiter {
         }
         if let Some(reset) = info.next_slot() {
             self.pause_at(reset, now_ns);
+        }
+        self.learn_pace(info);
+    }
+
+    /// Paces to the provider's refill while it reports its request bucket empty: one request
+    /// per `reset / limit`, so that waiting requests go one by one as room returns instead of
+    /// together into a 429. Pacing ends once the provider reports room for a few requests.
+    fn learn_pace(&self, info: &RateLimitInfo) {
+        let (Some(remaining), Some(limit)) = (info.remaining_requests, info.limit_requests) else {
+            return;
+        };
+        if remaining == 0 {
+            if let Some(slot) = info.next_slot().filter(|_| limit > 0) {
+                let slot = u64::try_from(slot.as_nanos()).unwrap_or(u64::MAX);
+                self.pace_ns.store(slot, Ordering::Relaxed);
+            }
+        } else if remaining >= (limit / 10).max(2) {
+            self.pace_ns.store(0, Ordering::Relaxed);
         }
     }
 
@@ -440,6 +484,41 @@ mod tests {
             "a shorter pause does not cut a longer one"
         );
         assert!(l.acquire(0, t0 + S(20), Duration::ZERO).is_ok());
+    }
+
+    #[test]
+    fn an_empty_provider_bucket_paces_requests_to_its_refill_not_its_full_reset() {
+        let t0 = Instant::now();
+        // No local limit at all, or one far above the real quota: the same learning.
+        for l in [
+            Limiter::new(None, None, t0),
+            Limiter::new(rpm(1000, 1000), None, t0),
+        ] {
+            let mut empty = RateLimitInfo::new();
+            empty.limit_requests = Some(30);
+            empty.remaining_requests = Some(0);
+            empty.reset_requests = Some(S(60));
+            l.observe(&empty, t0);
+            // One request per 2 s (60 s / 30), in arrival order, not one minute of silence.
+            let waits: Vec<_> = (0..4)
+                .map(|_| l.acquire(0, t0, S(10)).unwrap().wait)
+                .collect();
+            assert_eq!(waits, [S(2), S(4), S(6), S(8)]);
+            let err = l.acquire(0, t0, S(1)).unwrap_err();
+            assert_eq!(err.reason(), LimitReason::ProviderPause);
+            // Room for a few requests again: pacing ends.
+            let mut room = empty;
+            room.remaining_requests = Some(5);
+            l.observe(&room, t0 + S(20));
+            assert_eq!(
+                l.acquire(0, t0 + S(20), Duration::ZERO).unwrap().wait,
+                Duration::ZERO
+            );
+            assert_eq!(
+                l.acquire(0, t0 + S(20), Duration::ZERO).unwrap().wait,
+                Duration::ZERO
+            );
+        }
     }
 
     #[test]
