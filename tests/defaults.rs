@@ -57,8 +57,16 @@ async fn a_permanent_429_with_a_short_retry_after_is_waited_out_once_then_handed
         .unwrap();
     assert_eq!(answer.body(), "backup");
     assert_eq!((calls.call_count(), backup_calls.call_count()), (2, 1));
-    assert_eq!(started.elapsed(), S(1), "one wait of the server's delay, not three");
-    assert_eq!(answer.metadata().unwrap().attempts, 3, "every upstream call counted");
+    assert_eq!(
+        started.elapsed(),
+        S(1),
+        "one wait of the server's delay, not three"
+    );
+    assert_eq!(
+        answer.metadata().unwrap().attempts,
+        3,
+        "every upstream call counted"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -131,12 +139,15 @@ async fn a_sustained_outage_opens_the_breaker_within_a_handful_of_requests() {
     let mut config = BreakerConfig::standard();
     config.consecutive_failures = Some(3);
     let breaker = BreakerLayer::new(config).unwrap();
-    let (service, calls) = ScriptedService::<TestRequest, TestResponse>::always(Step::fail(
-        ErrorKind::ServerError,
-    ));
+    let (service, calls) =
+        ScriptedService::<TestRequest, TestResponse>::always(Step::fail(ErrorKind::ServerError));
     let svc = Svc::new(RetryLayer::standard().layer(breaker.layer(service)));
     for request in 1..=3 {
-        let err = svc.clone().oneshot(TestRequest::new("m")).await.unwrap_err();
+        let err = svc
+            .clone()
+            .oneshot(TestRequest::new("m"))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ServerError, "request {request}");
     }
     assert_eq!(breaker.handle().state(), State::Open);
@@ -144,7 +155,11 @@ async fn a_sustained_outage_opens_the_breaker_within_a_handful_of_requests() {
     // and its error is the upstream's, not circuit_open.
     assert_eq!(calls.call_count(), 9);
     let err = svc.oneshot(TestRequest::new("m")).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::CircuitOpen, "no call was made: only then");
+    assert_eq!(
+        err.kind(),
+        ErrorKind::CircuitOpen,
+        "no call was made: only then"
+    );
     assert_eq!(calls.call_count(), 9);
 }
 
@@ -155,13 +170,11 @@ async fn a_retry_that_would_meet_an_open_breaker_hands_over_without_waiting() {
     let mut config = BreakerConfig::standard();
     config.consecutive_failures = Some(1);
     let breaker = BreakerLayer::new(config).unwrap();
-    let (service, calls) = ScriptedService::<TestRequest, TestResponse>::always(Step::fail(
-        ErrorKind::Overloaded,
-    ));
+    let (service, calls) =
+        ScriptedService::<TestRequest, TestResponse>::always(Step::fail(ErrorKind::Overloaded));
     let primary = Svc::new(RetryLayer::standard().layer(breaker.layer(service)));
-    let (service, _) = ScriptedService::<TestRequest, TestResponse>::always(Step::fail(
-        ErrorKind::ServerError,
-    ));
+    let (service, _) =
+        ScriptedService::<TestRequest, TestResponse>::always(Step::fail(ErrorKind::ServerError));
     let backup = Svc::new(service);
     let started = Instant::now();
     let err = fallback(primary, backup)
@@ -194,7 +207,13 @@ async fn the_final_error_is_the_last_upstream_failure_not_a_skipped_target() {
     assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(backup_calls.call_count(), 0);
     let message = err.to_string();
-    assert!(message.contains("1 fallback target(s) failed and 1 were skipped"), "{message}");
-    assert!(message.contains("backup skipped (circuit_open)"), "{message}");
+    assert!(
+        message.contains("1 fallback target(s) failed and 1 were skipped"),
+        "{message}"
+    );
+    assert!(
+        message.contains("backup skipped (circuit_open)"),
+        "{message}"
+    );
     assert_eq!(err.upstream_attempts(), 1);
 }

@@ -127,12 +127,17 @@ impl Scenario {
 
 /// Asks the gateway at `base` for a completion of `model`, streamed or not.
 async fn ask(client: &reqwest::Client, base: &str, model: &str, stream: bool) -> Answer {
-    let started = Instant::now();
     let body = json!({
         "model": model,
         "stream": stream,
         "messages": [{ "role": "user", "content": "Hello" }],
     });
+    send(client, base, body).await
+}
+
+/// Sends `body` to the gateway's `/v1/chat/completions`.
+async fn send(client: &reqwest::Client, base: &str, body: Value) -> Answer {
+    let started = Instant::now();
     let response = client
         .post(format!("{base}/v1/chat/completions"))
         .header("content-type", "application/json")
@@ -355,6 +360,29 @@ async fn a_fallback_that_refuses_a_prefill_still_continues_seamlessly() {
         Duration::from_secs(3),
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_json_answer_cut_mid_stream_fails_clean_instead_of_being_spliced() {
+    let plan = format!(
+        "[[rule]]\nmodel = \"{PRIMARY}\"\nstream = true\nfault = {{ fault = \"cut_after\", chunks = 40 }}\n"
+    );
+    let s = Scenario::start(&plan).await;
+    let body = json!({
+        "model": PRIMARY,
+        "stream": true,
+        "response_format": { "type": "json_object" },
+        "messages": [{ "role": "user", "content": "Hello" }],
+    });
+    let answer = send(&s.client, &s.base, body).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(!answer.done && !answer.recovered, "{answer:?}");
+    assert_eq!(answer.text, canonical_answer(40));
+    assert_eq!(
+        answer.body["error"]["code"], "stream_interrupted",
+        "{answer:?}"
+    );
+    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (1, 0));
 }
 
 #[tokio::test]

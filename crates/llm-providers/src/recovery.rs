@@ -429,6 +429,10 @@ struct Shared {
 /// A streaming service whose broken answers are repaired as its [`RecoveryPolicy`] says.
 /// See the [module docs](self).
 ///
+/// A request may carry a `RecoveryPolicy` of its own in its extensions: it replaces the
+/// chain's for that request (a caller whose answer must not be spliced, such as JSON
+/// output, asks to fail clean or to hold back).
+///
 /// ```
 /// use llm_providers::recovery::{RecoveryPolicy, RecoveryTarget, StreamRecovery};
 /// use llm_providers::{Provider, ProviderKind};
@@ -643,6 +647,8 @@ pub struct RecoveringStream {
     meta: ResponseMeta,
     observers: Vec<EndObserver>,
     ended: Option<Outcome>,
+    // The chain's policy, or the one the request carries in its extensions.
+    policy: RecoveryPolicy,
 }
 
 impl fmt::Debug for RecoveringStream {
@@ -664,13 +670,20 @@ impl RecoveringStream {
         shared: Arc<Shared>,
         started: Instant,
     ) -> Self {
-        let policy = &shared.policy;
+        // NOTE: a request may narrow the chain's policy for itself (a caller that knows its
+        // answer must not be spliced, such as JSON output, asks to fail clean).
+        let policy = request
+            .extensions()
+            .get::<RecoveryPolicy>()
+            .unwrap_or(&shared.policy)
+            .clone();
         let holding = policy.holds_back();
         let hold_timer = policy
             .hold_back_for
             .map(|hold| Box::pin(tokio::time::sleep(hold)));
+        let deadline = started + policy.deadline;
         RecoveringStream {
-            deadline: started + policy.deadline,
+            deadline,
             current_target: Some(Arc::from(stream.provider())),
             model: stream.model().to_owned(),
             meta: stream.metadata().cloned().unwrap_or_default(),
@@ -693,6 +706,7 @@ impl RecoveringStream {
             recovery: None,
             observers: Vec::new(),
             ended: None,
+            policy,
         }
     }
 
@@ -733,7 +747,7 @@ impl RecoveringStream {
                 self.held_tokens += 1;
             }
             self.held.push_back(chunk);
-            let by_count = self.shared.policy.hold_back_tokens;
+            let by_count = self.policy.hold_back_tokens;
             if by_count > 0 && self.held_tokens >= by_count {
                 self.release();
             }
@@ -783,7 +797,7 @@ impl RecoveringStream {
             Some(at) => (at + 1..n).collect(),
             None => (0..n).collect(),
         };
-        if let (Some(at), true) = (at, self.shared.policy.same_target) {
+        if let (Some(at), true) = (at, self.policy.same_target) {
             order.push_back(at);
         }
         order
@@ -866,7 +880,7 @@ impl RecoveringStream {
         };
         self.current = None;
         self.close_part(part_tokens);
-        let policy = &self.shared.policy;
+        let policy = &self.policy;
         let restart = self.holding;
         let allowed = restart || policy.after_output == AfterOutput::Continue;
         let reason = if !allowed {
@@ -958,7 +972,6 @@ impl RecoveringStream {
                     self.held_tokens = 0;
                     self.holding = true;
                     self.hold_timer = self
-                        .shared
                         .policy
                         .hold_back_for
                         .map(|hold| Box::pin(tokio::time::sleep(hold)));

@@ -295,6 +295,24 @@ async fn hold_back_restarts_unseen_before_its_end_and_falls_to_the_policy_after(
 }
 
 #[tokio::test]
+async fn a_request_carrying_its_own_policy_overrides_the_chains() {
+    // The chain continues broken answers; this request (say, JSON output) asks to fail clean.
+    let (svc, _primary, backup) =
+        cut_primary_and_backup(20, RecoveryPolicy::continuing(), Prefill::Supported).await;
+    let mut request = ask();
+    request.extensions_mut().insert(RecoveryPolicy::default());
+    let (text, mode, err, _) = drain(svc.clone().oneshot(request).await.unwrap()).await;
+    assert_eq!(text, canonical_answer(20));
+    assert_eq!(mode, None);
+    assert_eq!(err.unwrap().kind(), ErrorKind::StreamInterrupted);
+    assert!(backup.attempts().is_empty(), "no repair was tried");
+    // Without it, the chain's policy continues.
+    let (text, _, err, _) = drain(svc.oneshot(ask()).await.unwrap()).await;
+    assert!(err.is_none());
+    assert_eq!(text, canonical_answer(60));
+}
+
+#[tokio::test]
 async fn the_budget_bounds_repairs() {
     // The continuation breaks too: with one repair allowed, the second break ends it.
     let primary = mock([cut_after(20)]).await;

@@ -30,7 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use llm_providers::ChatRequest;
-use llm_providers::recovery::{RecoveringStream, RecoveryEvent, RecoveryTarget, StreamRecovery};
+use llm_providers::recovery::{
+    AfterOutput, RecoveringStream, RecoveryEvent, RecoveryPolicy, RecoveryTarget, StreamRecovery,
+};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 use serde::Deserialize;
 use serde_json::json;
@@ -69,6 +71,8 @@ struct Route {
     chat: ChatService,
     /// The streaming chain under the route's recovery policy.
     stream: BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>,
+    /// That policy.
+    recovery: RecoveryPolicy,
 }
 
 impl Gateway {
@@ -115,6 +119,7 @@ impl Gateway {
                 stream: recovering(stream_chain, &route, &upstreams, &metrics)
                     .map_err(|e| e.in_section(&section))?,
                 model: route.model.clone(),
+                recovery: route.recovery_policy(),
             };
             if route.is_wildcard() {
                 wildcard = Some(built);
@@ -386,7 +391,7 @@ async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Re
                 retries = retry_count,
                 "/api/chat answered by {} after {} attempt(s)",
                 answer.provider,
-                attempts.len()
+                retry_count + 1
             );
             json_response(
                 StatusCode::OK,
@@ -482,7 +487,14 @@ async fn completions_inner(
             .code("model_not_found")
         });
     };
-    let (chat, log) = gw.prepare(request.to_chat_request()?);
+    let (mut chat, log) = gw.prepare(request.to_chat_request()?);
+    if request.wants_json() && route.recovery.after_output == AfterOutput::Continue {
+        // JSON spliced from two answers is not JSON: hold back or fail clean instead.
+        chat.extensions_mut().insert(RecoveryPolicy {
+            after_output: AfterOutput::Fail,
+            ..route.recovery.clone()
+        });
+    }
     let id = gw.request_id();
     if !request.stream {
         let answer = gw

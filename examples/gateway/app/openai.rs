@@ -26,6 +26,9 @@ pub(crate) struct CompletionRequest {
     pub(crate) temperature: Option<f32>,
     pub(crate) top_p: Option<f32>,
     pub(crate) stop: Option<Stop>,
+    /// Passed through to the upstream as it is (OpenAI-dialect upstreams read it); its
+    /// translation for the others is issue 22's work.
+    pub(crate) response_format: Option<Value>,
 }
 
 /// `stream_options`.
@@ -135,7 +138,18 @@ impl CompletionRequest {
             Some(Stop::Many(stops)) => request = request.stop(stops.iter().cloned()),
             None => {}
         }
+        if let Some(format) = &self.response_format {
+            request = request.extra("response_format", format.clone());
+        }
         Ok(request)
+    }
+
+    /// Whether the client asked for JSON output, whose answer must not be spliced from two
+    /// models' text.
+    pub(crate) fn wants_json(&self) -> bool {
+        self.response_format.as_ref().is_some_and(|format| {
+            matches!(format["type"].as_str(), Some("json_object" | "json_schema"))
+        })
     }
 
     /// Whether the client asked for a usage chunk at the end of the stream.

@@ -534,14 +534,21 @@ where
                 FallbackReason::Hedged { .. } => "hedged",
                 _ => "other",
             };
-            tracing::warn!(
-                from = %event.from,
-                to = %event.to,
-                reason,
-                "falling back from {} to {} ({reason})",
-                event.from,
-                event.to
-            );
+            // NOTE: a target skipped by our own breaker or limiter is an expected, counted
+            // event: logging it per request at WARN would flood the log during an outage.
+            let skipped = matches!(&event.reason, FallbackReason::Failed { kind, .. } if kind.is_local_rejection());
+            if skipped {
+                tracing::debug!(from = %event.from, to = %event.to, reason, "skipping {} for {} ({reason})", event.from, event.to);
+            } else {
+                tracing::warn!(
+                    from = %event.from,
+                    to = %event.to,
+                    reason,
+                    "falling back from {} to {} ({reason})",
+                    event.from,
+                    event.to
+                );
+            }
             metrics.fallback(&event.from, &event.to, reason);
         })
         .build()?;
