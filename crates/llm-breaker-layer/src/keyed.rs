@@ -220,3 +220,23 @@ impl<K: Hash + Eq + Clone> KeyedBreakerHandle<K> {
         self.len() == 0
     }
 }
+
+impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakerHandle<K> {
+    /// The breaker of `key`, created now if the key has none yet: a breaker known before
+    /// its first call shows in health checks and, when shared through Redis, follows the
+    /// other instances' state from the start, so that its first call already knows a trip
+    /// made elsewhere.
+    ///
+    /// ```
+    /// use llm_breaker_layer::{BreakerLayer, State};
+    ///
+    /// let layer = BreakerLayer::builder().build_keyed(|model: &String| model.clone()).unwrap();
+    /// let handle = layer.handle();
+    /// let gpt4o = handle.get_or_create(&"gpt-4o".to_owned());
+    /// assert_eq!(gpt4o.state(), State::Closed);
+    /// assert_eq!(handle.len(), 1);
+    /// ```
+    pub fn get_or_create(&self, key: &K) -> BreakerHandle {
+        BreakerHandle::new(self.registry.breaker(key))
+    }
+}

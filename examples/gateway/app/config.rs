@@ -424,6 +424,27 @@ impl GatewayConfig {
         Ok(())
     }
 
+    /// The upstream models the configuration names for `provider`: its own model and every
+    /// route target's explicit model on it.
+    pub(crate) fn models_of(&self, provider: &str) -> Vec<&str> {
+        let mut models: Vec<&str> = self
+            .providers
+            .iter()
+            .filter(|p| p.name == provider)
+            .map(|p| p.model.as_str())
+            .collect();
+        for route in &self.routes {
+            for target in route.targets.iter().filter(|t| t.provider == provider) {
+                if let Some(model) = &target.model {
+                    if !models.contains(&model.as_str()) {
+                        models.push(model);
+                    }
+                }
+            }
+        }
+        models
+    }
+
     /// The providers' names, in order.
     pub(crate) fn provider_names(&self) -> Vec<&str> {
         self.providers.iter().map(|p| p.name.as_str()).collect()

@@ -86,8 +86,10 @@ impl Gateway {
                 .connection
                 .build_with(vars)
                 .map_err(|e| e.in_section(&section))?;
+            let models = config.models_of(&settings.name);
             upstreams.push(
-                Upstream::new(settings, provider, &metrics).map_err(|e| e.in_section(&section))?,
+                Upstream::new(settings, provider, &models, &metrics)
+                    .map_err(|e| e.in_section(&section))?,
             );
         }
 
@@ -655,7 +657,7 @@ fn breaker_json(model: Option<&str>, m: &llm_tower::breaker::Metrics) -> serde_j
 /// A provider's breakers: a summary (`state` is the breakers' common state, or
 /// `partially_open`), and with one breaker per model, each of them. Also whether every one
 /// is open.
-fn breakers_json(view: &BreakerView) -> (serde_json::Value, bool) {
+fn breakers_json(view: &BreakerView, shared: bool) -> (serde_json::Value, bool) {
     use llm_tower::breaker::State;
     let breakers = view.breakers();
     let metrics: Vec<_> = breakers.iter().map(|(_, h)| h.metrics()).collect();
@@ -666,7 +668,6 @@ fn breakers_json(view: &BreakerView) -> (serde_json::Value, bool) {
         Some(first) if metrics.iter().all(|m| m.state == first.state) => first.state.as_str(),
         Some(_) => "partially_open",
     };
-    let shared = breakers.first().is_some_and(|(_, h)| h.is_shared());
     let unreachable = breakers.iter().any(|(_, h)| h.redis_unreachable());
     let mut summary = json!({
         "scope": if matches!(view, BreakerView::Provider(_)) { "provider" } else { "model" },
@@ -698,7 +699,7 @@ async fn health(State(gw): State<Gateway>) -> Response {
         .upstreams
         .iter()
         .map(|up| {
-            let (breaker, all_open) = breakers_json(&up.breaker);
+            let (breaker, all_open) = breakers_json(&up.breaker, up.breaker_shared);
             if all_open {
                 open += 1;
             }

@@ -291,6 +291,8 @@ pub(crate) struct Upstream {
     pub(crate) model: String,
     /// Its breakers' state.
     pub(crate) breaker: BreakerView,
+    /// Whether its breakers share their state through Redis.
+    pub(crate) breaker_shared: bool,
     /// Its limiter's capacity.
     pub(crate) limiter: LimiterView,
     /// Whether it takes an assistant prefill when continuing a broken stream.
@@ -381,10 +383,13 @@ impl Guarded {
 }
 
 impl Upstream {
-    /// Builds `settings`' stacks over `provider`, reporting to `metrics` and the log.
+    /// Builds `settings`' stacks over `provider`, reporting to `metrics` and the log; with
+    /// one breaker per model, the breakers of `models` (the ones the configuration names)
+    /// exist from the start.
     pub(crate) fn new(
         settings: &ProviderSettings,
         provider: Provider,
+        models: &[&str],
         metrics: &Metrics,
     ) -> Result<Upstream, ConfigError> {
         let name: Arc<str> = Arc::from(settings.name.as_str());
@@ -487,7 +492,11 @@ impl Upstream {
                     .build_keyed(move |req: &ChatRequest| format!("{key_name}/{}", req.model()))
                     .map_err(|e| e.in_section("breaker"))?;
                 let guarded = Guarded::new(&layer, retries, &recorded, chat_inner, stream_inner);
-                (BreakerView::PerModel(layer.handle()), guarded)
+                let handle = layer.handle();
+                for model in models {
+                    handle.get_or_create(&format!("{name}/{model}"));
+                }
+                (BreakerView::PerModel(handle), guarded)
             }
         };
         Ok(Upstream {
@@ -495,6 +504,7 @@ impl Upstream {
             kind: provider.kind(),
             model: settings.model.clone(),
             breaker,
+            breaker_shared: settings.shared_breaker.is_some(),
             limiter,
             prefill: settings.prefill,
             api_chat: guarded.api_chat,
