@@ -61,6 +61,12 @@ pub struct ProviderConfig {
     /// Extra headers on every request.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// The largest non-streamed answer read (default 32 MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<usize>,
+    /// The largest error body read (default 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_error_bytes: Option<usize>,
 }
 
 impl fmt::Debug for ProviderConfig {
@@ -120,6 +126,12 @@ impl ProviderConfig {
         }
         for (name, value) in &self.headers {
             builder = builder.header(name.clone(), value.clone());
+        }
+        if let Some(bytes) = self.max_response_bytes {
+            builder = builder.max_response_bytes(bytes);
+        }
+        if let Some(bytes) = self.max_error_bytes {
+            builder = builder.max_error_bytes(bytes);
         }
         builder.env_with(lookup).build()
     }

@@ -327,8 +327,45 @@ pub(crate) fn from_stream_event(
     Some(err)
 }
 
-/// Keeps provider messages short and free of anything that looks like a key: the exact
-/// keys of this provider, and `sk-…`-style tokens some providers echo back masked.
+/// The shortest piece of a key that is masked wherever it appears in upstream text.
+const MIN_FRAGMENT: usize = 8;
+
+/// `text` with every run of at least [`MIN_FRAGMENT`] bytes that also stands in one of
+/// `keys` replaced by `[redacted]`: an upstream echoing a key's prefix, middle or reversal.
+fn mask_fragments(text: &str, keys: &[&[u8]]) -> String {
+    let bytes = text.as_bytes();
+    let in_a_key = |piece: &[u8]| {
+        keys.iter()
+            .any(|key| key.windows(piece.len()).any(|w| w == piece))
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i + MIN_FRAGMENT <= bytes.len() {
+        if !text.is_char_boundary(i) || !in_a_key(&bytes[i..i + MIN_FRAGMENT]) {
+            i += 1;
+            continue;
+        }
+        let mut end = i + MIN_FRAGMENT;
+        while end < bytes.len() && in_a_key(&bytes[i..=end]) {
+            end += 1;
+        }
+        if !text.is_char_boundary(end) {
+            i += 1;
+            continue;
+        }
+        out.push_str(&text[copied..i]);
+        out.push_str("[redacted]");
+        copied = end;
+        i = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// Keeps provider messages short and free of anything that looks like a key: the keys of
+/// this provider and any piece of one (8 characters or more, reversed too), and `sk-…`-style
+/// tokens some providers echo back masked.
 pub(crate) fn scrub(message: &str, secrets: &[&str]) -> String {
     let mut out = String::with_capacity(message.len().min(MAX_MESSAGE));
     for (i, word) in message.split(' ').enumerate() {
@@ -346,6 +383,10 @@ pub(crate) fn scrub(message: &str, secrets: &[&str]) -> String {
         if out.contains(*secret) {
             out = out.replace(*secret, "[redacted]");
         }
+    }
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_FRAGMENT) {
+        let reversed: String = secret.chars().rev().collect();
+        out = mask_fragments(&out, &[secret.as_bytes(), reversed.as_bytes()]);
     }
     if out.len() > MAX_MESSAGE {
         let mut cut = MAX_MESSAGE;
@@ -382,4 +423,28 @@ fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_of_a_key_are_masked_wherever_they_stand() {
+        let key = "sk-proj-Zq8xVt3LmN5pR7sK2wY9";
+        let reversed: String = key.chars().rev().collect();
+        for (text, gone) in [
+            (format!("bad key {} here", &key[3..15]), &key[3..15]),
+            (format!("key={}!", &key[10..]), &key[10..]),
+            (format!("reversed: {reversed}"), &reversed[..]),
+            (format!("glued{}glued", &key[8..20]), &key[8..20]),
+        ] {
+            let out = scrub(&text, &[key]);
+            assert!(!out.contains(gone), "{out}");
+            assert!(out.contains("[redacted]"), "{out}");
+        }
+        // Short coincidences and ordinary text stay.
+        assert_eq!(scrub("proj ok 2wY9", &[key]), "proj ok 2wY9");
+        assert_eq!(scrub("Ünïcode ✓ text", &[key]), "Ünïcode ✓ text");
+    }
 }

@@ -261,6 +261,11 @@ pub struct ProviderBuilder {
     kind: ProviderKind,
     name: Option<Arc<str>>,
     base_url: Option<String>,
+    // The variable `base_url` was read from, when it came from the environment: its errors
+    // name it; a base URL set in code or a file is `base_url`.
+    base_url_variable: Option<&'static str>,
+    max_response_bytes: usize,
+    max_error_bytes: usize,
     api_key: Option<ApiKey>,
     timeouts: Timeouts,
     api_version: Option<String>,
@@ -276,6 +281,9 @@ impl ProviderBuilder {
             kind,
             name: None,
             base_url: None,
+            base_url_variable: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_error_bytes: DEFAULT_MAX_ERROR_BYTES,
             api_key: None,
             timeouts: Timeouts::default(),
             api_version: None,
@@ -304,6 +312,21 @@ impl ProviderBuilder {
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         let key: String = key.into();
         self.api_key = Some(ApiKey(Arc::from(key)));
+        self
+    }
+
+    /// The largest answer read whole (a non-streamed response body). Default 32 MiB; a
+    /// larger one ends the call with an error of kind `Other` (code `response_too_large`),
+    /// which is not retried on the same target, without reading further.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// The largest error body read (a non-success response's body). Default 64 KiB; the rest
+    /// of a longer one is not read.
+    pub fn max_error_bytes(mut self, bytes: usize) -> Self {
+        self.max_error_bytes = bytes;
         self
     }
 
@@ -384,8 +407,11 @@ impl ProviderBuilder {
             }
         }
         if self.base_url.is_none() {
-            if let Some(url) = self.kind.base_url_variable().and_then(get) {
-                self.base_url = Some(url);
+            if let Some(variable) = self.kind.base_url_variable() {
+                if let Some(url) = get(variable) {
+                    self.base_url = Some(url);
+                    self.base_url_variable = Some(variable);
+                }
             }
         }
         if self.kind == ProviderKind::Azure && self.api_version.is_none() {
@@ -404,11 +430,19 @@ impl ProviderBuilder {
     pub fn build(self) -> Result<Provider, ConfigError> {
         let kind = self.kind;
         self.timeouts.validate()?;
+        if self.max_response_bytes == 0 {
+            return Err(ConfigError::new("max_response_bytes", "must be at least 1"));
+        }
+        if self.max_error_bytes == 0 {
+            return Err(ConfigError::new("max_error_bytes", "must be at least 1"));
+        }
         let base_url = match self
             .base_url
             .or_else(|| kind.default_base_url().map(str::to_owned))
         {
-            Some(url) => normalize_base_url(kind, &url)?,
+            Some(url) => {
+                normalize_base_url(kind, &url, self.base_url_variable.unwrap_or("base_url"))?
+            }
             None => {
                 let field = kind.base_url_variable().unwrap_or("base_url");
                 return Err(ConfigError::new(
@@ -491,12 +525,12 @@ impl ProviderBuilder {
             ProviderKind::Ollama => Some(format!("{base_url}/api/chat")),
             ProviderKind::Azure | ProviderKind::Gemini => None,
         };
-        let endpoint = endpoint
-            .map(|url| {
-                reqwest::Url::parse(&url)
-                    .map_err(|err| ConfigError::new("base_url", format!("{url:?}: {err}")))
-            })
-            .transpose()?;
+        let parse = |url: &str| {
+            reqwest::Url::parse(url)
+                .map_err(|err| ConfigError::new("base_url", format!("{url:?}: {err}")))
+        };
+        let endpoint = endpoint.as_deref().map(parse).transpose()?;
+        let base = parse(&base_url)?;
         let client = match self.client {
             Some(client) => client,
             None => reqwest::Client::builder()
@@ -511,9 +545,12 @@ impl ProviderBuilder {
                 kind,
                 name: self.name.unwrap_or_else(|| Arc::from(kind.name())),
                 base_url,
+                base,
                 endpoint,
                 api_key: self.api_key,
                 timeouts: self.timeouts,
+                max_response_bytes: self.max_response_bytes,
+                max_error_bytes: self.max_error_bytes,
                 api_version: self.api_version.unwrap_or_else(|| "2024-10-21".to_owned()),
                 headers,
                 client,
@@ -522,9 +559,20 @@ impl ProviderBuilder {
     }
 }
 
-fn normalize_base_url(kind: ProviderKind, url: &str) -> Result<String, ConfigError> {
-    let field = kind.base_url_variable().unwrap_or("base_url");
+fn normalize_base_url(
+    kind: ProviderKind,
+    url: &str,
+    field: &'static str,
+) -> Result<String, ConfigError> {
     let mut url = url.trim().trim_end_matches('/').to_owned();
+    // NOTE: a query or fragment would ride along on every call, and a path built after it
+    // would land in the query: refused, so that a base URL is only scheme, host and path.
+    if url.contains(['?', '#']) {
+        return Err(ConfigError::new(
+            field,
+            format!("must not carry a query or fragment (got {url:?})"),
+        ));
+    }
     // OLLAMA_HOST is often `127.0.0.1:11434`, without a scheme.
     if kind == ProviderKind::Ollama && !url.contains("://") {
         url = format!("http://{url}");
@@ -546,10 +594,14 @@ pub(crate) struct Inner {
     pub(crate) kind: ProviderKind,
     pub(crate) name: Arc<str>,
     base_url: String,
+    // The base URL parsed, for kinds whose URL names the model (Azure, Gemini).
+    base: reqwest::Url,
     // The parsed URL every call goes to, for kinds whose URL does not name the model.
     endpoint: Option<reqwest::Url>,
     api_key: Option<ApiKey>,
     pub(crate) timeouts: Timeouts,
+    max_response_bytes: usize,
+    pub(crate) max_error_bytes: usize,
     api_version: String,
     headers: HeaderMap,
     client: reqwest::Client,
@@ -561,44 +613,114 @@ impl Inner {
     }
 
     /// The URL and headers of a call.
-    fn request(
+    pub(crate) fn request(
         &self,
         req: &ChatRequest,
         stream: bool,
     ) -> Result<reqwest::RequestBuilder, LlmError> {
-        let base = &self.base_url;
         let model = req.model();
-        if model.is_empty() || model.contains(['/', '?', '#']) && self.kind == ProviderKind::Gemini
-        {
-            return Err(LlmError::new(
-                ErrorKind::InvalidRequest,
-                format!("{model:?} is not a model name this provider can put in its URL"),
-            )
-            .with_provider(self.name.clone().to_string()));
-        }
         // NOTE: `to_vec`, not `to_string`: `Display` goes through a formatter, twice as slow.
-        let body = serde_json::to_vec(&wire::request_body(self.kind, req, stream))
-            .expect("a JSON value with string keys always serializes");
-        let builder = match (&self.endpoint, self.kind) {
-            (Some(endpoint), _) => self.client.post(endpoint.clone()),
+        let body = || {
+            serde_json::to_vec(&wire::request_body(self.kind, req, stream))
+                .expect("a JSON value with string keys always serializes")
+        };
+        let url = match (&self.endpoint, self.kind) {
+            (Some(endpoint), _) => {
+                if model.is_empty() {
+                    return Err(self.bad_name("model", model));
+                }
+                return Ok(self
+                    .client
+                    .post(endpoint.clone())
+                    .headers(self.headers.clone())
+                    .body(body()));
+            }
             (None, ProviderKind::Azure) => {
                 // `deployment|api-version` overrides the configured version for one call.
                 let (deployment, version) = model
                     .split_once('|')
                     .unwrap_or((model, self.api_version.as_str()));
-                self.client.post(format!(
-                    "{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"
-                ))
+                if !is_path_name(deployment) {
+                    return Err(self.bad_name("deployment", deployment));
+                }
+                if !is_path_name(version) {
+                    return Err(self.bad_name("api-version", version));
+                }
+                let mut url = self.url_with_path(&[
+                    "openai",
+                    "deployments",
+                    deployment,
+                    "chat",
+                    "completions",
+                ]);
+                url.query_pairs_mut().append_pair("api-version", version);
+                url
             }
-            (None, _) if stream => self.client.post(format!(
-                "{base}/models/{model}:streamGenerateContent?alt=sse"
-            )),
-            (None, _) => self
-                .client
-                .post(format!("{base}/models/{model}:generateContent")),
+            (None, _) => {
+                if !is_path_name(model) {
+                    return Err(self.bad_name("model", model));
+                }
+                let (method, query) = if stream {
+                    ("streamGenerateContent", Some(("alt", "sse")))
+                } else {
+                    ("generateContent", None)
+                };
+                let mut url = self.url_with_path(&["models", &format!("{model}:{method}")]);
+                if let Some((key, value)) = query {
+                    url.query_pairs_mut().append_pair(key, value);
+                }
+                url
+            }
         };
-        Ok(builder.headers(self.headers.clone()).body(body))
+        Ok(self
+            .client
+            .post(url)
+            .headers(self.headers.clone())
+            .body(body()))
     }
+
+    /// The base URL with `segments` appended, each percent-encoded as one path segment.
+    fn url_with_path(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("an http(s) base URL has a path")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    /// The error for a name that cannot go into this provider's URL: refused before any call.
+    fn bad_name(&self, what: &str, name: &str) -> LlmError {
+        LlmError::new(
+            ErrorKind::InvalidRequest,
+            format!(
+                "{name:?} is not a {what} name {} can put in its URL: use letters, digits, `.`, `_` and `-` (at most {MAX_PATH_NAME} characters)",
+                self.name
+            ),
+        )
+        .with_code("invalid_model_name")
+        .with_provider(self.name.to_string())
+    }
+}
+
+/// The default of `ProviderBuilder::max_response_bytes`.
+pub(crate) const DEFAULT_MAX_RESPONSE_BYTES: usize = 32 << 20;
+/// The default of `ProviderBuilder::max_error_bytes`.
+pub(crate) const DEFAULT_MAX_ERROR_BYTES: usize = 64 << 10;
+
+/// The longest model, deployment or version name that goes into a URL.
+const MAX_PATH_NAME: usize = 256;
+
+/// Whether `name` may go into a URL path as one segment: letters, digits, `.`, `_`, `-`, and
+/// not `.` or `..` alone. Every real model, deployment and API version name fits.
+fn is_path_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_PATH_NAME
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// A provider as a `Service<ChatRequest>` answering complete [`ChatResponse`]s.
@@ -764,7 +886,12 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
         let status = res.status();
         // Taken, not cloned: reading the body needs none of them.
         let headers = std::mem::take(res.headers_mut());
-        let body = read_body(&mut res, inner.timeouts.idle, &inner).await?;
+        let cap = if status.is_success() {
+            inner.max_response_bytes
+        } else {
+            inner.max_error_bytes
+        };
+        let body = read_body(&mut res, cap, &inner).await?;
         if !status.is_success() {
             let err = errors::from_status(kind, status, &headers, &body, &inner.secrets());
             return Err(named(err, &inner));
@@ -799,14 +926,31 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
     result
 }
 
-/// Reads a whole body, each read within `idle` of the one before.
-async fn read_body(
+/// Reads a whole body, each read within the idle timeout of the one before, at most `cap`
+/// bytes: a success body over it is an error (`response_too_large`, read no further); an
+/// error body over it is cut there (what was read classifies it).
+pub(crate) async fn read_body(
     res: &mut reqwest::Response,
-    idle: Duration,
+    cap: usize,
     inner: &Inner,
 ) -> Result<bytes::Bytes, LlmError> {
-    let mut first = None;
+    let idle = inner.timeouts.idle;
+    let is_error = !res.status().is_success();
+    let too_large = || {
+        LlmError::new(
+            ErrorKind::Other,
+            format!("the response body exceeds {cap} bytes"),
+        )
+        .with_code("response_too_large")
+        .with_provider(inner.name.to_string())
+    };
+    // NOTE: a declared length over the cap is refused before a byte is read.
+    if res.content_length().is_some_and(|len| len > cap as u64) && !is_error {
+        return Err(too_large());
+    }
+    let mut first: Option<bytes::Bytes> = None;
     let mut rest: Option<bytes::BytesMut> = None;
+    let mut len = 0usize;
     loop {
         let chunk = tokio::time::timeout(idle, res.chunk())
             .await
@@ -818,7 +962,14 @@ async fn read_body(
                 .with_provider(inner.name.to_string())
             })?
             .map_err(|err| named(errors::from_transport(inner.kind, err), inner))?;
-        let Some(chunk) = chunk else { break };
+        let Some(mut chunk) = chunk else { break };
+        if len + chunk.len() > cap {
+            if !is_error {
+                return Err(too_large());
+            }
+            chunk.truncate(cap - len);
+        }
+        len += chunk.len();
         // NOTE: most bodies arrive in one chunk: it is kept as it is, without a copy.
         match (&mut first, &mut rest) {
             (None, _) => first = Some(chunk),
@@ -829,6 +980,9 @@ async fn read_body(
                 rest = Some(buf);
             }
             (Some(_), Some(buf)) => buf.extend_from_slice(&chunk),
+        }
+        if len >= cap {
+            break;
         }
     }
     Ok(match (first, rest) {
@@ -972,10 +1126,12 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
     // Taken, not cloned: reading the body needs none of them.
     let headers = std::mem::take(res.headers_mut());
     if !status.is_success() {
-        let body = tokio::time::timeout_at(started + first_token, res.bytes())
-            .await
-            .map_err(|_| timeout_error())?
-            .map_err(|err| named(errors::from_transport(kind, err), &inner))?;
+        let body = tokio::time::timeout_at(
+            started + first_token,
+            read_body(&mut res, inner.max_error_bytes, &inner),
+        )
+        .await
+        .map_err(|_| timeout_error())??;
         let err = errors::from_status(kind, status, &headers, &body, &inner.secrets());
         return Err(named(err, &inner));
     }
@@ -991,4 +1147,125 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
     );
     stream.wait_for_first_content().await?;
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An Azure and a Gemini provider, built once (a client loads its root certificates).
+    fn provider(kind: ProviderKind) -> &'static Provider {
+        static PROVIDERS: std::sync::OnceLock<[Provider; 2]> = std::sync::OnceLock::new();
+        let [azure, gemini] = PROVIDERS.get_or_init(|| {
+            [ProviderKind::Azure, ProviderKind::Gemini].map(|kind| {
+                Provider::builder(kind)
+                    .api_key("k-test-0123456789")
+                    .base_url("https://llm.example:8443/prefix")
+                    .build()
+                    .unwrap()
+            })
+        });
+        if kind == ProviderKind::Azure {
+            azure
+        } else {
+            gemini
+        }
+    }
+
+    /// The URL a call for `model` would go to, or the error refusing it.
+    fn url_for(kind: ProviderKind, model: &str, stream: bool) -> Result<reqwest::Url, LlmError> {
+        let req = ChatRequest::new(model).user("hi");
+        let built = provider(kind).inner.request(&req, stream)?.build().unwrap();
+        Ok(built.url().clone())
+    }
+
+    #[test]
+    fn names_that_would_steer_the_request_are_refused_before_any_call() {
+        for model in [
+            "x/../../../admin/x",
+            "../admin",
+            "..",
+            "gpt?key=1",
+            "gpt#frag",
+            "a\\..\\admin",
+            "gemini%2F..%2Fadmin",
+            "model name",
+            "",
+        ] {
+            for kind in [ProviderKind::Azure, ProviderKind::Gemini] {
+                let err = url_for(kind, model, false).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{kind} {model:?}");
+                assert_eq!(err.code(), Some("invalid_model_name"));
+            }
+        }
+        let err = url_for(ProviderKind::Azure, "gpt-4o|2024-10-21&x=1", false).unwrap_err();
+        assert!(err.message().contains("api-version"), "{err}");
+    }
+
+    #[test]
+    fn real_names_build_the_documented_urls() {
+        let azure = url_for(ProviderKind::Azure, "gpt-4o-mini", true).unwrap();
+        assert_eq!(
+            azure.as_str(),
+            "https://llm.example:8443/prefix/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21"
+        );
+        let gemini = url_for(ProviderKind::Gemini, "gemini-2.0-flash", true).unwrap();
+        assert_eq!(
+            gemini.as_str(),
+            "https://llm.example:8443/prefix/models/gemini-2.0-flash:streamGenerateContent?alt=sse"
+        );
+    }
+
+    #[test]
+    fn base_urls_with_a_query_or_fragment_are_refused() {
+        for url in ["https://x.example/v1?key=1", "https://x.example/v1#f"] {
+            let err = Provider::builder(ProviderKind::OpenAi)
+                .api_key("k")
+                .base_url(url)
+                .build()
+                .unwrap_err();
+            assert_eq!(err.field(), "base_url", "{url}");
+        }
+        // From the environment, the error names the variable it came from.
+        let err = Provider::builder(ProviderKind::Azure)
+            .env_with(|name| match name {
+                "AZURE_OPENAI_API_KEY" => Some("k".to_owned()),
+                "AZURE_OPENAI_ENDPOINT" => Some("https://x.example?x=1".to_owned()),
+                _ => None,
+            })
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "AZURE_OPENAI_ENDPOINT");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// No model name changes the host, the path prefix or the query a call goes to.
+        #[test]
+        fn no_model_name_changes_where_a_call_goes(model in "\\PC{0,40}|[a-z./\\\\?#%&=:@ -]{0,24}", stream: bool) {
+            for kind in [ProviderKind::Azure, ProviderKind::Gemini] {
+                if let Ok(url) = url_for(kind, &model, stream) {
+                    prop_assert_eq!(url.host_str(), Some("llm.example"));
+                    prop_assert_eq!(url.port(), Some(8443));
+                    let segments: Vec<_> = url.path_segments().unwrap().collect();
+                    match kind {
+                        ProviderKind::Azure => {
+                            prop_assert_eq!(segments.len(), 6);
+                            prop_assert_eq!(&segments[..3], &["prefix", "openai", "deployments"]);
+                            prop_assert_eq!(&segments[4..], &["chat", "completions"]);
+                            prop_assert_eq!(url.query(), Some("api-version=2024-10-21"));
+                        }
+                        _ => {
+                            prop_assert_eq!(segments.len(), 3);
+                            prop_assert_eq!(&segments[..2], &["prefix", "models"]);
+                            prop_assert_eq!(url.query(), stream.then_some("alt=sse"));
+                        }
+                    }
+                    prop_assert!(url.fragment().is_none());
+                }
+            }
+        }
+    }
 }

@@ -299,8 +299,8 @@ pub enum RecoveryEvent {
         after_tokens: u32,
         /// How it broke.
         cause: ErrorKind,
-        /// Why it was not repaired (`"budget"`, `"deadline"`, `"not allowed"`, `"no target
-        /// answered"`).
+        /// Why it was not repaired (`"budget"`, `"deadline"`, `"not allowed"`, `"too long to
+        /// continue"`, `"no target answered"`).
         reason: &'static str,
     },
 }
@@ -568,6 +568,9 @@ where
     }
 }
 
+/// The most delivered text kept for a continuation (1 MiB): past it, a break fails clean.
+const MAX_CONTINUABLE: usize = 1 << 20;
+
 /// Removes what an instruction-form continuation repeats of the delivered text.
 struct Overlap {
     delivered: String,
@@ -649,6 +652,8 @@ pub struct RecoveringStream {
     ended: Option<Outcome>,
     // The chain's policy, or the one the request carries in its extensions.
     policy: RecoveryPolicy,
+    // More was delivered than is kept for a continuation.
+    too_long: bool,
 }
 
 impl fmt::Debug for RecoveringStream {
@@ -707,6 +712,7 @@ impl RecoveringStream {
             observers: Vec::new(),
             ended: None,
             policy,
+            too_long: false,
         }
     }
 
@@ -754,10 +760,21 @@ impl RecoveringStream {
             return;
         }
         if !chunk.delta.is_empty() {
-            self.delivered.push_str(&chunk.delta);
-            self.delivered_tokens += 1;
+            self.keep_delivered(&chunk.delta);
         }
         self.out.push_back(Ok(chunk));
+    }
+
+    /// Keeps what reached the caller, for a continuation, up to [`MAX_CONTINUABLE`] bytes:
+    /// an answer longer than that (or an upstream that never stops) is not continued, and
+    /// its memory stays bounded.
+    fn keep_delivered(&mut self, delta: &str) {
+        self.delivered_tokens += 1;
+        if self.delivered.len() + delta.len() <= MAX_CONTINUABLE {
+            self.delivered.push_str(delta);
+        } else {
+            self.too_long = true;
+        }
     }
 
     /// Ends the hold: everything held goes to the caller.
@@ -885,6 +902,8 @@ impl RecoveringStream {
         let allowed = restart || policy.after_output == AfterOutput::Continue;
         let reason = if !allowed {
             Some("not allowed")
+        } else if self.too_long && !restart {
+            Some("too long to continue")
         } else if self.recoveries >= policy.max_recoveries {
             Some("budget")
         } else if Instant::now() >= self.deadline {

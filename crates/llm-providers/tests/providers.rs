@@ -603,6 +603,13 @@ fn configuration_names_the_missing_variable_and_the_bad_field() {
         .base_url("ftp://x")
         .build()
         .unwrap_err();
+    // Set in code (or a file): named as the field; from the environment: as the variable.
+    assert_eq!(err.field(), "base_url");
+    let err = Provider::builder(ProviderKind::OpenAi)
+        .api_key("k")
+        .env_with(|n| (n == "OPENAI_BASE_URL").then(|| "ftp://x".to_owned()))
+        .build()
+        .unwrap_err();
     assert_eq!(err.field(), "OPENAI_BASE_URL");
     let err = Provider::builder(ProviderKind::Ollama)
         .timeouts(Timeouts {
