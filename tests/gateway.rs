@@ -628,6 +628,26 @@ fault = { fault = "rate_limited", retry_after = "30s" }
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["param"], "messages[0].role");
+
+    // Numbers out of range are refused, never forwarded as null or rounded.
+    for (field, value) in [
+        ("temperature", json!(1e39)),
+        ("temperature", json!(-0.5)),
+        ("temperature", json!(2.5)),
+        ("top_p", json!(1.5)),
+        ("max_tokens", json!(0)),
+    ] {
+        let mut request =
+            json!({ "model": "gpt-4o-mini", "messages": [{ "role": "user", "content": "Hi" }] });
+        request[field] = value.clone();
+        let (status, _, body) = h.post("/v1/chat/completions", request).await;
+        assert_eq!(status, 400, "{field} = {value}: {body}");
+        assert_eq!(body["error"]["param"], field, "{body}");
+    }
+    assert!(
+        h.mocks.values().all(|m| m.attempts().is_empty()),
+        "nothing reached a provider"
+    );
 }
 
 #[tokio::test]
@@ -836,8 +856,19 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
     );
     check(
         "[[providers]]\nname = \"openai\"\nretry = { base_delay = \"soon\" }",
-        "providers[0].retry",
+        "providers[0].retry.base_delay",
         "soon",
+    );
+    // A bad value deep in a provider's table is named by its whole path.
+    check(
+        "[[providers]]\nname = \"openai\"\ntimeouts = { connect = \"soon\" }",
+        "providers[0].timeouts.connect",
+        "soon",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\nbreaker = { scope = \"region\" }",
+        "providers[0].breaker.scope",
+        "region",
     );
     check(
         "[[providers]]\nname = \"openai\"\nretry = { base_delay = \"2s\", max_delay = \"1s\" }",
@@ -866,7 +897,7 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
     );
     check(
         "[[providers]]\nname = \"openai\"\nbse_url = \"http://x\"",
-        "providers[0]",
+        "providers[0].bse_url",
         "unknown field `bse_url`",
     );
     check(
@@ -904,6 +935,17 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         .unwrap();
     assert_eq!(err.error.field(), "providers[0].ANTHROPIC_API_KEY");
     assert!(err.to_string().starts_with("gw.toml: "));
+
+    // A bad base URL from the file is named as the file's key, not as a variable.
+    for url in ["ftp://x", "https://x.example/v1?key=1"] {
+        let text =
+            format!("[[providers]]\nname = \"openai\"\napi_key = \"k\"\nbase_url = \"{url}\"");
+        let config = GatewayConfig::from_toml(&text, "gw.toml", &|_| None).unwrap();
+        let err = Gateway::from_config(&config, "gw.toml", &|_| None)
+            .err()
+            .unwrap();
+        assert_eq!(err.error.field(), "providers[0].base_url", "{err}");
+    }
 }
 
 #[test]

@@ -550,12 +550,18 @@ fn provider_settings(
             );
         }
     }
-    let connection: ProviderConfig =
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|err: toml::de::Error| {
-                ConfigError::new(section.clone(), err.message().to_owned())
-            })?;
+    // NOTE: read through serde_path_to_error, so that a bad value deep in the table is named
+    // by its path (`providers[0].timeouts.connect`), not by the table.
+    let connection: ProviderConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|err| {
+            let path = err.path().to_string();
+            let field = if path == "." || path.is_empty() {
+                section.clone()
+            } else {
+                format!("{section}.{path}")
+            };
+            ConfigError::new(field, err.into_inner().message().to_owned())
+        })?;
     let Some(kind) = connection.kind else {
         return Err(ConfigError::new(
             field("kind"),
@@ -629,9 +635,15 @@ fn overlay<T: Serialize + for<'de> Deserialize<'de>>(
         unreachable!("a settings struct serializes to a table")
     };
     merged.extend(over);
-    toml::Value::Table(merged)
-        .try_into()
-        .map_err(|err: toml::de::Error| ConfigError::new(field, err.message().to_owned()))
+    serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            field
+        } else {
+            format!("{field}.{path}")
+        };
+        ConfigError::new(field, err.into_inner().message().to_owned())
+    })
 }
 
 /// A TOML syntax or shape error as a field and a reason: serde's message names the key, and

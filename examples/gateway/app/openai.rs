@@ -125,13 +125,21 @@ impl CompletionRequest {
         }
         request = request.messages_from(messages);
         if let Some(max) = self.max_completion_tokens.or(self.max_tokens) {
+            if max == 0 {
+                let param = if self.max_completion_tokens.is_some() {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                };
+                return Err(ApiError::invalid(format!("`{param}` must be at least 1")).param(param));
+            }
             request = request.max_tokens(max);
         }
         if let Some(t) = self.temperature {
-            request = request.temperature(t);
+            request = request.temperature(in_range("temperature", t, 2.0)?);
         }
         if let Some(p) = self.top_p {
-            request = request.top_p(p);
+            request = request.top_p(in_range("top_p", p, 1.0)?);
         }
         match &self.stop {
             Some(Stop::One(stop)) => request = request.stop([stop.clone()]),
@@ -157,6 +165,19 @@ impl CompletionRequest {
         self.stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage)
+    }
+}
+
+/// `value` when it is a number from 0 to `max`, as OpenAI takes it; a 400 naming `param`
+/// otherwise (a value too large for an `f32`, such as `1e39`, reads as infinite).
+fn in_range(param: &str, value: f32, max: f32) -> Result<f32, ApiError> {
+    if value.is_finite() && (0.0..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ApiError::invalid(format!(
+            "`{param}` must be a number from 0 to {max} (got {value})"
+        ))
+        .param(param))
     }
 }
 
