@@ -1292,3 +1292,39 @@ async fn a_breaker_trip_in_one_gateway_opens_it_in_another_through_redis() {
     // The unshared breakers stay each instance's own.
     assert_eq!(health["providers"][0]["breaker"]["shared"], false);
 }
+
+#[tokio::test]
+async fn an_open_breaker_is_counted_not_logged_per_request() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // The test's runtime has one thread: the gateway and the mocks log through this too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let down = "[[rule]]\nfault = { fault = \"overloaded\" }\n";
+    let h = Harness::start(&[("anthropic", down)], ROUTES).await;
+    let ask = json!({ "message": "Hi", "provider": "anthropic" });
+    for _ in 0..3 {
+        let (status, _, body) = h.post("/api/chat", ask.clone()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let before = captured.0.lock().unwrap().len();
+    // The breaker is open: 50 requests skip anthropic.
+    for _ in 0..50 {
+        let (status, _, body) = h.post("/api/chat", ask.clone()).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["attempts"][0]["outcome"], "circuit_open");
+    }
+    let logs = String::from_utf8(captured.0.lock().unwrap()[before..].to_vec()).unwrap();
+    assert_eq!(logs.lines().count(), 0, "warnings while the breaker was open:\n{logs}");
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"gateway_local_rejections_total{provider="anthropic",reason="circuit_open"} 50"#
+        ),
+        "{metrics}"
+    );
+}

@@ -191,7 +191,16 @@ where
 
     fn exhausted(&mut self) -> S::Error {
         let attempts = std::mem::take(&mut self.failures);
-        tracing::warn!(attempts = attempts.len(), "every fallback target failed");
+        // NOTE: when every target was skipped by our own breakers or limiters, this repeats
+        // for every request of an outage: debug, not a warning per request.
+        if attempts.iter().any(AttemptRecord::reached_upstream) {
+            tracing::warn!(attempts = attempts.len(), "every fallback target failed");
+        } else {
+            tracing::debug!(
+                attempts = attempts.len(),
+                "every fallback target was skipped"
+            );
+        }
         S::Error::from(FallbackExhausted::new(attempts))
     }
 

@@ -292,12 +292,16 @@ fn record_attempts<T: ResponseMetadata, E>(result: &mut Result<T, E>, attempts: 
 
 fn give_up(policy: &Policy, event: GiveUp) {
     match event.reason {
-        GiveUpReason::NotRetryable | GiveUpReason::HandedOver => tracing::debug!(
-            attempts = event.attempts,
-            error.kind = event.kind.as_str(),
-            reason = event.reason.as_str(),
-            "not retrying"
-        ),
+        // NOTE: these are per-request routine (a breaker that is open rejects every request):
+        // logged at debug, counted through the hooks; a warning per request would flood.
+        GiveUpReason::NotRetryable | GiveUpReason::HandedOver | GiveUpReason::TargetClosed => {
+            tracing::debug!(
+                attempts = event.attempts,
+                error.kind = event.kind.as_str(),
+                reason = event.reason.as_str(),
+                "not retrying"
+            )
+        }
         _ => tracing::warn!(
             attempts = event.attempts,
             error.kind = event.kind.as_str(),

@@ -429,10 +429,16 @@ async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Re
                 .rev()
                 .find_map(|a| a.error.clone())
                 .unwrap_or_else(|| err.to_string());
-            tracing::error!(
-                retries = retry_count,
-                "/api/chat: every provider failed: {err}"
-            );
+            if log.upstream_calls() > 0 {
+                tracing::error!(
+                    retries = retry_count,
+                    "/api/chat: every provider failed: {err}"
+                );
+            } else {
+                // Every provider skipped by its own open breaker or limit: counted, and
+                // repeated for every request while it lasts.
+                tracing::debug!("/api/chat: every provider was skipped: {err}");
+            }
             let retry_after = ApiError::from_llm(&err)
                 .retry_after
                 .unwrap_or(Duration::from_secs(1));
