@@ -29,7 +29,8 @@ struct Harness {
     base: String,
     mocks: HashMap<&'static str, MockProvider>,
     client: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// Provider tables with fast retries and a quick breaker, so that tests take milliseconds.
@@ -115,15 +116,29 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway.serve(listener, async move {
+        let served = tokio::spawn(gateway.serve(listener, async move {
             let _ = stopped.await;
         }));
         Harness {
             base,
             mocks,
             client: reqwest::Client::new(),
-            _stop: stop,
+            stop,
+            served,
         }
+    }
+
+    /// Asks the gateway to shut down and waits until its `serve` returns.
+    async fn shut_down(self) -> Duration {
+        let started = std::time::Instant::now();
+        let _ = self.stop.send(());
+        self.served.await.unwrap().unwrap();
+        started.elapsed()
+    }
+
+    /// The gateway's address, for raw TCP clients.
+    fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
     }
 
     async fn post_raw(
@@ -1319,7 +1334,11 @@ async fn an_open_breaker_is_counted_not_logged_per_request() {
         assert_eq!(body["attempts"][0]["outcome"], "circuit_open");
     }
     let logs = String::from_utf8(captured.0.lock().unwrap()[before..].to_vec()).unwrap();
-    assert_eq!(logs.lines().count(), 0, "warnings while the breaker was open:\n{logs}");
+    assert_eq!(
+        logs.lines().count(),
+        0,
+        "warnings while the breaker was open:\n{logs}"
+    );
     let (_, metrics) = h.get("/metrics").await;
     assert!(
         metrics.contains(
@@ -1327,4 +1346,190 @@ async fn an_open_breaker_is_counted_not_logged_per_request() {
         ),
         "{metrics}"
     );
+}
+
+/// The front door's limits, short enough for a test, after `ROUTES`.
+const TIGHT_SERVER: &str = r#"
+[server]
+header_timeout = "300ms"
+body_timeout = "300ms"
+max_connections = 4
+max_in_flight = 2
+shutdown_timeout = "300ms"
+"#;
+
+/// Reads from `tcp` until the gateway closes it; how long that took (`None`: still open
+/// after `within`).
+async fn closed_within(tcp: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + within).into(), tcp.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_headers_and_idle_keep_alive_connections_are_closed_at_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(&[], &format!("{ROUTES}{TIGHT_SERVER}")).await;
+    // Slowloris: a byte every 100 ms, never a whole head.
+    let mut slow = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    let trickle = async {
+        for byte in b"POST /api/chat HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaa" {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(450), trickle).await;
+    let closed = closed_within(&mut slow, Duration::from_secs(2)).await;
+    assert!(closed.is_some(), "the slow connection is still open");
+
+    // A connection that sends nothing at all, and one idle after a request: both closed.
+    let mut silent = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    let closed = closed_within(&mut silent, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(closed < Duration::from_secs(1), "{closed:?}");
+    let mut idle = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    idle.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let closed = closed_within(&mut idle, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(closed < Duration::from_secs(1), "{closed:?}");
+}
+
+#[tokio::test]
+async fn a_body_that_never_comes_is_refused_at_the_body_timeout_or_the_declared_size() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(&[], &format!("{ROUTES}{TIGHT_SERVER}")).await;
+    // 100 bytes declared, 9 sent.
+    let mut tcp = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    tcp.write_all(
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"message\"",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut answer))
+        .await
+        .expect("answered within the body timeout")
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 4"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // 10 GB declared: 413 before a byte of it is read.
+    let mut tcp = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    tcp.write_all(
+        b"POST /api/chat HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 10000000000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&answer[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(h.mocks.values().all(|m| m.attempts().is_empty()));
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once_and_the_gateway_keeps_serving() {
+    let h = Harness::start(&[], &format!("{ROUTES}{TIGHT_SERVER}")).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(h.addr()).await.unwrap());
+    }
+    // Let the gateway accept them.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut fifth = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    let closed = closed_within(&mut fifth, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(closed < Duration::from_millis(200), "{closed:?}");
+    // The held ones time out (header timeout) and free their places.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = h.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("gateway_connections_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_cap_get_a_fast_503() {
+    let slow = "latency = \"700ms\"\n";
+    // Connections are not the limit here: five clients may connect.
+    let server = TIGHT_SERVER.replace("max_connections = 4", "max_connections = 16");
+    let h = Harness::start(&[("openai", slow)], &format!("{ROUTES}{server}")).await;
+    let started = std::time::Instant::now();
+    let answers = futures_util::future::join_all((0..5).map(|_| {
+        let client = h.client.clone();
+        let url = format!("{}/api/chat", h.base);
+        async move {
+            let response = client
+                .post(url)
+                .json_body(&chat("Hello"))
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.headers().get("retry-after").cloned(),
+                started.elapsed(),
+            )
+        }
+    }))
+    .await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert_eq!((ok, shed.len()), (2, 3), "{answers:?}");
+    for (_, retry_after, elapsed) in shed {
+        assert!(retry_after.is_some());
+        assert!(*elapsed < Duration::from_millis(500), "{elapsed:?}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_within_its_drain_deadline_whatever_clients_hold() {
+    use tokio::io::AsyncWriteExt;
+    let slow = "chunk_interval = \"200ms\"\n";
+    let h = Harness::start(&[("openai", slow)], &format!("{ROUTES}{TIGHT_SERVER}")).await;
+    // A half-sent request head, and a stream in flight (60 chunks, 200 ms apart).
+    let mut half = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
+    half.write_all(b"POST /api/chat HTTP/1.1\r\nHost:")
+        .await
+        .unwrap();
+    let response = h
+        .client
+        .post(format!("{}/v1/chat/completions", h.base))
+        .json_body(&json!({
+            "model": "fast",
+            "stream": true,
+            "messages": [{ "role": "user", "content": "Hello" }]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reading = tokio::spawn(async move { response.text().await });
+    let took = h.shut_down().await;
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    // The stream was cut by the deadline, not left hanging.
+    let ended = tokio::time::timeout(Duration::from_secs(2), reading).await;
+    assert!(ended.is_ok(), "the stream is still open");
 }

@@ -300,7 +300,7 @@ fn give_up(policy: &Policy, event: GiveUp) {
                 error.kind = event.kind.as_str(),
                 reason = event.reason.as_str(),
                 "not retrying"
-            )
+            );
         }
         _ => tracing::warn!(
             attempts = event.attempts,

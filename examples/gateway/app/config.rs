@@ -80,6 +80,71 @@ pub(crate) struct GatewayConfig {
     pub(crate) providers: Vec<ProviderSettings>,
     /// `/v1/chat/completions` routes: model name → chain of targets.
     pub(crate) routes: Vec<RouteConfig>,
+    /// The front door's timeouts and caps.
+    pub(crate) server: ServerLimits,
+}
+
+/// What the gateway allows a client connection, as an operator would set it at the edge
+/// (`[server]` in the file). Durations are written as `"10s"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ServerLimits {
+    /// A request's headers must arrive within this; an idle keep-alive connection is closed
+    /// after it too (slowloris, half-open connections).
+    #[serde(with = "llm_tower::config::duration")]
+    pub(crate) header_timeout: Duration,
+    /// A request's body must arrive within this (a declared body that never comes).
+    #[serde(with = "llm_tower::config::duration")]
+    pub(crate) body_timeout: Duration,
+    /// Open connections at most; a connection over the cap is closed at once.
+    pub(crate) max_connections: usize,
+    /// Requests in flight at most; one over the cap gets a fast 503 with `Retry-After`.
+    pub(crate) max_in_flight: usize,
+    /// On shutdown, requests and streams in flight get this long to finish; then their
+    /// connections are closed.
+    #[serde(with = "llm_tower::config::duration")]
+    pub(crate) shutdown_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_in_flight: 1_000,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerLimits {
+    /// Checks every field; the error names the first at fault.
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(
+                    format!("server.{field}"),
+                    "must be longer than 0s",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("max_connections", self.max_connections),
+            ("max_in_flight", self.max_in_flight),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    format!("server.{field}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One upstream provider and the resilience settings of its stack.
@@ -239,6 +304,8 @@ struct FileConfig {
     providers: Vec<toml::Table>,
     #[serde(default)]
     routes: Vec<RouteConfig>,
+    #[serde(default)]
+    server: ServerLimits,
 }
 
 /// Where variables come from: the environment, or a test's map.
@@ -285,6 +352,7 @@ impl GatewayConfig {
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             providers,
             routes: file.routes,
+            server: file.server,
         };
         config.validate().map_err(at)?;
         // The environment's values are checked again: they answer for their own errors.
@@ -363,6 +431,7 @@ impl GatewayConfig {
         if self.max_body_bytes == 0 {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1"));
         }
+        self.server.validate()?;
         for (i, provider) in self.providers.iter().enumerate() {
             let section = format!("providers[{i}]");
             if self.providers[..i].iter().any(|p| p.name == provider.name) {

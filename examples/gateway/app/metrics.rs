@@ -35,6 +35,7 @@ struct Inner {
     limiter_waits: Family<Labels<1>, Counter>,
     limiter_rejections: Family<Labels<1>, Counter>,
     local_rejections: Family<Labels<2>, Counter>,
+    connections_refused: Counter,
     tokens: Family<Labels<2>, Counter>,
     stream_interruptions: Family<Labels<1>, Counter>,
     stream_recoveries: Family<Labels<4>, Counter>,
@@ -113,6 +114,12 @@ impl Default for Metrics {
             "Calls our own breaker or limiter refused before they reached the provider",
             Family::default(),
         );
+        let connections_refused = register(
+            r,
+            "connections_refused",
+            "Client connections closed at once: the gateway held max_connections",
+            Counter::default(),
+        );
         let tokens = register(
             r,
             "tokens",
@@ -157,6 +164,7 @@ impl Default for Metrics {
                 limiter_waits,
                 limiter_rejections,
                 local_rejections,
+                connections_refused,
                 tokens,
                 stream_interruptions,
                 stream_recoveries,
@@ -315,6 +323,11 @@ impl Metrics {
                 ("reason", reason.to_owned()),
             ])
             .inc();
+    }
+
+    /// A client connection was closed at once: the gateway held its cap.
+    pub(crate) fn connection_refused(&self) {
+        self.inner.connections_refused.inc();
     }
 
     /// A stream from `provider` broke after its first chunk.

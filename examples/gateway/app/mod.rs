@@ -40,7 +40,7 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
-use self::config::{ConfigFileError, GatewayConfig, Lookup};
+use self::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
 use self::metrics::Metrics;
 use self::openai::{ApiError, CompletionRequest};
 use self::stack::{AttemptLog, BreakerView, ChatService, StreamService, Upstream};
@@ -61,6 +61,7 @@ struct Inner {
     metrics: Metrics,
     request_timeout: Duration,
     max_body_bytes: usize,
+    server: ServerLimits,
     next_id: AtomicU64,
 }
 
@@ -139,6 +140,7 @@ impl Gateway {
                 metrics,
                 request_timeout: config.request_timeout,
                 max_body_bytes: config.max_body_bytes,
+                server: config.server.clone(),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -156,8 +158,17 @@ impl Gateway {
         })
     }
 
-    /// The HTTP routes.
+    /// The HTTP routes, behind the front door's request caps: at most `max_in_flight`
+    /// requests at once (one more gets a fast 503), a body that must arrive within
+    /// `body_timeout`, and a declared body over `max_body_bytes` refused with 413 before a
+    /// byte of it is read.
     pub(crate) fn router(&self) -> Router {
+        use axum::error_handling::HandleErrorLayer;
+        use tower::ServiceBuilder;
+        use tower_http::limit::RequestBodyLimitLayer;
+        use tower_http::timeout::RequestBodyTimeoutLayer;
+
+        let limits = &self.inner.server;
         Router::new()
             .route("/api/chat", post(api_chat))
             .route("/v1/chat/completions", post(chat_completions))
@@ -165,23 +176,84 @@ impl Gateway {
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
+            .layer(RequestBodyLimitLayer::new(self.inner.max_body_bytes))
+            .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(overloaded))
+                    .load_shed()
+                    .concurrency_limit(limits.max_in_flight),
+            )
             .with_state(self.clone())
     }
 
-    /// Serves on `listener` until `shutdown` completes, then lets requests in flight finish.
+    /// Serves on `listener` until `shutdown` completes, then lets requests and streams in
+    /// flight finish for up to `shutdown_timeout` and closes what is left.
+    ///
+    /// NOTE: an accept loop of its own rather than `axum::serve`, which has no cap on
+    /// connections, no header-read timeout and no drain deadline (a half-sent request head
+    /// held its graceful shutdown forever).
     pub(crate) async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
-        // Small responses go out at once rather than waiting to be coalesced (Nagle).
-        let listener = listener.tap_io(|tcp| {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let limits = self.inner.server.clone();
+        let router = self.router();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // NOTE: hyper starts this timer whenever it waits for a request head, so an idle
+        // keep-alive connection is closed after it as well as a slow one.
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let graceful = GracefulShutdown::new();
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            while connections.try_join_next().is_some() {}
+            let tcp = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(err) => {
+                        // Out of descriptors, say: wait for connections to close, not spin.
+                        tracing::warn!("accepting a connection failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Over the connection cap: closed at once.
+                self.inner.metrics.connection_refused();
+                continue;
+            };
+            // Small responses go out at once rather than waiting to be coalesced (Nagle).
             let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            let service = TowerToHyperService::new(router.clone());
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+            connections.spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
             .await
+            .is_err()
+        {
+            tracing::warn!(
+                "closing {} connection(s) still open after the {:?} drain deadline",
+                connections.len(),
+                limits.shutdown_timeout
+            );
+            connections.abort_all();
+        }
+        Ok(())
     }
 
     /// The providers' names, in order.
@@ -295,6 +367,18 @@ fn recovering(
         builder = builder.target(target);
     }
     Ok(BoxCloneSyncService::new(builder.build()?))
+}
+
+/// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly.
+async fn overloaded(err: tower::BoxError) -> Response {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({ "error": { "message": format!("the gateway is at capacity ({err}); retry shortly"), "type": "server_error", "code": "gateway_overloaded" } }),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Counts a request to `endpoint` once its response is ready.
