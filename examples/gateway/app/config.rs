@@ -100,6 +100,9 @@ pub(crate) struct ServerLimits {
     pub(crate) max_connections: usize,
     /// Requests in flight at most; one over the cap gets a fast 503 with `Retry-After`.
     pub(crate) max_in_flight: usize,
+    /// Request body bytes in flight at most (each request counts its declared length, or
+    /// `max_body_bytes` when it declares none); one over the budget gets the same 503.
+    pub(crate) max_in_flight_bytes: usize,
     /// On shutdown, requests and streams in flight get this long to finish; then their
     /// connections are closed.
     #[serde(with = "llm_tower::config::duration")]
@@ -113,6 +116,7 @@ impl Default for ServerLimits {
             body_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_in_flight: 1_000,
+            max_in_flight_bytes: 64 << 20,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -135,6 +139,7 @@ impl ServerLimits {
         for (field, value) in [
             ("max_connections", self.max_connections),
             ("max_in_flight", self.max_in_flight),
+            ("max_in_flight_bytes", self.max_in_flight_bytes),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(
@@ -432,6 +437,15 @@ impl GatewayConfig {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1"));
         }
         self.server.validate()?;
+        if self.server.max_in_flight_bytes < self.max_body_bytes {
+            return Err(ConfigError::new(
+                "server.max_in_flight_bytes",
+                format!(
+                    "must be at least max_body_bytes ({}): a request of that size could never be admitted",
+                    self.max_body_bytes
+                ),
+            ));
+        }
         for (i, provider) in self.providers.iter().enumerate() {
             let section = format!("providers[{i}]");
             if self.providers[..i].iter().any(|p| p.name == provider.name) {

@@ -62,6 +62,8 @@ struct Inner {
     request_timeout: Duration,
     max_body_bytes: usize,
     server: ServerLimits,
+    /// Request body bytes in flight, in KiB: the byte budget of `server.max_in_flight_bytes`.
+    body_budget: Arc<tokio::sync::Semaphore>,
     next_id: AtomicU64,
 }
 
@@ -141,6 +143,9 @@ impl Gateway {
                 request_timeout: config.request_timeout,
                 max_body_bytes: config.max_body_bytes,
                 server: config.server.clone(),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(
+                    config.server.max_in_flight_bytes.div_ceil(1024),
+                )),
                 next_id: AtomicU64::new(1),
             }),
         })
@@ -176,6 +181,12 @@ impl Gateway {
             .route("/health", get(health))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
+            // NOTE: inside the size limit and the body timeout, which bound the draining of a
+            // refused body.
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                admit_body_bytes,
+            ))
             .layer(RequestBodyLimitLayer::new(self.inner.max_body_bytes))
             .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
             .layer(
@@ -371,14 +382,54 @@ fn recovering(
 
 /// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly.
 async fn overloaded(err: tower::BoxError) -> Response {
+    at_capacity(&err.to_string())
+}
+
+/// A fast 503 with `Retry-After`: the gateway holds as much as it admits.
+fn at_capacity(what: &str) -> Response {
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({ "error": { "message": format!("the gateway is at capacity ({err}); retry shortly"), "type": "server_error", "code": "gateway_overloaded" } }),
+        json!({ "error": { "message": format!("the gateway is at capacity ({what}); retry shortly"), "type": "server_error", "code": "gateway_overloaded" } }),
     );
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// Admits a request's body into the byte budget (its declared length, or the largest body
+/// allowed when it declares none) for as long as the request is handled; over budget, a
+/// fast 503. Requests without a body pass.
+async fn admit_body_bytes(
+    State(gw): State<Gateway>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(gw.inner.max_body_bytes)
+        .min(gw.inner.max_body_bytes);
+    let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    match gw.inner.body_budget.clone().try_acquire_many_owned(kib) {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            // NOTE: the body is read and dropped frame by frame before the 503: a client still
+            // sending it would otherwise see a broken pipe instead of the answer.
+            let mut frames = request.into_body().into_data_stream();
+            while let Some(Ok(_)) = frames.next().await {}
+            at_capacity("request bytes in flight")
+        }
+    }
 }
 
 /// Counts a request to `endpoint` once its response is ready.
@@ -564,8 +615,10 @@ async fn completions_inner(
         let (status, message) = body_error(&rejection);
         ApiError::body(status, message)
     })?;
-    let request: CompletionRequest = serde_json::from_slice(&body)
+    let mut request: CompletionRequest = serde_json::from_slice(&body)
         .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
+    // The body's bytes are parsed: not held for the rest of the request.
+    drop(body);
     let Some(route) = gw.route(&request.model) else {
         let routed: Vec<&str> = gw.inner.routes.iter().map(|r| r.model.as_str()).collect();
         return Err(ApiError {

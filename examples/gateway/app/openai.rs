@@ -73,7 +73,8 @@ pub(crate) struct Part {
 
 impl CompletionRequest {
     /// The provider-neutral request, or why it cannot be one (a 400 for the client).
-    pub(crate) fn to_chat_request(&self) -> Result<ChatRequest, ApiError> {
+    /// The conversation is moved out, not copied: a large prompt is held once.
+    pub(crate) fn to_chat_request(&mut self) -> Result<ChatRequest, ApiError> {
         if self.model.trim().is_empty() {
             return Err(ApiError::invalid("`model` must not be empty").param("model"));
         }
@@ -85,10 +86,10 @@ impl CompletionRequest {
         let mut request = ChatRequest::new(self.model.clone());
         let mut system = Vec::new();
         let mut messages = Vec::with_capacity(self.messages.len());
-        for (i, message) in self.messages.iter().enumerate() {
-            let text = match &message.content {
+        for (i, message) in std::mem::take(&mut self.messages).into_iter().enumerate() {
+            let text = match message.content {
                 None => String::new(),
-                Some(Content::Text(text)) => text.clone(),
+                Some(Content::Text(text)) => text,
                 Some(Content::Parts(parts)) => {
                     let mut text = String::new();
                     for part in parts {
