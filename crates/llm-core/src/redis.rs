@@ -4,16 +4,15 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
-use tokio::time::Instant;
 
 use crate::ConfigError;
 
-/// While Redis is down, how often one call tries it again.
+/// While Redis is down, how often a background probe tries it again.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The default bound on one Redis call: far above a loopback or same-zone round trip, far
@@ -25,9 +24,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 ///
 /// Every [`run`](Self::run) is bounded by the timeout. The first failure of an outage is
 /// logged once (a `warn` event naming what is shared and what happens meanwhile); while
-/// down, calls fail at once except one probe per [`PROBE_INTERVAL`], so an outage costs
-/// callers nothing but that probe; the first success logs the recovery. The connection
-/// manager reconnects by itself.
+/// down, calls fail at once, and a background task (on the runtime of the call that failed)
+/// probes Redis on a fresh connection every [`PROBE_INTERVAL`]. When it answers, the probe's
+/// connection replaces the old one and sharing resumes: no call waits for a probe, and
+/// recovery does not depend on traffic or on the old connection's reconnect backoff.
 ///
 /// ```
 /// use std::time::Duration;
@@ -43,14 +43,18 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// ```
 pub struct RedisLink {
     client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
     timeout: Duration,
     shared: String,
     meanwhile: String,
+    state: Arc<LinkState>,
+}
+
+/// What the background probe shares with the link.
+struct LinkState {
+    // NOTE: a std lock held only to clone or swap the manager, never across an await.
+    connection: RwLock<Option<ConnectionManager>>,
     down: AtomicBool,
-    // While down, calls fail at once until this many milliseconds after `origin`.
-    probe_at_ms: AtomicU64,
-    origin: Instant,
+    probing: AtomicBool,
 }
 
 impl fmt::Debug for RedisLink {
@@ -86,13 +90,14 @@ impl RedisLink {
         }
         Ok(RedisLink {
             client,
-            connection: OnceCell::new(),
             timeout,
             shared: shared.into(),
             meanwhile: meanwhile.into(),
-            down: AtomicBool::new(false),
-            probe_at_ms: AtomicU64::new(0),
-            origin: Instant::now(),
+            state: Arc::new(LinkState {
+                connection: RwLock::new(None),
+                down: AtomicBool::new(false),
+                probing: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -108,70 +113,98 @@ impl RedisLink {
 
     /// Whether the last call failed: an outage is in progress.
     pub fn is_down(&self) -> bool {
-        self.down.load(Ordering::Relaxed)
+        self.state.down.load(Ordering::Relaxed)
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Runs `call` on the shared connection, bounded by the timeout.
+    /// Runs `call` on the shared connection, bounded by the timeout; while Redis is down,
+    /// fails at once.
     pub async fn run<T, F, Fut>(&self, call: F) -> Result<T, RedisUnavailable>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        if self.down.load(Ordering::Acquire) {
-            let now = self.now_ms();
-            let probe_at = self.probe_at_ms.load(Ordering::Acquire);
-            let next = now + PROBE_INTERVAL.as_millis() as u64;
-            if now < probe_at
-                || self
-                    .probe_at_ms
-                    .compare_exchange(probe_at, next, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-            {
-                return Err(RedisUnavailable("down, waiting to probe".to_owned()));
-            }
+        if self.state.down.load(Ordering::Acquire) {
+            // The probe may not run yet (the outage began outside a runtime).
+            self.probe_in_background();
+            return Err(RedisUnavailable(
+                "down, probed in the background".to_owned(),
+            ));
         }
         let attempt = async {
-            let connection = self
+            let existing = self
+                .state
                 .connection
-                .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-                .await?
+                .read()
+                .expect("the connection lock is never poisoned")
                 .clone();
+            let connection = match existing {
+                Some(connection) => connection,
+                None => {
+                    let connection = ConnectionManager::new(self.client.clone()).await?;
+                    *self
+                        .state
+                        .connection
+                        .write()
+                        .expect("the connection lock is never poisoned") = Some(connection.clone());
+                    connection
+                }
+            };
             call(connection).await
         };
         match tokio::time::timeout(self.timeout, attempt).await {
-            Ok(Ok(value)) => {
-                self.recovered();
-                Ok(value)
-            }
+            Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(self.failed(err.to_string())),
             Err(_) => Err(self.failed(format!("no answer within {:?}", self.timeout))),
         }
     }
 
-    /// Marks an outage (logged at its first failure) and postpones the next probe.
+    /// Marks an outage (logged at its first failure) and starts probing in the background.
     pub fn failed(&self, why: String) -> RedisUnavailable {
-        self.probe_at_ms.fetch_max(
-            self.now_ms() + PROBE_INTERVAL.as_millis() as u64,
-            Ordering::AcqRel,
-        );
-        if !self.down.swap(true, Ordering::AcqRel) {
+        if !self.state.down.swap(true, Ordering::AcqRel) {
             tracing::warn!(
                 shared = %self.shared,
                 "Redis unreachable ({why}); {} until it answers",
                 self.meanwhile
             );
         }
+        self.probe_in_background();
         RedisUnavailable(why)
     }
 
-    fn recovered(&self) {
-        if self.down.swap(false, Ordering::AcqRel) {
-            tracing::info!(shared = %self.shared, "Redis answers again; sharing resumed");
+    /// Starts the probe task, unless one runs or no runtime is at hand.
+    fn probe_in_background(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.state.probing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let (client, state, shared) =
+            (self.client.clone(), self.state.clone(), self.shared.clone());
+        // NOTE: a connect attempt may take longer than one call is allowed; not forever.
+        let patience = self.timeout.max(Duration::from_millis(500));
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                let probe = async {
+                    let mut connection = ConnectionManager::new(client.clone()).await?;
+                    redis::cmd("PING")
+                        .query_async::<()>(&mut connection)
+                        .await?;
+                    Ok::<_, redis::RedisError>(connection)
+                };
+                if let Ok(Ok(connection)) = tokio::time::timeout(patience, probe).await {
+                    *state
+                        .connection
+                        .write()
+                        .expect("the connection lock is never poisoned") = Some(connection);
+                    state.down.store(false, Ordering::Release);
+                    state.probing.store(false, Ordering::Release);
+                    tracing::info!(shared = %shared, "Redis answers again; sharing resumed");
+                    return;
+                }
+            }
+        });
     }
 }
 

@@ -341,6 +341,61 @@ fn redis_down_follows_the_policy_then_recovers_by_itself() {
 }
 
 #[test]
+fn with_traffic_through_an_outage_sharing_resumes_within_seconds_and_no_call_waits_for_a_probe() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = redis(&server, "outage", FailurePolicy::Open { share: 0.5 });
+        let limit = limiter(per_second(1000, 1000), &config);
+        let handle = limit.handle();
+        let store = handle.store();
+        acquire(store, 0, Duration::ZERO).await.unwrap();
+
+        server.stop();
+        // Traffic all through the outage: a call every 10 ms for 2 s. After the first (which
+        // finds Redis gone, within its timeout), none waits: no call probes.
+        let mut slowest = Duration::ZERO;
+        for i in 0..200 {
+            let started = Instant::now();
+            let _ = acquire(store, 0, Duration::ZERO).await;
+            if i > 0 {
+                slowest = slowest.max(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(store.is_degraded());
+        assert!(
+            slowest < Duration::from_millis(20),
+            "a call waited {slowest:?}"
+        );
+
+        server.restart().unwrap();
+        let restarted = Instant::now();
+        // Traffic goes on; sharing resumes by itself within a few seconds.
+        while store.is_degraded() {
+            assert!(
+                restarted.elapsed() < Duration::from_secs(3),
+                "still local {:?} after Redis returned",
+                restarted.elapsed()
+            );
+            let _ = acquire(store, 0, Duration::ZERO).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!(
+            "sharing resumed {:?} after the restart",
+            restarted.elapsed()
+        );
+        acquire(store, 0, Duration::ZERO).await.unwrap();
+        assert!(!store.is_degraded());
+    });
+}
+
+#[test]
 fn invalid_redis_settings_name_the_field() {
     let mut config = RedisConfig::new("not a url");
     let err = RateLimitLayer::builder()
