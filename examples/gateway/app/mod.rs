@@ -632,7 +632,7 @@ async fn completions_inner(
             .code("model_not_found")
         });
     };
-    let (mut chat, log) = gw.prepare(request.to_chat_request()?);
+    let (mut chat, log) = gw.prepare(request.take_chat_request()?);
     if request.wants_json() && route.recovery.after_output == AfterOutput::Continue {
         // JSON spliced from two answers is not JSON: hold back or fail clean instead.
         chat.extensions_mut().insert(RecoveryPolicy {

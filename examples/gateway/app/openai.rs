@@ -74,7 +74,7 @@ pub(crate) struct Part {
 impl CompletionRequest {
     /// The provider-neutral request, or why it cannot be one (a 400 for the client).
     /// The conversation is moved out, not copied: a large prompt is held once.
-    pub(crate) fn to_chat_request(&mut self) -> Result<ChatRequest, ApiError> {
+    pub(crate) fn take_chat_request(&mut self) -> Result<ChatRequest, ApiError> {
         if self.model.trim().is_empty() {
             return Err(ApiError::invalid("`model` must not be empty").param("model"));
         }
