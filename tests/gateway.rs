@@ -1396,6 +1396,7 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_at_the_header_t
     let closed = closed_within(&mut silent, Duration::from_secs(2))
         .await
         .unwrap();
+    eprintln!("silent connection: closed after {closed:?}");
     assert!(closed < Duration::from_secs(1), "{closed:?}");
     let mut idle = tokio::net::TcpStream::connect(h.addr()).await.unwrap();
     idle.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1528,6 +1529,7 @@ async fn shutdown_ends_within_its_drain_deadline_whatever_clients_hold() {
     assert_eq!(response.status(), 200);
     let reading = tokio::spawn(async move { response.text().await });
     let took = h.shut_down().await;
+    eprintln!("shutdown with a stream and a half-sent head in flight: {took:?}");
     assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
     // The stream was cut by the deadline, not left hanging.
     let ended = tokio::time::timeout(Duration::from_secs(2), reading).await;
