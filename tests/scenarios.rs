@@ -115,6 +115,20 @@ impl Scenario {
             .count()
     }
 
+    /// Asserts who answered, with what status, and the calls each model received.
+    fn expect(&self, answer: &Answer, status: u16, model: &str, calls: (usize, usize)) {
+        assert_eq!(
+            (answer.status, answer.model.as_str()),
+            (status, model),
+            "{answer:?}"
+        );
+        assert_eq!(
+            (self.calls(PRIMARY), self.calls(FALLBACK)),
+            calls,
+            "calls (primary, fallback): {answer:?}"
+        );
+    }
+
     /// Calls the mock answered with `status`.
     fn answered(&self, status: u16) -> usize {
         self.mock
@@ -223,12 +237,7 @@ async fn a_429_with_retry_after_2s_once_is_waited_out_on_the_primary() {
     ))
     .await;
     let answer = s.ask(PRIMARY, false).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, PRIMARY),
-        "{answer:?}"
-    );
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (2, 0));
+    s.expect(&answer, 200, PRIMARY, (2, 0));
     assert_within(&answer, Duration::from_millis(1900), Duration::from_secs(4));
 }
 
@@ -251,13 +260,8 @@ async fn a_persistent_429_without_retry_after_fails_over_at_once() {
 async fn a_500_once_is_retried_on_the_primary_after_1s() {
     let s = Scenario::start(&primary_once(r#"{ fault = "status", status = 500 }"#)).await;
     let answer = s.ask(PRIMARY, false).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, PRIMARY),
-        "{answer:?}"
-    );
+    s.expect(&answer, 200, PRIMARY, (2, 0));
     assert_eq!(answer.attempts_header.as_deref(), Some("2"));
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (2, 0));
     assert_within(&answer, Duration::from_millis(900), Duration::from_secs(3));
 }
 
@@ -265,14 +269,9 @@ async fn a_500_once_is_retried_on_the_primary_after_1s() {
 async fn a_persistent_503_is_retried_then_the_fallback_answers_and_is_billed() {
     let s = Scenario::start(&primary(r#"{ fault = "status", status = 503 }"#)).await;
     let answer = s.ask(PRIMARY, false).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, FALLBACK),
-        "{answer:?}"
-    );
+    s.expect(&answer, 200, FALLBACK, (4, 1));
     // Retried after 1 s, 2 s and 4 s, then handed over: 4 calls on the primary, 1 on the
     // fallback, and the answer names and bills the model that answered.
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (4, 1));
     assert_eq!(answer.attempts_header.as_deref(), Some("5"));
     assert_eq!(answer.text, canonical_answer(60));
     assert_eq!(answer.body["usage"]["completion_tokens"], 60, "{answer:?}");
@@ -283,12 +282,7 @@ async fn a_persistent_503_is_retried_then_the_fallback_answers_and_is_billed() {
 async fn a_connection_reset_before_headers_fails_over_at_once() {
     let s = Scenario::start(&primary(r#"{ fault = "reset" }"#)).await;
     let answer = s.ask(PRIMARY, false).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, FALLBACK),
-        "{answer:?}"
-    );
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (1, 1));
+    s.expect(&answer, 200, FALLBACK, (1, 1));
     assert_within(&answer, Duration::ZERO, Duration::from_secs(1));
 }
 
@@ -299,14 +293,9 @@ async fn a_slow_first_token_of_3s_is_waited_for() {
     );
     let s = Scenario::start(&plan).await;
     let answer = s.ask(PRIMARY, true).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, PRIMARY),
-        "{answer:?}"
-    );
+    s.expect(&answer, 200, PRIMARY, (1, 0));
     assert_eq!(answer.text, canonical_answer(60));
     assert!(answer.done && !answer.recovered, "{answer:?}");
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (1, 0));
     assert_within(&answer, Duration::from_secs(3), Duration::from_secs(6));
 }
 
@@ -392,26 +381,16 @@ async fn a_complete_stream_without_done_is_complete() {
     );
     let s = Scenario::start(&plan).await;
     let answer = s.ask(PRIMARY, true).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, PRIMARY),
-        "{answer:?}"
-    );
+    s.expect(&answer, 200, PRIMARY, (1, 0));
     assert_eq!(answer.text, canonical_answer(60));
     assert!(answer.done && !answer.recovered, "{answer:?}");
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (1, 0));
 }
 
 #[tokio::test]
 async fn context_length_exceeded_moves_to_the_fallback() {
     let s = Scenario::start(&primary(r#"{ fault = "context_length" }"#)).await;
     let answer = s.ask(PRIMARY, false).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, FALLBACK),
-        "{answer:?}"
-    );
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (1, 1));
+    s.expect(&answer, 200, FALLBACK, (1, 1));
     assert_within(&answer, Duration::ZERO, Duration::from_secs(1));
 }
 
@@ -443,12 +422,7 @@ async fn slow_scenarios() {
 async fn a_silent_primary_fails_over_within_25s() {
     let s = Scenario::start(&primary(r#"{ fault = "no_response" }"#)).await;
     let answer = s.ask(PRIMARY, false).await;
-    assert_eq!(
-        (answer.status, answer.model.as_str()),
-        (200, FALLBACK),
-        "{answer:?}"
-    );
-    assert_eq!((s.calls(PRIMARY), s.calls(FALLBACK)), (1, 1));
+    s.expect(&answer, 200, FALLBACK, (1, 1));
     eprintln!(
         "silent primary: the fallback answered after {:?}",
         answer.elapsed
