@@ -1535,3 +1535,154 @@ async fn shutdown_ends_within_its_drain_deadline_whatever_clients_hold() {
     let ended = tokio::time::timeout(Duration::from_secs(2), reading).await;
     assert!(ended.is_ok(), "the stream is still open");
 }
+
+/// An OpenAI-format upstream that answers every request with one fixed completion and keeps
+/// each request body it received (an independent server: not the test kit's mock).
+async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                let body = loop {
+                    let Ok(n) = tcp.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else {
+                        continue;
+                    };
+                    let length = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if data.len() >= end + 4 + length {
+                        break data[end + 4..end + 4 + length].to_vec();
+                    }
+                };
+                seen.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                let answer = r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                let _ = tcp
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                            answer.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, bodies)
+}
+
+#[tokio::test]
+async fn request_fields_are_passed_through_or_refused_never_dropped() {
+    let (url, bodies) = recording_upstream().await;
+    let routes = format!(
+        r#"{ROUTES}
+[[routes]]
+model = "plain"
+targets = [{{ provider = "compatible", model = "m" }}]
+"#
+    );
+    let mocks = start_mocks(&[]).await;
+    let text = providers_toml(&mocks).replacen(
+        "[[providers]]",
+        &format!(
+            "[[providers]]\nname = \"compatible\"\nkind = \"openai_compatible\"\nbase_url = \"{url}\"\nmodel = \"m\"\napi_key = \"k\"\n\n[[providers]]"
+        ),
+        1,
+    ) + &routes;
+    let h = Harness::over(mocks, &text).await;
+    let ask = |model: &str, extra: Value| {
+        let mut body = json!({ "model": model, "messages": [{ "role": "user", "content": "Hi" }] });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+
+    // To an OpenAI-format upstream, fields the gateway does not translate go as they are.
+    let extra = json!({
+        "seed": 7,
+        "user": "u-1",
+        "metadata": { "team": "a" },
+        "frequency_penalty": 0.5,
+        "response_format": { "type": "json_object" },
+        "n": 1,
+    });
+    let (status, _, body) = h.post("/v1/chat/completions", ask("plain", extra)).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = bodies.lock().unwrap()[0].clone();
+    for field in [
+        "seed",
+        "user",
+        "metadata",
+        "frequency_penalty",
+        "response_format",
+    ] {
+        assert!(sent.get(field).is_some(), "{field} was dropped: {sent}");
+    }
+    assert_eq!(sent["seed"], 7);
+    assert_eq!(sent["metadata"]["team"], "a");
+
+    // A route with a non-OpenAI target: a 400 naming the field and the target.
+    let (status, _, body) = h
+        .post("/v1/chat/completions", ask("fast", json!({ "seed": 7 })))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "seed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic"),
+        "{body}"
+    );
+
+    // What the gateway cannot carry back yet is refused, never dropped.
+    for (field, value) in [
+        (
+            "tools",
+            json!([{ "type": "function", "function": { "name": "f" } }]),
+        ),
+        ("n", json!(2)),
+        ("logprobs", json!(true)),
+    ] {
+        let (status, _, body) = h
+            .post(
+                "/v1/chat/completions",
+                ask("plain", json!({ field: value })),
+            )
+            .await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert_eq!(body["error"]["param"], field, "{body}");
+    }
+    let named = json!({ "model": "plain", "messages": [{ "role": "user", "content": "Hi", "name": "ann" }] });
+    let (status, _, body) = h.post("/v1/chat/completions", named).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "messages[0].name");
+    assert_eq!(
+        bodies.lock().unwrap().len(),
+        1,
+        "nothing refused reached the upstream"
+    );
+}

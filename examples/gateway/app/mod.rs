@@ -29,10 +29,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use llm_providers::ChatRequest;
 use llm_providers::recovery::{
     AfterOutput, RecoveringStream, RecoveryEvent, RecoveryPolicy, RecoveryTarget, StreamRecovery,
 };
+use llm_providers::{ChatRequest, ProviderKind};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 use serde::Deserialize;
 use serde_json::json;
@@ -76,6 +76,8 @@ struct Route {
     stream: BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>,
     /// That policy.
     recovery: RecoveryPolicy,
+    /// Its targets' providers and wire formats, in order.
+    targets: Vec<(Arc<str>, ProviderKind)>,
 }
 
 impl Gateway {
@@ -125,6 +127,10 @@ impl Gateway {
                     .map_err(|e| e.in_section(&section))?,
                 model: route.model.clone(),
                 recovery: route.recovery_policy(),
+                targets: route_targets(&route, &upstreams, |up| up.kind)
+                    .into_iter()
+                    .map(|(kind, name, _)| (name, kind))
+                    .collect(),
             };
             if route.is_wildcard() {
                 wildcard = Some(built);
@@ -632,6 +638,11 @@ async fn completions_inner(
             .code("model_not_found")
         });
     };
+    let targets: Vec<(&str, ProviderKind)> =
+        route.targets.iter().map(|(n, k)| (&**n, *k)).collect();
+    let passed = request.check_fields(&targets)?;
+    // The fields checked are the ones that go; `take_chat_request` sends what `rest` holds.
+    request.rest = passed;
     let (mut chat, log) = gw.prepare(request.take_chat_request()?);
     if request.wants_json() && route.recovery.after_output == AfterOutput::Continue {
         // JSON spliced from two answers is not JSON: hold back or fail clean instead.

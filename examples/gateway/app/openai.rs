@@ -6,13 +6,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llm_providers::recovery::Recovery;
-use llm_providers::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Message, Role};
+use llm_providers::{
+    ChatChunk, ChatRequest, ChatResponse, FinishReason, Message, ProviderKind, Role,
+};
 use llm_tower::{ErrorKind, LlmError, Usage};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// `POST /v1/chat/completions`' body, the fields the gateway uses (others are ignored, as
-/// OpenAI-compatible servers do).
+/// `POST /v1/chat/completions`' body. The fields the gateway translates are named; every
+/// other field is passed through as it is to OpenAI-format upstreams, or refused with a 400
+/// naming it ([`CompletionRequest::check_fields`]) — never dropped.
 #[derive(Debug, Deserialize)]
 pub(crate) struct CompletionRequest {
     pub(crate) model: String,
@@ -26,10 +29,27 @@ pub(crate) struct CompletionRequest {
     pub(crate) temperature: Option<f32>,
     pub(crate) top_p: Option<f32>,
     pub(crate) stop: Option<Stop>,
-    /// Passed through to the upstream as it is (OpenAI-dialect upstreams read it); its
+    /// Passed through to the upstream as it is (OpenAI-format upstreams read it); its
     /// translation for the others is issue 22's work.
     pub(crate) response_format: Option<Value>,
+    /// Every other field.
+    #[serde(flatten)]
+    pub(crate) rest: serde_json::Map<String, Value>,
 }
+
+/// Fields the gateway cannot carry yet in either direction: sent on, their answer (tool
+/// calls, several choices, log probabilities, audio) would be dropped on the way back.
+const NOT_CARRIED: [&str; 9] = [
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "parallel_tool_calls",
+    "logprobs",
+    "top_logprobs",
+    "audio",
+    "modalities",
+];
 
 /// `stream_options`.
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +72,9 @@ pub(crate) struct InMessage {
     pub(crate) role: String,
     #[serde(default)]
     pub(crate) content: Option<Content>,
+    /// Every other field (`name`, `tool_calls`, `tool_call_id`, …): refused, never dropped.
+    #[serde(flatten)]
+    pub(crate) rest: serde_json::Map<String, Value>,
 }
 
 /// A message's content: text, or parts of which the gateway takes the text ones.
@@ -72,6 +95,57 @@ pub(crate) struct Part {
 }
 
 impl CompletionRequest {
+    /// Checks that every field is translated, passed through or refused: fields the gateway
+    /// cannot carry back are a 400; the others go as they are to `targets` when every one
+    /// of them speaks OpenAI's format, and are a 400 naming the field and the target that
+    /// does not otherwise. Returns the fields to pass through.
+    pub(crate) fn check_fields(
+        &self,
+        targets: &[(&str, ProviderKind)],
+    ) -> Result<serde_json::Map<String, Value>, ApiError> {
+        for (i, message) in self.messages.iter().enumerate() {
+            if let Some((field, _)) = message.rest.iter().find(|(_, v)| !v.is_null()) {
+                return Err(ApiError::invalid(format!(
+                    "`{field}` on a message is not supported by this gateway yet (it would be dropped)"
+                ))
+                .param(format!("messages[{i}].{field}")));
+            }
+        }
+        let mut passed = serde_json::Map::new();
+        for (field, value) in &self.rest {
+            if value.is_null() {
+                continue;
+            }
+            let single_choice = field == "n" && value.as_u64() == Some(1);
+            let text_only = field == "modalities" && *value == json!(["text"]);
+            if single_choice || text_only {
+                continue;
+            }
+            if field == "n" || NOT_CARRIED.contains(&field.as_str()) {
+                return Err(ApiError::invalid(format!(
+                    "`{field}` is not supported by this gateway yet (its answer would be dropped)"
+                ))
+                .param(field.clone()));
+            }
+            passed.insert(field.clone(), value.clone());
+        }
+        let needs_openai_format = !passed.is_empty() || self.response_format.is_some();
+        if needs_openai_format {
+            if let Some((name, kind)) = targets.iter().find(|(_, kind)| !speaks_openai(*kind)) {
+                let field = passed
+                    .keys()
+                    .next()
+                    .map_or("response_format", String::as_str)
+                    .to_owned();
+                return Err(ApiError::invalid(format!(
+                    "`{field}` cannot be sent to {name} ({kind}): the gateway passes it through only to OpenAI-format upstreams"
+                ))
+                .param(field));
+            }
+        }
+        Ok(passed)
+    }
+
     /// The provider-neutral request, or why it cannot be one (a 400 for the client).
     /// The conversation is moved out, not copied: a large prompt is held once.
     pub(crate) fn take_chat_request(&mut self) -> Result<ChatRequest, ApiError> {
@@ -150,6 +224,9 @@ impl CompletionRequest {
         if let Some(format) = &self.response_format {
             request = request.extra("response_format", format.clone());
         }
+        for (field, value) in std::mem::take(&mut self.rest) {
+            request = request.extra(field, value);
+        }
         Ok(request)
     }
 
@@ -167,6 +244,17 @@ impl CompletionRequest {
             .as_ref()
             .is_some_and(|o| o.include_usage)
     }
+}
+
+/// Whether `kind` reads OpenAI's chat format, so that a field it knows passes as it is.
+fn speaks_openai(kind: ProviderKind) -> bool {
+    matches!(
+        kind,
+        ProviderKind::OpenAi
+            | ProviderKind::Azure
+            | ProviderKind::OpenRouter
+            | ProviderKind::OpenAiCompatible
+    )
 }
 
 /// `value` when it is a number from 0 to `max`, as OpenAI takes it; a 400 naming `param`
