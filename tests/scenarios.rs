@@ -518,3 +518,85 @@ async fn quota_with_a_local_limit_far_too_high() {
     assert!(upstream_429s <= 2, "{upstream_429s} upstream 429s");
     assert!(served >= 41, "served {served} of the 45 that fit");
 }
+
+/// async-openai, an OpenAI client we did not write, pointed at the gateway.
+fn openai_client(s: &Scenario) -> async_openai::Client<async_openai::config::OpenAIConfig> {
+    let config = async_openai::config::OpenAIConfig::new()
+        .with_api_base(format!("{}/v1", s.base))
+        .with_api_key("not-needed");
+    async_openai::Client::with_config(config)
+}
+
+fn sdk_request(stream: bool) -> async_openai::types::chat::CreateChatCompletionRequest {
+    use async_openai::types::chat::{
+        ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
+    };
+    let message = ChatCompletionRequestUserMessageArgs::default()
+        .content("Hello")
+        .build()
+        .unwrap();
+    CreateChatCompletionRequestArgs::default()
+        .model(PRIMARY)
+        .messages([message.into()])
+        .stream(stream)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn async_openai_gets_answers_through_a_fallback() {
+    let s = Scenario::start(&primary(r#"{ fault = "reset" }"#)).await;
+    let response = openai_client(&s)
+        .chat()
+        .create(sdk_request(false))
+        .await
+        .unwrap();
+    assert_eq!(response.model, FALLBACK);
+    let text = response.choices[0].message.content.clone().unwrap();
+    assert_eq!(text, canonical_answer(60));
+    assert_eq!(response.usage.unwrap().completion_tokens, 60);
+}
+
+#[tokio::test]
+async fn async_openai_reads_a_repaired_stream_whole() {
+    let plan = format!(
+        "[[rule]]\nmodel = \"{PRIMARY}\"\nstream = true\nfault = {{ fault = \"cut_after\", chunks = 40 }}\n"
+    );
+    let s = Scenario::start(&plan).await;
+    let mut stream = openai_client(&s)
+        .chat()
+        .create_stream(sdk_request(true))
+        .await
+        .unwrap();
+    let (mut text, mut last_model) = (String::new(), String::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        if let Some(choice) = chunk.choices.first() {
+            if let Some(piece) = &choice.delta.content {
+                text.push_str(piece);
+            }
+        }
+        last_model = chunk.model;
+    }
+    assert_eq!(text, canonical_answer(60));
+    assert_eq!(last_model, FALLBACK);
+}
+
+#[tokio::test]
+async fn async_openai_sees_errors_in_openais_shape() {
+    let s = Scenario::start(&primary(r#"{ fault = "content_filter" }"#)).await;
+    let err = openai_client(&s)
+        .chat()
+        .create(sdk_request(false))
+        .await
+        .unwrap_err();
+    let async_openai::error::OpenAIError::ApiError(err) = err else {
+        panic!("not an API error: {err:?}");
+    };
+    assert_eq!(err.status_code.as_u16(), 400);
+    assert!(!err.api_error.message.is_empty());
+    assert_eq!(
+        err.api_error.r#type.as_deref(),
+        Some("invalid_request_error")
+    );
+}
