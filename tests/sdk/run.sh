@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The official openai Python SDK (pinned in requirements.txt, in a virtual environment made
+# here) against the gateway example, started as a user starts it: the README's quick-start
+# configuration, unmodified, with the server's address and key from the environment, in
+# front of the test kit's mock-provider binary. `bash tests/sdk/run.sh`; CI runs it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=${SDK_VENV:-target/sdk-venv}
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install -q --disable-pip-version-check -r tests/sdk/requirements.txt
+
+# The same features as the test build, so its artifacts are reused.
+cargo build -q --all-features --example gateway -p llm-tower
+cargo build -q --all-features --bin mock-provider -p llm-testkit
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { "$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_for() { # port
+    for _ in $(seq 1 300); do
+        if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+cat > "$work/plan.toml" <<'PLAN'
+[[rule]]
+model = "gpt-4o"
+stream = true
+fault = { fault = "cut_after", chunks = 40 }
+
+[[rule]]
+model = "gpt-4o"
+stream = false
+fault = { fault = "reset" }
+PLAN
+mock_port=$(free_port)
+target/debug/mock-provider --port "$mock_port" --plan "$work/plan.toml" --api-key sdk-key > "$work/mock.log" 2>&1 &
+pids+=($!)
+wait_for "$mock_port"
+
+# The README's quick-start configuration, as written there.
+awk '/<!-- quick-start -->/ { on = 1; next } on && /^```toml/ { inside = 1; next } inside && /^```/ { exit } inside { print }' README.md > "$work/gateway.toml"
+gateway_port=$(free_port)
+GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_LLM_BASE_URL="http://127.0.0.1:$mock_port/v1" LLM_API_KEY=sdk-key \
+    target/debug/examples/gateway --config "$work/gateway.toml" > "$work/gateway.log" 2>&1 &
+pids+=($!)
+wait_for "$gateway_port"
+
+if ! GATEWAY_URL="http://127.0.0.1:$gateway_port/v1" "$venv/bin/python" tests/sdk/openai_sdk.py; then
+    echo "== gateway log"; tail -n 40 "$work/gateway.log"
+    exit 1
+fi
