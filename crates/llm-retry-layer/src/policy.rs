@@ -197,6 +197,8 @@ impl Policy {
         let floor = server_delay.unwrap_or(Duration::ZERO);
         let delay = backoff.max(floor);
 
+        // The next attempt would meet an open breaker: waiting only ends in a rejection.
+        let closed = attempted.closed_for.is_some_and(|closed| closed > delay);
         if attempted.remaining_targets > 0 {
             // NOTE: hand-over is judged on the schedule before jitter, so that identical
             // runs hand over after the same number of attempts.
@@ -206,12 +208,12 @@ impl Policy {
             if self.failover_on.contains(kind)
                 || planned > self.failover_delay
                 || rate_limited_again
-                || attempted.closed_for.is_some_and(|closed| closed > delay)
+                || closed
             {
                 return Err(GiveUpReason::HandedOver);
             }
         }
-        if attempted.closed_for.is_some_and(|closed| closed > delay) {
+        if closed {
             return Err(GiveUpReason::TargetClosed);
         }
         let wake = now.checked_add(delay);
