@@ -341,7 +341,13 @@ impl Limiter {
             return;
         };
         if remaining == 0 {
-            if let Some(slot) = info.next_slot().filter(|_| limit > 0) {
+            // NOTE: the request bucket's own refill, not `next_slot` (which also waits for an
+            // empty token bucket's full reset: that is the pause's job, not the pace's).
+            let slot = info
+                .reset_requests
+                .filter(|_| limit > 0)
+                .map(|reset| reset / u32::try_from(limit).unwrap_or(u32::MAX));
+            if let Some(slot) = slot {
                 let slot = u64::try_from(slot.as_nanos()).unwrap_or(u64::MAX);
                 self.pace_ns.store(slot, Ordering::Relaxed);
             }
