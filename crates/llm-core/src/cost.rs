@@ -21,6 +21,22 @@ pub struct Usage {
     pub output_tokens: u64,
     /// All tokens billed; may exceed input + output (reasoning tokens some providers count apart).
     pub total_tokens: u64,
+    /// Of the input, tokens read from the provider's prompt cache (OpenAI `cached_tokens`,
+    /// Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    /// Of the input, tokens written to the provider's prompt cache (Anthropic
+    /// `cache_creation_input_tokens`, OpenAI and OpenRouter `cache_write_tokens`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_creation_tokens: u64,
+    /// Of the output, reasoning tokens (OpenAI `reasoning_tokens`, Anthropic
+    /// `thinking_tokens`, Gemini `thoughtsTokenCount`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reasoning_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -30,7 +46,33 @@ impl Usage {
             input_tokens: input,
             output_tokens: output,
             total_tokens: input.saturating_add(output),
+            cached_input_tokens: 0,
+            cache_creation_tokens: 0,
+            reasoning_tokens: 0,
         }
+    }
+
+    /// The same usage, saying how much of the input came from the prompt cache and how much
+    /// was written to it.
+    ///
+    /// ```
+    /// let usage = llm_core::Usage::new(100, 5).with_cache(80, 20).with_reasoning(3);
+    /// assert_eq!((usage.cached_input_tokens, usage.cache_creation_tokens), (80, 20));
+    /// assert_eq!(usage.reasoning_tokens, 3);
+    /// assert_eq!(usage.total_tokens, 105);
+    /// ```
+    #[must_use]
+    pub const fn with_cache(mut self, read: u64, written: u64) -> Self {
+        self.cached_input_tokens = read;
+        self.cache_creation_tokens = written;
+        self
+    }
+
+    /// The same usage, saying how many of the output tokens were reasoning.
+    #[must_use]
+    pub const fn with_reasoning(mut self, reasoning: u64) -> Self {
+        self.reasoning_tokens = reasoning;
+        self
     }
 }
 
@@ -42,6 +84,13 @@ impl std::ops::Add for Usage {
             input_tokens: self.input_tokens.saturating_add(other.input_tokens),
             output_tokens: self.output_tokens.saturating_add(other.output_tokens),
             total_tokens: self.total_tokens.saturating_add(other.total_tokens),
+            cached_input_tokens: self
+                .cached_input_tokens
+                .saturating_add(other.cached_input_tokens),
+            cache_creation_tokens: self
+                .cache_creation_tokens
+                .saturating_add(other.cache_creation_tokens),
+            reasoning_tokens: self.reasoning_tokens.saturating_add(other.reasoning_tokens),
         }
     }
 }

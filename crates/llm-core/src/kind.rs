@@ -60,6 +60,10 @@ pub enum ErrorKind {
     LocalRateLimited,
     /// The caller dropped the request. Never recorded as a failure of the target.
     Cancelled,
+    /// The target cannot honour a feature the request needs (tools, a JSON schema, an image
+    /// by URL, a reasoning budget, …), found before the call: it was never sent. Not
+    /// retried; a fallback chain moves on to a target that can; not counted by the breaker.
+    Unsupported,
     /// An error nothing else describes. Falls back rather than failing the request.
     Other,
 }
@@ -68,9 +72,9 @@ impl ErrorKind {
     /// Every kind, in declaration order.
     ///
     /// ```
-    /// assert_eq!(llm_core::ErrorKind::ALL.len(), 16);
+    /// assert_eq!(llm_core::ErrorKind::ALL.len(), 17);
     /// ```
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::RateLimited,
         ErrorKind::QuotaExceeded,
         ErrorKind::Overloaded,
@@ -86,6 +90,7 @@ impl ErrorKind {
         ErrorKind::CircuitOpen,
         ErrorKind::LocalRateLimited,
         ErrorKind::Cancelled,
+        ErrorKind::Unsupported,
         ErrorKind::Other,
     ];
 
@@ -147,8 +152,8 @@ impl ErrorKind {
         )
     }
 
-    /// Whether this is a rejection of our own (an open circuit, a local rate limit): the
-    /// call never reached an upstream.
+    /// Whether this is a rejection of our own (an open circuit, a local rate limit, a
+    /// feature the target lacks): the call never reached an upstream.
     ///
     /// ```
     /// use llm_core::ErrorKind;
@@ -156,7 +161,10 @@ impl ErrorKind {
     /// assert!(!ErrorKind::ServerError.is_local_rejection());
     /// ```
     pub const fn is_local_rejection(self) -> bool {
-        matches!(self, ErrorKind::CircuitOpen | ErrorKind::LocalRateLimited)
+        matches!(
+            self,
+            ErrorKind::CircuitOpen | ErrorKind::LocalRateLimited | ErrorKind::Unsupported
+        )
     }
 
     /// The stable `snake_case` name, as used in configuration, logs and metrics labels.
@@ -181,6 +189,7 @@ impl ErrorKind {
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::LocalRateLimited => "local_rate_limited",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Unsupported => "unsupported",
             ErrorKind::Other => "other",
         }
     }
@@ -204,7 +213,7 @@ impl fmt::Display for ErrorKind {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown error kind `{0}` (expected one of: rate_limited, quota_exceeded, overloaded, server_error, timeout, network, stream_interrupted, unauthorized, invalid_request, context_length_exceeded, content_filtered, model_not_found, circuit_open, local_rate_limited, cancelled, other)"
+    "unknown error kind `{0}` (expected one of: rate_limited, quota_exceeded, overloaded, server_error, timeout, network, stream_interrupted, unauthorized, invalid_request, context_length_exceeded, content_filtered, model_not_found, circuit_open, local_rate_limited, cancelled, unsupported, other)"
 )]
 pub struct UnknownErrorKind(pub String);
 
@@ -437,7 +446,7 @@ mod tests {
             set.iter().collect::<Vec<_>>(),
             [ErrorKind::Timeout, ErrorKind::Network]
         );
-        assert_eq!(ErrorKinds::ALL.len(), 16);
+        assert_eq!(ErrorKinds::ALL.len(), 17);
         assert!(ErrorKinds::NONE.is_empty());
         assert_eq!(set.union(ErrorKind::Other.into()).len(), 3);
         assert_eq!(

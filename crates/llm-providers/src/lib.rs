@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+mod assemble;
 mod config;
+mod conversation;
 pub mod decode;
 mod errors;
 #[doc(hidden)]
@@ -11,7 +13,12 @@ mod stream;
 mod types;
 mod wire;
 
+pub use assemble::Assembler;
 pub use config::{ProviderConfig, ProviderRegistry};
+pub use conversation::{
+    Content, Media, MediaSource, Part, Reasoning, ReasoningConfig, ReasoningDelta, ReasoningEffort,
+    ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
+};
 pub use llm_core::{ErrorKind, LlmError, Usage};
 pub use provider::{
     Provider, ProviderBuilder, ProviderKind, ResponseFuture, StreamingProvider, Timeouts,

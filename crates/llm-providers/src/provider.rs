@@ -620,10 +620,9 @@ impl Inner {
     ) -> Result<reqwest::RequestBuilder, LlmError> {
         let model = req.model();
         // NOTE: `to_vec`, not `to_string`: `Display` goes through a formatter, twice as slow.
-        let body = || {
-            serde_json::to_vec(&wire::request_body(self.kind, req, stream))
-                .expect("a JSON value with string keys always serializes")
-        };
+        let body = wire::request_body(self.kind, req, stream).map_err(|err| named(err, self))?;
+        let body =
+            || serde_json::to_vec(&body).expect("a JSON value with string keys always serializes");
         let url = match (&self.endpoint, self.kind) {
             (Some(endpoint), _) => {
                 if model.is_empty() {

@@ -36,8 +36,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use llm_core::{
     ApproxTokenizer, ConfigError, EndObserver, ErrorKind, LlmError, ModelRequest, ObserveEnd,
-    Outcome, ReportsUsage, ResponseMeta, ResponseMetadata, ResponseOutcome, StreamEnd, Tokenizer,
-    Usage,
+    Outcome, ReportsUsage, ResponseMeta, ResponseMetadata, ResponseOutcome, StreamEnd, Usage,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
@@ -654,6 +653,8 @@ pub struct RecoveringStream {
     policy: RecoveryPolicy,
     // More was delivered than is kept for a continuation.
     too_long: bool,
+    // Part of a tool call reached the caller: a continuation would splice inside it.
+    tool_call_delivered: bool,
 }
 
 impl fmt::Debug for RecoveringStream {
@@ -713,6 +714,7 @@ impl RecoveringStream {
             ended: None,
             policy,
             too_long: false,
+            tool_call_delivered: false,
         }
     }
 
@@ -749,7 +751,7 @@ impl RecoveringStream {
             self.usage_now = Some(usage);
         }
         if self.holding {
-            if !chunk.delta.is_empty() {
+            if chunk.has_content() {
                 self.held_tokens += 1;
             }
             self.held.push_back(chunk);
@@ -761,6 +763,11 @@ impl RecoveringStream {
         }
         if !chunk.delta.is_empty() {
             self.keep_delivered(&chunk.delta);
+        }
+        if !chunk.tool_calls.is_empty() {
+            // NOTE: a tool call the caller has begun to read cannot be finished by another
+            // answer: a break from here on fails clean.
+            self.tool_call_delivered = true;
         }
         self.out.push_back(Ok(chunk));
     }
@@ -790,16 +797,7 @@ impl RecoveringStream {
     fn close_part(&mut self, part_tokens: u32) {
         let part = self.usage_now.take().unwrap_or_else(|| {
             let tokenizer = ApproxTokenizer::default();
-            let prompt: u64 = self
-                .request
-                .messages()
-                .iter()
-                .map(|m| tokenizer.count_tokens(&m.content) + 4)
-                .sum::<u64>()
-                + self
-                    .request
-                    .system_prompt()
-                    .map_or(0, |s| tokenizer.count_tokens(s) + 4);
+            let prompt = self.request.prompt_tokens(&tokenizer);
             Usage::new(prompt, u64::from(part_tokens))
         });
         self.usage_before = Some(self.usage_before.map_or(part, |before| before + part));
@@ -902,6 +900,8 @@ impl RecoveringStream {
         let allowed = restart || policy.after_output == AfterOutput::Continue;
         let reason = if !allowed {
             Some("not allowed")
+        } else if self.tool_call_delivered && !restart {
+            Some("inside a tool call")
         } else if self.too_long && !restart {
             Some("too long to continue")
         } else if self.recoveries >= policy.max_recoveries {
@@ -1087,7 +1087,7 @@ impl RecoveringStream {
                     }
                     chunk.usage = usage;
                     chunk.finish_reason = finish;
-                    if chunk.delta.is_empty()
+                    if !chunk.has_content()
                         && chunk.usage.is_none()
                         && chunk.finish_reason.is_none()
                     {

@@ -17,6 +17,7 @@ use llm_core::{
 };
 use tokio::time::{Instant, Sleep};
 
+use crate::assemble::Assembler;
 use crate::decode::Framing;
 use crate::provider::{Inner, fmt_duration, named, request_id};
 use crate::types::{ChatChunk, ChatResponse, FinishReason};
@@ -144,11 +145,11 @@ impl ChatStream {
 
     /// Reads the rest of the stream into one [`ChatResponse`] — or the error that broke it.
     pub async fn collect(mut self) -> Result<ChatResponse, LlmError> {
-        let mut text = String::with_capacity(self.text_len);
+        let mut answer = Assembler::with_capacity(self.text_len);
         while let Some(item) = poll_fn(|cx| Pin::new(&mut self).poll_next(cx)).await {
-            text.push_str(&item?.delta);
+            answer.push(&item?);
         }
-        let mut res = ChatResponse::new(self.inner.name.clone(), self.model(), text);
+        let mut res = answer.finish(&self.inner.name, self.model());
         res.finish_reason = self.parser.finish.clone();
         res.usage = self.parser.usage;
         res.request_id = self.request_id.clone();
@@ -162,7 +163,7 @@ impl ChatStream {
     pub(crate) async fn wait_for_first_content(&mut self) -> Result<(), LlmError> {
         poll_fn(|cx| {
             loop {
-                if self.queue.iter().any(|c| !c.delta.is_empty()) || self.end.is_some() {
+                if self.queue.iter().any(ChatChunk::has_content) || self.end.is_some() {
                     if let Some(err) = self.failure.take() {
                         return Poll::Ready(Err(err));
                     }

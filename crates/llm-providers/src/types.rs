@@ -10,9 +10,15 @@ use llm_core::{
 };
 use serde_json::{Map, Value};
 
+use crate::conversation::{
+    Content, Reasoning, ReasoningConfig, ReasoningDelta, ResponseFormat, Tool, ToolCall,
+    ToolCallDelta, ToolChoice,
+};
+
 /// Who said a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Role {
     /// Instructions (sent as Anthropic's top-level `system` and Gemini's `systemInstruction`).
     System,
@@ -20,6 +26,9 @@ pub enum Role {
     User,
     /// The model (Gemini's `model` role).
     Assistant,
+    /// A tool's result (OpenAI `role: tool`, Anthropic `tool_result` blocks, Gemini
+    /// `functionResponse` parts).
+    Tool,
 }
 
 impl Role {
@@ -29,48 +38,125 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
 
-/// One message of a conversation.
+/// One message of a conversation: text or parts, and for the assistant its tool calls and
+/// reasoning, for a tool its result.
 ///
 /// ```
-/// use llm_providers::{Message, Role};
+/// use llm_providers::{Message, Role, ToolCall};
 ///
 /// let m = Message::user("Hi");
-/// assert_eq!((m.role, m.content.as_str()), (Role::User, "Hi"));
+/// assert_eq!((m.role, m.content.as_text()), (Role::User, Some("Hi")));
+///
+/// let call = ToolCall::new("call_1", "get_weather", r#"{"city":"Paris"}"#);
+/// let turn = Message::assistant("").with_tool_calls(vec![call]);
+/// let result = Message::tool_result("call_1", "18 C");
+/// assert_eq!(result.tool_call_id.as_deref(), Some("call_1"));
+/// assert_eq!(turn.tool_calls.len(), 1);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Message {
     /// Who said it.
     pub role: Role,
     /// What was said.
-    pub content: String,
+    pub content: Content,
+    /// The participant's name (OpenAI `name`); for a tool result, the tool's name when known.
+    pub name: Option<String>,
+    /// The tool calls of an assistant turn, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool result: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// For a tool result: whether the tool failed (Anthropic `is_error`).
+    pub is_error: bool,
+    /// For an assistant turn: the reasoning shown before it, to send back (signatures).
+    pub reasoning: Vec<Reasoning>,
 }
 
 impl Message {
     /// A message from `role`.
-    pub fn new(role: Role, content: impl Into<String>) -> Message {
+    pub fn new(role: Role, content: impl Into<Content>) -> Message {
         Message {
             role,
             content: content.into(),
+            name: None,
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            is_error: false,
+            reasoning: Vec::new(),
         }
     }
 
     /// A system message.
-    pub fn system(content: impl Into<String>) -> Message {
+    pub fn system(content: impl Into<Content>) -> Message {
         Message::new(Role::System, content)
     }
 
     /// A user message.
-    pub fn user(content: impl Into<String>) -> Message {
+    pub fn user(content: impl Into<Content>) -> Message {
         Message::new(Role::User, content)
     }
 
     /// An assistant message (also a prefill when it comes last).
-    pub fn assistant(content: impl Into<String>) -> Message {
+    pub fn assistant(content: impl Into<Content>) -> Message {
         Message::new(Role::Assistant, content)
+    }
+
+    /// A tool's result for the call `call_id`.
+    pub fn tool_result(call_id: impl Into<String>, content: impl Into<Content>) -> Message {
+        let mut message = Message::new(Role::Tool, content);
+        message.tool_call_id = Some(call_id.into());
+        message
+    }
+
+    /// Sets the participant's (or tool's) name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the tool calls of an assistant turn.
+    #[must_use]
+    pub fn with_tool_calls(mut self, calls: Vec<ToolCall>) -> Self {
+        self.tool_calls = calls;
+        self
+    }
+
+    /// Sets the reasoning of an assistant turn.
+    #[must_use]
+    pub fn with_reasoning(mut self, reasoning: Vec<Reasoning>) -> Self {
+        self.reasoning = reasoning;
+        self
+    }
+
+    /// Marks a tool result as a failure.
+    #[must_use]
+    pub fn with_error(mut self, is_error: bool) -> Self {
+        self.is_error = is_error;
+        self
+    }
+
+    /// Tokens of this message for an estimate: its text and tool calls, 4 of framing, and a
+    /// flat 1,000 per image or document (providers count media by size; this errs high).
+    pub(crate) fn estimate_tokens(&self, tokenizer: &dyn Tokenizer) -> u64 {
+        let text = match &self.content {
+            Content::Text(text) => tokenizer.count_tokens(text),
+            Content::Parts(parts) => parts
+                .iter()
+                .map(|p| p.as_text().map_or(1000, |t| tokenizer.count_tokens(t)))
+                .sum(),
+        };
+        let calls: u64 = self
+            .tool_calls
+            .iter()
+            .map(|c| tokenizer.count_tokens(&c.name) + tokenizer.count_tokens(&c.arguments) + 4)
+            .sum();
+        text + calls + 4
     }
 }
 
@@ -101,6 +187,15 @@ pub struct ChatRequest {
     temperature: Option<f32>,
     top_p: Option<f32>,
     stop: Arc<Vec<String>>,
+    tools: Option<Arc<[Tool]>>,
+    tool_choice: Option<ToolChoice>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<Arc<ResponseFormat>>,
+    reasoning: Option<ReasoningConfig>,
+    seed: Option<i64>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    user: Option<Arc<str>>,
     extras: Option<Arc<Map<String, Value>>>,
     extensions: Extensions,
 }
@@ -130,7 +225,7 @@ impl ChatRequest {
 
     /// Appends a user message.
     #[must_use]
-    pub fn user(self, content: impl Into<String>) -> Self {
+    pub fn user(self, content: impl Into<Content>) -> Self {
         self.message(Message::user(content))
     }
 
@@ -166,6 +261,72 @@ impl ChatRequest {
     #[must_use]
     pub fn stop(mut self, stop: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.stop = Arc::new(stop.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The tools the model may call.
+    #[must_use]
+    pub fn tools(mut self, tools: impl IntoIterator<Item = Tool>) -> Self {
+        let tools: Arc<[Tool]> = tools.into_iter().collect();
+        self.tools = (!tools.is_empty()).then_some(tools);
+        self
+    }
+
+    /// Whether and which tool the model must call.
+    #[must_use]
+    pub fn tool_choice(mut self, choice: ToolChoice) -> Self {
+        self.tool_choice = Some(choice);
+        self
+    }
+
+    /// Whether the model may call several tools in one turn (OpenAI `parallel_tool_calls`,
+    /// Anthropic's `disable_parallel_tool_use` inverted).
+    #[must_use]
+    pub fn parallel_tool_calls(mut self, parallel: bool) -> Self {
+        self.parallel_tool_calls = Some(parallel);
+        self
+    }
+
+    /// The output the model must produce (JSON, JSON following a schema).
+    #[must_use]
+    pub fn response_format(mut self, format: ResponseFormat) -> Self {
+        self.response_format = Some(Arc::new(format));
+        self
+    }
+
+    /// How much the model should reason.
+    #[must_use]
+    pub fn reasoning(mut self, reasoning: ReasoningConfig) -> Self {
+        self.reasoning = Some(reasoning);
+        self
+    }
+
+    /// A sampling seed.
+    #[must_use]
+    pub fn seed(mut self, seed: i64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The presence penalty (-2 to 2).
+    #[must_use]
+    pub fn presence_penalty(mut self, penalty: f32) -> Self {
+        self.presence_penalty = Some(penalty);
+        self
+    }
+
+    /// The frequency penalty (-2 to 2).
+    #[must_use]
+    pub fn frequency_penalty(mut self, penalty: f32) -> Self {
+        self.frequency_penalty = Some(penalty);
+        self
+    }
+
+    /// The end user, for the provider's abuse monitoring (OpenAI `user`, Anthropic
+    /// `metadata.user_id`).
+    #[must_use]
+    pub fn end_user(mut self, user: impl Into<Arc<str>>) -> Self {
+        self.user = Some(user.into());
         self
     }
 
@@ -214,6 +375,60 @@ impl ChatRequest {
         &self.stop
     }
 
+    /// The tools the model may call.
+    pub fn tool_list(&self) -> &[Tool] {
+        self.tools.as_deref().unwrap_or_default()
+    }
+
+    /// The tool choice.
+    pub fn tool_choice_value(&self) -> Option<&ToolChoice> {
+        self.tool_choice.as_ref()
+    }
+
+    /// Whether parallel tool calls were allowed or forbidden.
+    pub fn parallel_tool_calls_value(&self) -> Option<bool> {
+        self.parallel_tool_calls
+    }
+
+    /// The output format asked for.
+    pub fn response_format_value(&self) -> Option<&ResponseFormat> {
+        self.response_format.as_deref()
+    }
+
+    /// The reasoning asked for.
+    pub fn reasoning_value(&self) -> Option<ReasoningConfig> {
+        self.reasoning
+    }
+
+    /// The sampling seed.
+    pub fn seed_value(&self) -> Option<i64> {
+        self.seed
+    }
+
+    /// The presence penalty.
+    pub fn presence_penalty_value(&self) -> Option<f32> {
+        self.presence_penalty
+    }
+
+    /// The frequency penalty.
+    pub fn frequency_penalty_value(&self) -> Option<f32> {
+        self.frequency_penalty
+    }
+
+    /// The end user.
+    pub fn end_user_value(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Whether the conversation uses tools: tool definitions, calls or results.
+    pub fn uses_tools(&self) -> bool {
+        self.tools.is_some()
+            || self
+                .messages
+                .iter()
+                .any(|m| !m.tool_calls.is_empty() || m.role == Role::Tool)
+    }
+
     /// The provider-specific extras.
     pub fn extras(&self) -> Option<&Map<String, Value>> {
         self.extras.as_deref()
@@ -227,6 +442,38 @@ impl ChatRequest {
     /// The request's extensions, mutably.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
+    }
+}
+
+impl ChatRequest {
+    /// The prompt's tokens, estimated: system, messages and tool definitions.
+    pub(crate) fn prompt_tokens(&self, tokenizer: &dyn Tokenizer) -> u64 {
+        let system = self
+            .system
+            .as_deref()
+            .map_or(0, |s| tokenizer.count_tokens(s) + 4);
+        let messages: u64 = self
+            .messages
+            .iter()
+            .map(|m| m.estimate_tokens(tokenizer))
+            .sum();
+        let tools: u64 = self
+            .tool_list()
+            .iter()
+            .map(|t| {
+                let schema = t
+                    .parameters
+                    .as_ref()
+                    .map_or(0, |p| tokenizer.count_tokens(&p.to_string()));
+                tokenizer.count_tokens(&t.name)
+                    + t.description
+                        .as_deref()
+                        .map_or(0, |d| tokenizer.count_tokens(d))
+                    + schema
+                    + 4
+            })
+            .sum();
+        system + messages + tools
     }
 }
 
@@ -259,19 +506,11 @@ impl ModelRequest for ChatRequest {
 }
 
 impl EstimateTokens for ChatRequest {
-    /// Prompt tokens (system and messages, 4 tokens of framing each) plus `max_tokens`
-    /// (1024 when unset) — the most the call may consume.
+    /// Prompt tokens (system, messages and tool definitions, 4 tokens of framing each;
+    /// 1,000 per image or document) plus `max_tokens` (1024 when unset) — the most the call
+    /// may consume.
     fn estimate_tokens(&self, tokenizer: &dyn Tokenizer) -> u64 {
-        let system = self
-            .system
-            .as_deref()
-            .map_or(0, |s| tokenizer.count_tokens(s) + 4);
-        let messages: u64 = self
-            .messages
-            .iter()
-            .map(|m| tokenizer.count_tokens(&m.content) + 4)
-            .sum();
-        system + messages + u64::from(self.max_tokens.unwrap_or(1024))
+        self.prompt_tokens(tokenizer) + u64::from(self.max_tokens.unwrap_or(1024))
     }
 }
 
@@ -325,8 +564,15 @@ impl FinishReason {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct ChatResponse {
-    /// The answer's text.
+    /// The answer's text (empty when the model only called tools).
     pub text: String,
+    /// The tools the model called, in order.
+    pub tool_calls: Vec<ToolCall>,
+    /// The reasoning the model showed (Anthropic thinking blocks, `reasoning_content`, Gemini
+    /// thought summaries, Ollama `thinking`), with signatures to send back.
+    pub reasoning: Vec<Reasoning>,
+    /// OpenAI's `refusal`: the model declined, saying this instead of an answer.
+    pub refusal: Option<String>,
     /// Why it ended.
     pub finish_reason: Option<FinishReason>,
     /// What it cost.
@@ -346,6 +592,14 @@ pub struct ChatResponse {
 }
 
 impl ChatResponse {
+    /// The answer as an assistant message for the next turn: text, tool calls and reasoning
+    /// (with signatures), as the conversation must carry them.
+    pub fn to_message(&self) -> Message {
+        Message::assistant(self.text.clone())
+            .with_tool_calls(self.tool_calls.clone())
+            .with_reasoning(self.reasoning.clone())
+    }
+
     /// An answer of `text` from `provider`'s `model` (mostly for tests and custom services).
     pub fn new(
         provider: impl Into<Arc<str>>,
@@ -354,6 +608,9 @@ impl ChatResponse {
     ) -> Self {
         ChatResponse {
             text: text.into(),
+            tool_calls: Vec::new(),
+            reasoning: Vec::new(),
+            refusal: None,
             finish_reason: Some(FinishReason::Stop),
             usage: None,
             provider: provider.into(),
@@ -400,6 +657,13 @@ impl ObserveEnd for ChatResponse {}
 pub struct ChatChunk {
     /// New text (empty on chunks that only carry the finish reason or usage).
     pub delta: String,
+    /// Pieces of tool calls (OpenAI's indexed argument fragments, Anthropic's
+    /// `input_json_delta`, Gemini's and Ollama's whole calls).
+    pub tool_calls: Vec<ToolCallDelta>,
+    /// A piece of reasoning.
+    pub reasoning: Option<ReasoningDelta>,
+    /// A piece of OpenAI's `refusal`.
+    pub refusal: Option<String>,
     /// Set on the chunk where the model stopped.
     pub finish_reason: Option<FinishReason>,
     /// Set on the chunk that reports usage (for Anthropic: the cumulative total).
@@ -410,6 +674,15 @@ pub struct ChatChunk {
 }
 
 impl ChatChunk {
+    /// Whether the chunk carries anything of the answer itself: text, a tool call, reasoning
+    /// or a refusal (not only a finish reason or usage).
+    pub fn has_content(&self) -> bool {
+        !self.delta.is_empty()
+            || !self.tool_calls.is_empty()
+            || self.reasoning.is_some()
+            || self.refusal.is_some()
+    }
+
     /// A chunk of text.
     pub fn text(delta: impl Into<String>) -> ChatChunk {
         ChatChunk {

@@ -551,7 +551,7 @@ async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Re
         Err(err)
             if matches!(
                 err.kind(),
-                ErrorKind::InvalidRequest | ErrorKind::ContentFiltered
+                ErrorKind::InvalidRequest | ErrorKind::ContentFiltered | ErrorKind::Unsupported
             ) =>
         {
             json_response(

@@ -487,6 +487,12 @@ impl ApiError {
                 "invalid_request_error",
                 "invalid_request",
             ),
+            // No target of the route can honour a feature the request needs.
+            ErrorKind::Unsupported => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "unsupported_feature",
+            ),
             ErrorKind::ModelNotFound => (
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",

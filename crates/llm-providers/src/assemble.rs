@@ -1,0 +1,162 @@
+//! [`Assembler`]: a streamed answer's chunks put back together — text, tool calls from
+//! their pieces, reasoning blocks with their signatures.
+
+use crate::conversation::{Reasoning, ToolCall};
+use crate::types::{ChatChunk, ChatResponse, FinishReason};
+
+/// Puts a streamed answer back together from its chunks.
+///
+/// Tool-call pieces join by their `index` (the first piece names the call, later pieces add
+/// argument text); reasoning pieces join by theirs. A call that ends without an id gets one
+/// made up (see [`ToolCall::MADE_UP_PREFIX`]).
+///
+/// ```
+/// use llm_providers::{Assembler, ChatChunk, FinishReason};
+///
+/// let mut answer = Assembler::default();
+/// answer.push(&ChatChunk::text("Hel"));
+/// answer.push(&ChatChunk::text("lo"));
+/// let response = answer.finish("mock", "m");
+/// assert_eq!(response.text, "Hello");
+/// ```
+#[derive(Debug, Default)]
+pub struct Assembler {
+    text: String,
+    refusal: Option<String>,
+    calls: Vec<(u32, ToolCall)>,
+    reasoning: Vec<(u32, Reasoning)>,
+    finish_reason: Option<FinishReason>,
+    usage: Option<llm_core::Usage>,
+}
+
+impl Assembler {
+    /// An assembler expecting about `text_len` bytes of text.
+    pub fn with_capacity(text_len: usize) -> Self {
+        Assembler {
+            text: String::with_capacity(text_len),
+            ..Assembler::default()
+        }
+    }
+
+    /// Adds a chunk.
+    pub fn push(&mut self, chunk: &ChatChunk) {
+        self.text.push_str(&chunk.delta);
+        if let Some(refusal) = &chunk.refusal {
+            self.refusal.get_or_insert_default().push_str(refusal);
+        }
+        for piece in &chunk.tool_calls {
+            let at = match self.calls.iter().position(|(i, _)| *i == piece.index) {
+                Some(at) => at,
+                None => {
+                    self.calls
+                        .push((piece.index, ToolCall::new("", "", String::new())));
+                    self.calls.len() - 1
+                }
+            };
+            let call = &mut self.calls[at].1;
+            if let Some(id) = &piece.id {
+                id.clone_into(&mut call.id);
+            }
+            if let Some(name) = &piece.name {
+                call.name.push_str(name);
+            }
+            call.arguments.push_str(&piece.arguments);
+            if piece.signature.is_some() {
+                call.signature.clone_from(&piece.signature);
+            }
+        }
+        if let Some(piece) = &chunk.reasoning {
+            let at = match self.reasoning.iter().position(|(i, _)| *i == piece.index) {
+                Some(at) => at,
+                None => {
+                    self.reasoning.push((piece.index, Reasoning::default()));
+                    self.reasoning.len() - 1
+                }
+            };
+            let block = &mut self.reasoning[at].1;
+            block.text.push_str(&piece.text);
+            if piece.signature.is_some() {
+                block.signature.clone_from(&piece.signature);
+            }
+            if piece.redacted.is_some() {
+                block.redacted.clone_from(&piece.redacted);
+            }
+            if piece.format.is_some() {
+                block.format.clone_from(&piece.format);
+            }
+        }
+        if chunk.finish_reason.is_some() {
+            self.finish_reason.clone_from(&chunk.finish_reason);
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+    }
+
+    /// Whether a tool call has begun.
+    pub fn has_tool_calls(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    /// The answer: `provider`'s `model` said it.
+    pub fn finish(self, provider: &str, model: &str) -> ChatResponse {
+        let mut response = ChatResponse::new(provider, model, self.text);
+        response.refusal = self.refusal;
+        response.tool_calls = self
+            .calls
+            .into_iter()
+            .map(|(index, mut call)| {
+                if call.id.is_empty() {
+                    call.id = format!("{}{index}", ToolCall::MADE_UP_PREFIX);
+                }
+                call
+            })
+            .collect();
+        response.reasoning = self.reasoning.into_iter().map(|(_, r)| r).collect();
+        response.finish_reason = self.finish_reason;
+        response.usage = self.usage;
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::ToolCallDelta;
+
+    fn piece(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ChatChunk {
+        ChatChunk {
+            tool_calls: vec![ToolCallDelta {
+                index,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: args.to_owned(),
+                signature: None,
+            }],
+            ..ChatChunk::default()
+        }
+    }
+
+    #[test]
+    fn pieces_of_parallel_calls_join_by_index() {
+        let mut a = Assembler::default();
+        a.push(&piece(0, Some("call_a"), Some("add"), ""));
+        a.push(&piece(0, None, None, "{\"a\":"));
+        a.push(&piece(1, Some("call_b"), Some("mul"), "{}"));
+        a.push(&piece(0, None, None, "2}"));
+        let r = a.finish("p", "m");
+        assert_eq!(r.tool_calls.len(), 2);
+        assert_eq!(r.tool_calls[0].arguments, "{\"a\":2}");
+        assert_eq!(r.tool_calls[0].id, "call_a");
+        assert_eq!(r.tool_calls[1].name, "mul");
+    }
+
+    #[test]
+    fn a_call_without_id_gets_a_made_up_one() {
+        let mut a = Assembler::default();
+        a.push(&piece(3, None, Some("f"), "{}"));
+        let r = a.finish("p", "m");
+        assert_eq!(r.tool_calls[0].id, "call_llmtower_3");
+        assert!(!r.tool_calls[0].has_provider_id());
+    }
+}
