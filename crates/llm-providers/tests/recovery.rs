@@ -482,3 +482,75 @@ async fn a_hold_by_time_restarts_inside_it_and_releases_after_it() {
     assert_eq!(err.unwrap().kind(), ErrorKind::StreamInterrupted);
     assert!(backup.attempts().is_empty());
 }
+
+fn tool_ask() -> ChatRequest {
+    ChatRequest::new("gpt-4o-mini")
+        .user("What is the weather?")
+        .tools([llm_providers::Tool::new("get_weather")])
+}
+
+#[tokio::test]
+async fn a_stream_cut_inside_a_tool_call_fails_clean_rather_than_splice_it() {
+    // The cut falls after the call's first piece reached the caller.
+    let primary = mock([cut_after(1)]).await;
+    let backup = mock([]).await;
+    let first = openai(&primary, "primary");
+    let (svc, events) = recovering(
+        first.clone(),
+        vec![
+            RecoveryTarget::new("primary", ProviderKind::OpenAi, first),
+            RecoveryTarget::new("backup", ProviderKind::OpenAi, openai(&backup, "backup")),
+        ],
+        RecoveryPolicy::continuing(),
+    );
+    let mut stream = svc.oneshot(tool_ask()).await.unwrap();
+    let mut pieces = 0;
+    let mut err = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => pieces += chunk.tool_calls.len(),
+            Err(e) => err = Some(e),
+        }
+    }
+    assert_eq!(pieces, 1, "the call's first piece, nothing after it");
+    assert_eq!(err.unwrap().kind(), ErrorKind::StreamInterrupted);
+    assert!(
+        backup.attempts().is_empty(),
+        "no continuation was asked for"
+    );
+    assert!(matches!(
+        &events.lock().unwrap()[..],
+        [RecoveryEvent::Failed {
+            reason: "inside a tool call",
+            ..
+        }]
+    ));
+}
+
+#[tokio::test]
+async fn a_held_back_tool_call_cut_before_release_restarts_unseen() {
+    let primary = mock([cut_after(2)]).await;
+    let backup = mock([]).await;
+    let first = openai(&primary, "primary");
+    let (svc, _) = recovering(
+        first.clone(),
+        vec![
+            RecoveryTarget::new("primary", ProviderKind::OpenAi, first),
+            RecoveryTarget::new("backup", ProviderKind::OpenAi, openai(&backup, "backup")),
+        ],
+        RecoveryPolicy::holding_back(10, Duration::from_secs(5)),
+    );
+    let mut stream = svc.oneshot(tool_ask()).await.unwrap();
+    let mut answer = llm_providers::Assembler::default();
+    while let Some(item) = stream.next().await {
+        answer.push(&item.unwrap());
+    }
+    let answer = answer.finish("", "");
+    assert_eq!(answer.tool_calls.len(), 1);
+    assert_eq!(
+        answer.tool_calls[0].arguments,
+        r#"{"n":1,"tool":"get_weather"}"#
+    );
+    assert_eq!(answer.tool_calls[0].id, "call_mock0");
+    assert_eq!(stream.recovery().unwrap().mode, RecoveryMode::Restarted);
+}

@@ -736,7 +736,7 @@ fn sse_events(
                         model,
                         recovery,
                     ))
-                } else if chunk.delta.is_empty() && chunk.finish_reason.is_none() && !state.first {
+                } else if !chunk.has_content() && chunk.finish_reason.is_none() && !state.first {
                     // A usage-only chunk: its numbers go in the final usage chunk.
                     Bytes::new()
                 } else {

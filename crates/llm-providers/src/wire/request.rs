@@ -1031,3 +1031,224 @@ fn ollama_body(req: &ChatRequest, stream: bool) -> Built<Map<String, Value>> {
     }
     Ok(body)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conversation::{Reasoning, Tool};
+
+    /// A tool loop: the user asks, the model calls two tools (with reasoning), both answer,
+    /// the user adds a word.
+    fn tool_loop() -> ChatRequest {
+        let calls = vec![
+            ToolCall::new("call_a", "add", r#"{"a":2,"b":3}"#).signature("gsig"),
+            ToolCall::new(format!("{}1", ToolCall::MADE_UP_PREFIX), "mul", "{}"),
+        ];
+        ChatRequest::new("m")
+            .system("Be exact.")
+            .user("2 and 3?")
+            .message(
+                Message::assistant("")
+                    .with_tool_calls(calls)
+                    .with_reasoning(vec![Reasoning::anthropic("Adding.", "asig")]),
+            )
+            .message(Message::tool_result("call_a", "5"))
+            .message(
+                Message::tool_result(format!("{}1", ToolCall::MADE_UP_PREFIX), "6")
+                    .with_error(true),
+            )
+            .user("Thanks")
+            .tools([Tool::new("add"), Tool::new("mul")])
+    }
+
+    fn body(kind: ProviderKind, req: &ChatRequest) -> Value {
+        request_body(kind, req, false).unwrap()
+    }
+
+    #[test]
+    fn openai_carries_tool_turns_as_documented() {
+        let b = body(ProviderKind::OpenAi, &tool_loop());
+        assert_eq!(
+            b["messages"][2],
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}},
+                {"id": "call_llmtower_1", "type": "function", "function": {"name": "mul", "arguments": "{}"}}]})
+        );
+        assert_eq!(
+            b["messages"][3],
+            json!({"role": "tool", "tool_call_id": "call_a", "content": "5"})
+        );
+        assert_eq!(b["messages"][4]["content"], "Error: 6");
+        assert_eq!(
+            b["tools"][0],
+            json!({"type": "function", "function": {"name": "add"}})
+        );
+        // OpenRouter gets the reasoning back with its signature.
+        let b = body(ProviderKind::OpenRouter, &tool_loop());
+        assert_eq!(
+            b["messages"][2]["reasoning_details"],
+            json!([{"type": "reasoning.text", "text": "Adding.", "signature": "asig",
+                    "format": "anthropic-claude-v1", "index": 0}])
+        );
+    }
+
+    #[test]
+    fn anthropic_puts_every_result_first_in_one_user_message() {
+        let b = body(ProviderKind::Anthropic, &tool_loop());
+        assert_eq!(b["system"], "Be exact.");
+        let messages = b["messages"].as_array().unwrap();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(
+            messages[1]["content"],
+            json!([{"type": "thinking", "thinking": "Adding.", "signature": "asig"},
+                   {"type": "tool_use", "id": "call_a", "name": "add", "input": {"a": 2, "b": 3}},
+                   {"type": "tool_use", "id": "call_llmtower_1", "name": "mul", "input": {}}])
+        );
+        assert_eq!(
+            messages[2],
+            json!({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "call_a", "content": [{"type": "text", "text": "5"}]},
+                {"type": "tool_result", "tool_use_id": "call_llmtower_1", "content": [{"type": "text", "text": "6"}], "is_error": true},
+                {"type": "text", "text": "Thanks"}]})
+        );
+        assert_eq!(
+            b["tools"][1],
+            json!({"name": "mul", "input_schema": {"type": "object", "properties": {}}})
+        );
+    }
+
+    #[test]
+    fn gemini_names_results_keeps_real_ids_and_signatures() {
+        let b = body(ProviderKind::Gemini, &tool_loop());
+        let contents = b["contents"].as_array().unwrap();
+        assert_eq!(
+            contents[1],
+            json!({"role": "model", "parts": [
+                {"functionCall": {"name": "add", "args": {"a": 2, "b": 3}, "id": "call_a"}, "thoughtSignature": "gsig"},
+                {"functionCall": {"name": "mul", "args": {}}}]})
+        );
+        assert_eq!(
+            contents[2],
+            json!({"role": "user", "parts": [
+                {"functionResponse": {"name": "add", "response": {"output": 5}, "id": "call_a"}},
+                {"functionResponse": {"name": "mul", "response": {"error": 6}}},
+                {"text": "Thanks"}]})
+        );
+        assert_eq!(
+            b["tools"],
+            json!([{"functionDeclarations": [{"name": "add"}, {"name": "mul"}]}])
+        );
+    }
+
+    #[test]
+    fn calls_from_another_provider_get_geminis_skip_signature() {
+        let req = ChatRequest::new("m")
+            .user("x")
+            .message(
+                Message::assistant("").with_tool_calls(vec![ToolCall::new("toolu_1", "f", "{}")]),
+            )
+            .message(Message::tool_result("toolu_1", "ok"));
+        let b = body(ProviderKind::Gemini, &req);
+        assert_eq!(
+            b["contents"][1]["parts"][0]["thoughtSignature"],
+            GEMINI_SKIP_SIGNATURE
+        );
+    }
+
+    #[test]
+    fn ollama_names_the_tool_of_each_result() {
+        let b = body(ProviderKind::Ollama, &tool_loop());
+        assert_eq!(
+            b["messages"][2]["tool_calls"][0],
+            json!({"id": "call_a", "function": {"name": "add", "arguments": {"a": 2, "b": 3}}})
+        );
+        assert_eq!(
+            b["messages"][3],
+            json!({"role": "tool", "content": "5", "tool_name": "add", "tool_call_id": "call_a"})
+        );
+        assert_eq!(b["messages"][2]["thinking"], "Adding.");
+    }
+
+    #[test]
+    fn arguments_that_are_not_an_object_are_refused_where_an_object_is_needed() {
+        let req = ChatRequest::new("m")
+            .user("x")
+            .message(Message::assistant("").with_tool_calls(vec![ToolCall::new("c", "f", "[1")]));
+        assert!(request_body(ProviderKind::OpenAi, &req, false).is_ok());
+        for kind in [
+            ProviderKind::Anthropic,
+            ProviderKind::Gemini,
+            ProviderKind::Ollama,
+        ] {
+            let err = request_body(kind, &req, false).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{kind}");
+        }
+    }
+
+    #[test]
+    fn media_goes_in_each_providers_form() {
+        let req = ChatRequest::new("m").message(Message::user(vec![
+            Part::Text("What is it?".into()),
+            Part::Image(Media::base64("image/png", "iVBO")),
+            Part::Document(Media::base64("application/pdf", "JVBE").filename("a.pdf")),
+        ]));
+        let openai = body(ProviderKind::OpenAi, &req);
+        assert_eq!(
+            openai["messages"][0]["content"][1],
+            json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBO"}})
+        );
+        assert_eq!(
+            openai["messages"][0]["content"][2],
+            json!({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}})
+        );
+        let anthropic = body(ProviderKind::Anthropic, &req);
+        assert_eq!(
+            anthropic["messages"][0]["content"][1],
+            json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}})
+        );
+        assert_eq!(anthropic["messages"][0]["content"][2]["type"], "document");
+        let gemini = body(ProviderKind::Gemini, &req);
+        assert_eq!(
+            gemini["contents"][0]["parts"][1],
+            json!({"inlineData": {"mimeType": "image/png", "data": "iVBO"}})
+        );
+        assert_eq!(
+            request_body(ProviderKind::Ollama, &req, false)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn reasoning_levels_become_each_providers_control() {
+        let req = ChatRequest::new("gemini-2.5-flash")
+            .user("x")
+            .max_tokens(10_000)
+            .reasoning(ReasoningConfig::effort(ReasoningEffort::High));
+        assert_eq!(body(ProviderKind::OpenAi, &req)["reasoning_effort"], "high");
+        assert_eq!(
+            body(ProviderKind::OpenRouter, &req)["reasoning"],
+            json!({"effort": "high"})
+        );
+        assert_eq!(
+            body(ProviderKind::Anthropic, &req)["thinking"],
+            json!({"type": "enabled", "budget_tokens": 8000})
+        );
+        assert_eq!(
+            body(ProviderKind::Gemini, &req)["generationConfig"]["thinkingConfig"],
+            json!({"thinkingBudget": 8000, "includeThoughts": true})
+        );
+        assert_eq!(body(ProviderKind::Ollama, &req)["think"], "high");
+        let small = ChatRequest::new("m")
+            .user("x")
+            .max_tokens(500)
+            .reasoning(ReasoningConfig::effort(ReasoningEffort::Low));
+        assert_eq!(
+            request_body(ProviderKind::Anthropic, &small, false)
+                .unwrap_err()
+                .kind(),
+            ErrorKind::Unsupported
+        );
+    }
+}

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod conversation;
 mod limits;
 mod plan;
 mod wire;
@@ -498,6 +499,7 @@ struct Parsed {
     max_tokens: Option<u64>,
     prefill: Option<String>,
     key: Option<String>,
+    answer: conversation::Answer,
 }
 
 fn text_of(content: &Value) -> String {
@@ -688,7 +690,9 @@ fn parse(
         }
     };
     let prefill = matches!(last_role.as_str(), "assistant" | "model").then_some(last_text);
+    let answer = conversation::answer(route, &model, &json);
     Ok(Parsed {
+        answer,
         model,
         stream,
         include_usage,
@@ -759,7 +763,7 @@ async fn handle(route: Route, shared: Arc<Shared>, req: Request) -> Response {
         .as_ref()
         .map_or((String::new(), false), |p| (p.model.clone(), p.stream));
 
-    let parsed = match parsed {
+    let mut parsed = match parsed {
         Ok(parsed) => parsed,
         Err(message) => {
             let reply = bad_request(route, &message, &request_id);
@@ -857,16 +861,29 @@ async fn handle(route: Route, shared: Arc<Shared>, req: Request) -> Response {
     let limit = parsed
         .max_tokens
         .map_or(remaining, |m| (m as usize).clamp(1, remaining.max(1)));
-    let tokens: Vec<String> = (skip..skip + limit.min(remaining))
+    let mut tokens: Vec<String> = (skip..skip + limit.min(remaining))
         .map(canonical_token)
         .collect();
+    let mut truncated = limit < remaining;
+    let answer = std::mem::take(&mut parsed.answer);
+    if let Some(text) = &answer.text {
+        // A scripted answer streams word by word (each piece keeps its leading space).
+        tokens = text.split_inclusive(' ').map(str::to_owned).collect();
+        truncated = false;
+    }
+    if !answer.calls.is_empty() {
+        tokens.clear();
+        truncated = false;
+    }
     let exchange = Exchange {
+        calls: answer.calls,
+        thinking: answer.thinking,
         route,
         model: parsed.model.clone(),
         stream: parsed.stream,
         include_usage: parsed.include_usage,
         prompt_tokens: parsed.prompt_tokens,
-        truncated: limit < remaining,
+        truncated,
         tokens,
         request_id: request_id.clone(),
         created: wire::unix_seconds(SystemTime::now()),

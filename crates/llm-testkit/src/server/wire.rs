@@ -66,6 +66,8 @@ pub fn stream_body(route: Route, tokens: usize) -> Vec<u8> {
         truncated: false,
         request_id: "ABfw0".to_owned(),
         created: 1_727_346_168,
+        calls: Vec::new(),
+        thinking: None,
     };
     stream_frames(&exchange, false)
         .iter()
@@ -85,6 +87,10 @@ pub(crate) struct Exchange {
     pub(crate) truncated: bool,
     pub(crate) request_id: String,
     pub(crate) created: u64,
+    /// Tool calls: (id, name, arguments as JSON text); an empty id is none.
+    pub(crate) calls: Vec<(String, String, String)>,
+    /// Reasoning shown before the answer.
+    pub(crate) thinking: Option<String>,
 }
 
 impl Exchange {
@@ -97,7 +103,63 @@ impl Exchange {
     }
 
     fn openai_finish(&self) -> &'static str {
-        if self.truncated { "length" } else { "stop" }
+        if !self.calls.is_empty() {
+            "tool_calls"
+        } else if self.truncated {
+            "length"
+        } else {
+            "stop"
+        }
+    }
+
+    fn anthropic_stop(&self) -> &'static str {
+        if !self.calls.is_empty() {
+            "tool_use"
+        } else if self.truncated {
+            "max_tokens"
+        } else {
+            "end_turn"
+        }
+    }
+
+    /// The signature the mock puts on its thinking (Anthropic) and calls (Gemini).
+    fn signature(&self) -> String {
+        format!("sig-{}", self.request_id)
+    }
+
+    /// The tool calls in OpenAI's message form.
+    fn openai_calls(&self) -> Value {
+        self.calls
+            .iter()
+            .map(|(id, name, args)| {
+                json!({"id": id, "type": "function", "function": {"name": name, "arguments": args}})
+            })
+            .collect()
+    }
+
+    fn args(&self, k: usize) -> Value {
+        serde_json::from_str(&self.calls[k].2).unwrap_or(Value::Null)
+    }
+
+    /// Gemini's parts for the calls: whole, with the signature on the first.
+    fn gemini_call_parts(&self) -> Vec<Value> {
+        (0..self.calls.len())
+            .map(|k| {
+                let mut part =
+                    json!({"functionCall": {"name": self.calls[k].1, "args": self.args(k)}});
+                if k == 0 {
+                    part["thoughtSignature"] = json!(self.signature());
+                }
+                part
+            })
+            .collect()
+    }
+
+    /// Ollama's tool calls.
+    fn ollama_calls(&self) -> Value {
+        (0..self.calls.len())
+            .map(|k| json!({"function": {"index": k, "name": self.calls[k].1, "arguments": self.args(k)}}))
+            .collect()
     }
 
     fn usage_openai(&self) -> Value {
@@ -127,8 +189,23 @@ pub(crate) fn success_body(ex: &Exchange) -> Value {
     let text = ex.text();
     match ex.route {
         Route::OpenAi | Route::Azure | Route::OpenRouter => {
-            let mut choice = json!({"index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": null},
+            let mut message = json!({"role": "assistant", "content": text, "refusal": null});
+            if !ex.calls.is_empty() {
+                message["content"] = Value::Null;
+                message["tool_calls"] = ex.openai_calls();
+            }
+            if let Some(thinking) = &ex.thinking {
+                match ex.route {
+                    Route::OpenRouter => {
+                        message["reasoning"] = json!(thinking);
+                        message["reasoning_details"] = json!([{"type": "reasoning.text",
+                            "text": thinking, "signature": ex.signature(),
+                            "format": "anthropic-claude-v1", "index": 0}]);
+                    }
+                    _ => message["reasoning_content"] = json!(thinking),
+                }
+            }
+            let mut choice = json!({"index": 0, "message": message,
                 "logprobs": null, "finish_reason": ex.openai_finish()});
             let mut body = json!({"id": ex.chat_id(), "object": "chat.completion",
                 "created": ex.created, "model": ex.model, "choices": [],
@@ -149,13 +226,21 @@ pub(crate) fn success_body(ex: &Exchange) -> Value {
         }
         Route::Anthropic => json!({"id": format!("msg_{}", ex.request_id), "type": "message",
             "role": "assistant", "model": ex.model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": if ex.truncated { "max_tokens" } else { "end_turn" },
+            "content": anthropic_content(ex, &text),
+            "stop_reason": ex.anthropic_stop(),
             "stop_sequence": null,
             "usage": {"input_tokens": ex.prompt_tokens, "output_tokens": ex.completion_tokens(),
                       "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}),
         Route::Gemini => {
-            json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]},
+            let mut parts = Vec::new();
+            if let Some(thinking) = &ex.thinking {
+                parts.push(json!({"text": thinking, "thought": true}));
+            }
+            if ex.calls.is_empty() {
+                parts.push(json!({"text": text}));
+            }
+            parts.extend(ex.gemini_call_parts());
+            json!({"candidates": [{"content": {"role": "model", "parts": parts},
                 "finishReason": if ex.truncated { "MAX_TOKENS" } else { "STOP" }, "index": 0}],
             "usageMetadata": ex.usage_gemini(Some(ex.completion_tokens())),
             "modelVersion": ex.model, "responseId": ex.request_id})
@@ -164,10 +249,35 @@ pub(crate) fn success_body(ex: &Exchange) -> Value {
     }
 }
 
+fn anthropic_content(ex: &Exchange, text: &str) -> Value {
+    let mut blocks = Vec::new();
+    if let Some(thinking) = &ex.thinking {
+        blocks.push(json!({"type": "thinking", "thinking": thinking, "signature": ex.signature()}));
+    }
+    if !text.is_empty() || ex.calls.is_empty() {
+        blocks.push(json!({"type": "text", "text": text}));
+    }
+    for (k, (id, name, _)) in ex.calls.iter().enumerate() {
+        blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": ex.args(k)}));
+    }
+    Value::Array(blocks)
+}
+
 fn ollama_done(ex: &Exchange, content: &str) -> Value {
+    ollama_done_with(ex, content, true)
+}
+
+fn ollama_done_with(ex: &Exchange, content: &str, whole: bool) -> Value {
     let c = ex.completion_tokens();
+    let mut message = json!({"role": "assistant", "content": content});
+    if whole && !ex.calls.is_empty() {
+        message["tool_calls"] = ex.ollama_calls();
+    }
+    if let (true, Some(thinking)) = (whole, &ex.thinking) {
+        message["thinking"] = json!(thinking);
+    }
     json!({"model": ex.model, "created_at": rfc3339(SystemTime::now()),
-        "message": {"role": "assistant", "content": content}, "done": true,
+        "message": message, "done": true,
         "done_reason": if ex.truncated { "length" } else { "stop" },
         "total_duration": 4_883_583_458_u64, "load_duration": 1_334_875_u64,
         "prompt_eval_count": ex.prompt_tokens, "prompt_eval_duration": 342_546_000_u64,
@@ -285,8 +395,43 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
                 // OpenRouter keeps the connection alive with comments while the model works.
                 frames.push(Frame::new("", ": OPENROUTER PROCESSING", "\n\n"));
             }
+            if let Some(thinking) = &ex.thinking {
+                let delta = if ex.route == Route::OpenRouter {
+                    json!({"reasoning": thinking, "reasoning_details": [{"type": "reasoning.text",
+                        "text": thinking, "format": "anthropic-claude-v1", "index": 0}]})
+                } else {
+                    json!({"reasoning_content": thinking})
+                };
+                frames.push(chunk(delta, Value::Null).content());
+                if ex.route == Route::OpenRouter {
+                    // The signature comes last, in its own delta.
+                    frames.push(chunk(json!({"reasoning_details": [{"type": "reasoning.text",
+                        "signature": ex.signature(), "format": "anthropic-claude-v1", "index": 0}]}),
+                        Value::Null));
+                }
+            }
             for token in &ex.tokens {
                 frames.push(chunk(json!({"content": token}), Value::Null).content());
+            }
+            for (k, (id, name, args)) in ex.calls.iter().enumerate() {
+                frames.push(
+                    chunk(
+                        json!({"tool_calls": [{"index": k, "id": id, "type": "function",
+                    "function": {"name": name, "arguments": ""}}]}),
+                        Value::Null,
+                    )
+                    .content(),
+                );
+                for piece in fragments(args) {
+                    frames.push(
+                        chunk(
+                            json!({"tool_calls": [{"index": k,
+                        "function": {"arguments": piece}}]}),
+                            Value::Null,
+                        )
+                        .content(),
+                    );
+                }
             }
             frames.push(chunk(json!({}), json!(ex.openai_finish())));
             if ex.include_usage || ex.route == Route::OpenRouter {
@@ -311,30 +456,74 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
                     "stop_sequence": null,
                     "usage": {"input_tokens": ex.prompt_tokens, "output_tokens": 1}}}),
             ));
-            frames.push(anthropic_event(
-                "content_block_start",
-                json!({"type": "content_block_start",
-                "index": 0, "content_block": {"type": "text", "text": ""}}),
-            ));
-            frames.push(anthropic_event("ping", json!({"type": "ping"})));
-            for token in &ex.tokens {
+            let mut index = 0;
+            if let Some(thinking) = &ex.thinking {
+                frames.push(anthropic_event("content_block_start", json!({"type": "content_block_start",
+                    "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})));
                 frames.push(
                     anthropic_event(
                         "content_block_delta",
                         json!({"type": "content_block_delta",
-                        "index": 0, "delta": {"type": "text_delta", "text": token}}),
+                    "index": index, "delta": {"type": "thinking_delta", "thinking": thinking}}),
                     )
                     .content(),
                 );
+                frames.push(anthropic_event("content_block_delta", json!({"type": "content_block_delta",
+                    "index": index, "delta": {"type": "signature_delta", "signature": ex.signature()}})));
+                frames.push(anthropic_event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                ));
+                index += 1;
             }
-            frames.push(anthropic_event(
-                "content_block_stop",
-                json!({"type": "content_block_stop", "index": 0}),
-            ));
+            if !ex.tokens.is_empty() || ex.calls.is_empty() {
+                frames.push(anthropic_event(
+                    "content_block_start",
+                    json!({"type": "content_block_start",
+                    "index": index, "content_block": {"type": "text", "text": ""}}),
+                ));
+                frames.push(anthropic_event("ping", json!({"type": "ping"})));
+                for token in &ex.tokens {
+                    frames.push(
+                        anthropic_event(
+                            "content_block_delta",
+                            json!({"type": "content_block_delta",
+                            "index": index, "delta": {"type": "text_delta", "text": token}}),
+                        )
+                        .content(),
+                    );
+                }
+                frames.push(anthropic_event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                ));
+                index += 1;
+            }
+            for (id, name, args) in &ex.calls {
+                frames.push(anthropic_event("content_block_start", json!({"type": "content_block_start",
+                    "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})));
+                frames.push(anthropic_event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta",
+                    "index": index, "delta": {"type": "input_json_delta", "partial_json": ""}}),
+                ));
+                for piece in fragments(args) {
+                    frames.push(anthropic_event("content_block_delta", json!({"type": "content_block_delta",
+                        "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})).content());
+                }
+                frames.push(anthropic_event(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": index}),
+                ));
+                index += 1;
+            }
             // NOTE: Anthropic's message_delta usage is cumulative, not an increment.
-            frames.push(anthropic_event("message_delta", json!({"type": "message_delta",
-                "delta": {"stop_reason": if ex.truncated { "max_tokens" } else { "end_turn" }, "stop_sequence": null},
-                "usage": {"output_tokens": ex.completion_tokens()}})));
+            frames.push(anthropic_event(
+                "message_delta",
+                json!({"type": "message_delta",
+                "delta": {"stop_reason": ex.anthropic_stop(), "stop_sequence": null},
+                "usage": {"output_tokens": ex.completion_tokens()}}),
+            ));
             if !no_done {
                 frames.push(anthropic_event(
                     "message_stop",
@@ -343,10 +532,19 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
             }
         }
         Route::Gemini => {
-            let last = ex.tokens.len().saturating_sub(1);
-            for (i, token) in ex.tokens.iter().enumerate() {
+            let mut pieces: Vec<Vec<Value>> = Vec::new();
+            if let Some(thinking) = &ex.thinking {
+                pieces.push(vec![json!({"text": thinking, "thought": true})]);
+            }
+            pieces.extend(ex.tokens.iter().map(|token| vec![json!({"text": token})]));
+            if !ex.calls.is_empty() {
+                // Gemini sends calls whole, together.
+                pieces.push(ex.gemini_call_parts());
+            }
+            let last = pieces.len().saturating_sub(1);
+            for (i, parts) in pieces.into_iter().enumerate() {
                 let mut candidate =
-                    json!({"content": {"role": "model", "parts": [{"text": token}]}, "index": 0});
+                    json!({"content": {"role": "model", "parts": parts}, "index": 0});
                 let usage = if i == last {
                     candidate["finishReason"] =
                         json!(if ex.truncated { "MAX_TOKENS" } else { "STOP" });
@@ -362,19 +560,44 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
             }
         }
         Route::Ollama => {
-            for token in &ex.tokens {
-                frames.push(
-                    ndjson(
-                        json!({"model": ex.model, "created_at": rfc3339(SystemTime::now()),
-                        "message": {"role": "assistant", "content": token}, "done": false}),
-                    )
-                    .content(),
-                );
+            let line = |message: Value| {
+                ndjson(
+                    json!({"model": ex.model, "created_at": rfc3339(SystemTime::now()),
+                    "message": message, "done": false}),
+                )
+                .content()
+            };
+            if let Some(thinking) = &ex.thinking {
+                frames.push(line(
+                    json!({"role": "assistant", "content": "", "thinking": thinking}),
+                ));
             }
-            frames.push(ndjson(ollama_done(ex, "")));
+            for token in &ex.tokens {
+                frames.push(line(json!({"role": "assistant", "content": token})));
+            }
+            if !ex.calls.is_empty() {
+                frames.push(line(json!({"role": "assistant", "content": "",
+                    "tool_calls": ex.ollama_calls()})));
+            }
+            frames.push(ndjson(ollama_done_with(ex, "", false)));
         }
     }
     frames
+}
+
+/// `args` cut in three pieces, as streams send arguments (cuts fall anywhere, even inside
+/// a key).
+fn fragments(args: &str) -> Vec<&str> {
+    let mut cuts = vec![0, args.len() / 3, 2 * args.len() / 3, args.len()];
+    for cut in &mut cuts {
+        while !args.is_char_boundary(*cut) {
+            *cut += 1;
+        }
+    }
+    cuts.windows(2)
+        .map(|w| &args[w[0]..w[1]])
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// The route's in-stream error, sent after output began (status already 200).
