@@ -637,12 +637,20 @@ fault = { fault = "rate_limited", retry_after = "30s" }
     let (status, _, body) = h
         .post(
             "/v1/chat/completions",
-            json!({ "model": "gpt-4o-mini", "messages": [{ "role": "tool", "content": "x" }] }),
+            json!({ "model": "gpt-4o-mini", "messages": [{ "role": "function", "content": "x" }] }),
         )
         .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["param"], "messages[0].role");
+    let (status, _, body) = h
+        .post(
+            "/v1/chat/completions",
+            json!({ "model": "gpt-4o-mini", "messages": [{ "role": "tool", "content": "x" }] }),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["param"], "messages[0].tool_call_id");
 
     // Numbers out of range are refused, never forwarded as null or rounded.
     for (field, value) in [
@@ -1601,6 +1609,14 @@ async fn request_fields_are_passed_through_or_refused_never_dropped() {
 [[routes]]
 model = "plain"
 targets = [{{ provider = "compatible", model = "m" }}]
+
+[[routes]]
+model = "claude-first"
+targets = [{{ provider = "anthropic", model = "claude-3-5-haiku-latest" }}, {{ provider = "openai", model = "gpt-4o-mini" }}]
+
+[[routes]]
+model = "claude-only"
+targets = [{{ provider = "anthropic", model = "claude-3-5-haiku-latest" }}]
 "#
     );
     let mocks = start_mocks(&[]).await;
@@ -1644,12 +1660,16 @@ targets = [{{ provider = "compatible", model = "m" }}]
     assert_eq!(sent["seed"], 7);
     assert_eq!(sent["metadata"]["team"], "a");
 
-    // A route with a non-OpenAI target: a 400 naming the field and the target.
+    // A route with a non-OpenAI target: a field the gateway does not translate is a 400
+    // naming the field and the target.
     let (status, _, body) = h
-        .post("/v1/chat/completions", ask("fast", json!({ "seed": 7 })))
+        .post(
+            "/v1/chat/completions",
+            ask("fast", json!({ "metadata": { "team": "a" } })),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["param"], "seed");
+    assert_eq!(body["error"]["param"], "metadata");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -1658,14 +1678,37 @@ targets = [{{ provider = "compatible", model = "m" }}]
         "{body}"
     );
 
-    // What the gateway cannot carry back yet is refused, never dropped.
+    // A translated field a target cannot honour: that target is skipped, unasked.
+    let (status, headers, body) = h
+        .post(
+            "/v1/chat/completions",
+            ask("claude-first", json!({ "seed": 7 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["x-gateway-provider"], "openai");
+    assert!(h.mocks["anthropic"].attempts().is_empty());
+    // When no target can, a 400 saying which feature and which target.
+    let (status, _, body) = h
+        .post(
+            "/v1/chat/completions",
+            ask("claude-only", json!({ "seed": 7 })),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "unsupported_feature");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("seed") && message.contains("anthropic"),
+        "{body}"
+    );
+
+    // What the gateway cannot carry back is refused, never dropped.
     for (field, value) in [
-        (
-            "tools",
-            json!([{ "type": "function", "function": { "name": "f" } }]),
-        ),
         ("n", json!(2)),
         ("logprobs", json!(true)),
+        ("top_logprobs", json!(3)),
+        ("functions", json!([{ "name": "f" }])),
     ] {
         let (status, _, body) = h
             .post(
@@ -1676,13 +1719,34 @@ targets = [{{ provider = "compatible", model = "m" }}]
         assert_eq!(status, 400, "{field}: {body}");
         assert_eq!(body["error"]["param"], field, "{body}");
     }
+    for (part, param) in [
+        (
+            json!({ "type": "input_audio", "input_audio": { "data": "x", "format": "wav" } }),
+            "messages[0].content[0]",
+        ),
+        (
+            json!({ "type": "file", "file": { "file_id": "file-1" } }),
+            "messages[0].content[0]",
+        ),
+    ] {
+        let message =
+            json!({ "model": "plain", "messages": [{ "role": "user", "content": [part] }] });
+        let (status, _, body) = h.post("/v1/chat/completions", message).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["param"], param, "{body}");
+    }
+    let audio = json!({ "model": "plain", "messages": [{ "role": "user", "content": "Hi", "audio": { "id": "a" } }] });
+    let (status, _, body) = h.post("/v1/chat/completions", audio).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "messages[0].audio");
+    // A participant's name is carried.
     let named = json!({ "model": "plain", "messages": [{ "role": "user", "content": "Hi", "name": "ann" }] });
     let (status, _, body) = h.post("/v1/chat/completions", named).await;
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["param"], "messages[0].name");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bodies.lock().unwrap()[1]["messages"][0]["name"], "ann");
     assert_eq!(
         bodies.lock().unwrap().len(),
-        1,
+        2,
         "nothing refused reached the upstream"
     );
 }

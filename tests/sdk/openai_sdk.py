@@ -6,6 +6,7 @@ after 40 tokens: the fallback, gpt-4o-mini, answers or finishes. Prints `N passe
 and exits non-zero on a failure.
 """
 
+import json
 import os
 import sys
 import traceback
@@ -62,13 +63,86 @@ def test_a_value_out_of_range_is_a_400_naming_it():
 
 
 def test_a_field_the_gateway_cannot_carry_is_refused_not_dropped():
-    tools = [{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]
     try:
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, tools=tools)
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, n=2)
     except openai.BadRequestError as err:
-        assert err.param == "tools", err.body
+        assert err.param == "n", err.body
     else:
-        raise AssertionError("tools were dropped silently")
+        raise AssertionError("n was dropped silently")
+
+
+WEATHER = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"], "additionalProperties": False},
+        "strict": True,
+    },
+}]
+
+
+def tool_loop(stream):
+    """The model calls get_weather, the result goes back, the answer names it."""
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    if stream:
+        calls, finish = {}, None
+        for chunk in client.chat.completions.create(
+            model="gpt-4o-mini", messages=messages, tools=WEATHER, stream=True
+        ):
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            for piece in choice.delta.tool_calls or []:
+                call = calls.setdefault(piece.index, {"id": "", "name": "", "arguments": ""})
+                call["id"] = piece.id or call["id"]
+                if piece.function:
+                    call["name"] += piece.function.name or ""
+                    call["arguments"] += piece.function.arguments or ""
+            finish = choice.finish_reason or finish
+        assert finish == "tool_calls", finish
+        call = calls[0]
+        assistant = {"role": "assistant", "tool_calls": [{"id": call["id"], "type": "function",
+                     "function": {"name": call["name"], "arguments": call["arguments"]}}]}
+    else:
+        completion = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=WEATHER)
+        choice = completion.choices[0]
+        assert choice.finish_reason == "tool_calls", choice
+        assert choice.message.content is None, choice.message
+        tool_call = choice.message.tool_calls[0]
+        call = {"id": tool_call.id, "name": tool_call.function.name,
+                "arguments": tool_call.function.arguments}
+        # The SDK's own message object goes back as it is.
+        assistant = choice.message
+    assert call["name"] == "get_weather", call
+    assert json.loads(call["arguments"]) == {"n": 1, "tool": "get_weather"}, call
+    messages += [assistant, {"role": "tool", "tool_call_id": call["id"], "content": "18 C"}]
+    answer = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=WEATHER)
+    assert answer.choices[0].message.content == "Tool get_weather said: 18 C.", answer
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_a_tool_loop_whole():
+    tool_loop(stream=False)
+
+
+def test_a_tool_loop_streamed():
+    tool_loop(stream=True)
+
+
+def test_structured_output_and_an_image_part():
+    completion = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Who is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+        ]}],
+        response_format={"type": "json_schema", "json_schema": {"name": "Person", "strict": True, "schema": {
+            "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"], "additionalProperties": False}}},
+    )
+    assert json.loads(completion.choices[0].message.content) == {"name": "Alfa", "age": 1}
 
 
 def test_an_unrouted_model_is_a_404():

@@ -123,7 +123,7 @@ impl Default for Metrics {
         let tokens = register(
             r,
             "tokens",
-            "Tokens providers reported, by direction (input, output)",
+            "Tokens providers reported, by type: input, output, and of them cached_input, cache_creation, reasoning",
             Family::default(),
         );
         let stream_interruptions = register(
@@ -182,6 +182,9 @@ pub(crate) struct ProviderSeries {
     attempt_seconds: Histogram,
     input_tokens: Counter,
     output_tokens: Counter,
+    cached_input_tokens: Counter,
+    cache_creation_tokens: Counter,
+    reasoning_tokens: Counter,
 }
 
 impl ProviderSeries {
@@ -195,10 +198,21 @@ impl ProviderSeries {
         }
     }
 
-    /// The provider reported `input` and `output` tokens.
-    pub(crate) fn tokens(&self, input: u64, output: u64) {
-        self.input_tokens.inc_by(input);
-        self.output_tokens.inc_by(output);
+    /// The provider reported `usage`: input and output tokens, and of them the cached,
+    /// cache-written and reasoning ones.
+    pub(crate) fn tokens(&self, usage: &llm_tower::Usage) {
+        self.input_tokens.inc_by(usage.input_tokens);
+        self.output_tokens.inc_by(usage.output_tokens);
+        // NOTE: zero for most answers; skipping the atomic add keeps the hot path as it was.
+        for (counter, n) in [
+            (&self.cached_input_tokens, usage.cached_input_tokens),
+            (&self.cache_creation_tokens, usage.cache_creation_tokens),
+            (&self.reasoning_tokens, usage.reasoning_tokens),
+        ] {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
     }
 }
 
@@ -222,6 +236,9 @@ impl Metrics {
             attempt_seconds: inner.attempt_seconds.get_or_create(&[label()]).clone(),
             input_tokens: tokens("input"),
             output_tokens: tokens("output"),
+            cached_input_tokens: tokens("cached_input"),
+            cache_creation_tokens: tokens("cache_creation"),
+            reasoning_tokens: tokens("reasoning"),
         }
     }
 

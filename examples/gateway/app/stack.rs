@@ -191,7 +191,7 @@ where
                 let provider = provider.clone();
                 answer.when_done(Box::new(move |usage, broke| {
                     if let Some(usage) = usage {
-                        series.tokens(usage.input_tokens, usage.output_tokens);
+                        series.tokens(&usage);
                     }
                     if broke {
                         metrics.stream_interrupted(&provider);
