@@ -268,3 +268,23 @@ async fn an_agent_loop_falls_back_to_another_format_in_the_middle() {
         );
     }
 }
+
+#[tokio::test]
+async fn log_probabilities_come_back_through_the_gateway() {
+    let running = start(quick_start(), Vec::new()).await;
+    let request = CreateChatCompletionRequestArgs::default()
+        .model("gpt-4o-mini")
+        .messages(vec![
+            ChatCompletionRequestUserMessageArgs::default()
+                .content("Hello")
+                .build()
+                .unwrap()
+                .into(),
+        ])
+        .logprobs(true)
+        .build()
+        .unwrap();
+    let response = running.client.chat().create(request).await.unwrap();
+    let logprobs = response.choices[0].logprobs.clone().unwrap();
+    assert_eq!(logprobs.content.unwrap().len(), 60);
+}

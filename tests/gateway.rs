@@ -1703,11 +1703,24 @@ targets = [{{ provider = "anthropic", model = "claude-3-5-haiku-latest" }}]
         "{body}"
     );
 
+    // Log probabilities pass through to an OpenAI-format upstream.
+    let (status, _, body) = h
+        .post(
+            "/v1/chat/completions",
+            ask("plain", json!({ "logprobs": true, "top_logprobs": 2 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let sent = bodies.lock().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&sent["logprobs"], &sent["top_logprobs"]),
+        (&json!(true), &json!(2))
+    );
+
     // What the gateway cannot carry back is refused, never dropped.
     for (field, value) in [
         ("n", json!(2)),
-        ("logprobs", json!(true)),
-        ("top_logprobs", json!(3)),
+        ("audio", json!({ "voice": "alloy", "format": "wav" })),
         ("functions", json!([{ "name": "f" }])),
     ] {
         let (status, _, body) = h
@@ -1743,10 +1756,10 @@ targets = [{{ provider = "anthropic", model = "claude-3-5-haiku-latest" }}]
     let named = json!({ "model": "plain", "messages": [{ "role": "user", "content": "Hi", "name": "ann" }] });
     let (status, _, body) = h.post("/v1/chat/completions", named).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(bodies.lock().unwrap()[1]["messages"][0]["name"], "ann");
+    assert_eq!(bodies.lock().unwrap()[2]["messages"][0]["name"], "ann");
     assert_eq!(
         bodies.lock().unwrap().len(),
-        2,
+        3,
         "nothing refused reached the upstream"
     );
 }

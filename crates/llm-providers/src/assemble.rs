@@ -23,6 +23,7 @@ use crate::types::{ChatChunk, ChatResponse, FinishReason};
 pub struct Assembler {
     text: String,
     refusal: Option<String>,
+    logprobs: Option<serde_json::Value>,
     calls: Vec<(u32, ToolCall)>,
     reasoning: Vec<(u32, Reasoning)>,
     finish_reason: Option<FinishReason>,
@@ -43,6 +44,9 @@ impl Assembler {
         self.text.push_str(&chunk.delta);
         if let Some(refusal) = &chunk.refusal {
             self.refusal.get_or_insert_default().push_str(refusal);
+        }
+        if let Some(piece) = &chunk.logprobs {
+            join_logprobs(&mut self.logprobs, piece);
         }
         for piece in &chunk.tool_calls {
             let at = match self.calls.iter().position(|(i, _)| *i == piece.index) {
@@ -102,6 +106,7 @@ impl Assembler {
     pub fn finish(self, provider: &str, model: &str) -> ChatResponse {
         let mut response = ChatResponse::new(provider, model, self.text);
         response.refusal = self.refusal;
+        response.logprobs = self.logprobs;
         response.tool_calls = self
             .calls
             .into_iter()
@@ -116,6 +121,23 @@ impl Assembler {
         response.finish_reason = self.finish_reason;
         response.usage = self.usage;
         response
+    }
+}
+
+/// OpenAI's streamed `logprobs` pieces joined: their `content` (and `refusal`) lists one
+/// after the other.
+fn join_logprobs(whole: &mut Option<serde_json::Value>, piece: &serde_json::Value) {
+    let Some(whole) = whole else {
+        *whole = Some(piece.clone());
+        return;
+    };
+    for key in ["content", "refusal"] {
+        if let Some(more) = piece.get(key).and_then(serde_json::Value::as_array) {
+            match whole.get_mut(key).and_then(serde_json::Value::as_array_mut) {
+                Some(list) => list.extend(more.iter().cloned()),
+                None => whole[key] = serde_json::Value::Array(more.clone()),
+            }
+        }
     }
 }
 

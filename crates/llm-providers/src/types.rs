@@ -573,6 +573,9 @@ pub struct ChatResponse {
     pub reasoning: Vec<Reasoning>,
     /// OpenAI's `refusal`: the model declined, saying this instead of an answer.
     pub refusal: Option<String>,
+    /// OpenAI-format `logprobs` of the answer, as the upstream sent them (asked for with the
+    /// `logprobs` extra, which OpenAI-format upstreams read).
+    pub logprobs: Option<Value>,
     /// Why it ended.
     pub finish_reason: Option<FinishReason>,
     /// What it cost.
@@ -611,6 +614,7 @@ impl ChatResponse {
             tool_calls: Vec::new(),
             reasoning: Vec::new(),
             refusal: None,
+            logprobs: None,
             finish_reason: Some(FinishReason::Stop),
             usage: None,
             provider: provider.into(),
@@ -664,6 +668,8 @@ pub struct ChatChunk {
     pub reasoning: Option<ReasoningDelta>,
     /// A piece of OpenAI's `refusal`.
     pub refusal: Option<String>,
+    /// OpenAI-format `logprobs` of this piece, as the upstream sent them.
+    pub logprobs: Option<Value>,
     /// Set on the chunk where the model stopped.
     pub finish_reason: Option<FinishReason>,
     /// Set on the chunk that reports usage (for Anthropic: the cumulative total).

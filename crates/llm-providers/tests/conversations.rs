@@ -412,3 +412,51 @@ fn routes_and_kinds_are_the_same_six_formats() {
     // The property test above runs the generic OpenAI-compatible kind too, on the OpenAI route.
     assert_eq!(Route::ALL.len() + 1, KINDS.len());
 }
+
+#[tokio::test]
+async fn a_fallback_chain_skips_a_target_lacking_a_feature_unasked() {
+    use llm_fallback_layer::{Fallback, Target};
+    let ollama_mock = MockProvider::builder().start().await.unwrap();
+    let openai_mock = MockProvider::builder().start().await.unwrap();
+    let chain = Fallback::builder(vec![
+        Target::new("ollama", provider(&ollama_mock, ProviderKind::Ollama)),
+        Target::new("openai", provider(&openai_mock, ProviderKind::OpenAi)),
+    ])
+    .build()
+    .unwrap();
+    let req = tool_request("m").tool_choice(ToolChoice::Required);
+    let answer = chain.oneshot(req).await.unwrap();
+    assert_eq!(answer.tool_calls[0].name, "get_weather");
+    assert_eq!(answer.provider.as_ref(), "openai");
+    assert!(
+        ollama_mock.attempts().is_empty(),
+        "the lacking target was never asked"
+    );
+    assert_eq!(openai_mock.attempts().len(), 1);
+}
+
+#[tokio::test]
+async fn logprobs_asked_of_an_openai_format_upstream_come_back_whole_and_streamed() {
+    let mock = MockProvider::builder()
+        .answer_tokens(5)
+        .start()
+        .await
+        .unwrap();
+    let req = ChatRequest::new("m").user("hi").extra("logprobs", true);
+    for kind in [
+        ProviderKind::OpenAi,
+        ProviderKind::Azure,
+        ProviderKind::OpenRouter,
+    ] {
+        for stream in [false, true] {
+            let answer = ask(&provider(&mock, kind), req.clone(), stream)
+                .await
+                .unwrap();
+            let tokens = answer.logprobs.as_ref().unwrap()["content"]
+                .as_array()
+                .unwrap();
+            assert_eq!(tokens.len(), 5, "{kind} stream={stream}");
+            assert_eq!(tokens[0]["token"], "Alfa-1");
+        }
+    }
+}

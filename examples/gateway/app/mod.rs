@@ -736,7 +736,11 @@ fn sse_events(
                         model,
                         recovery,
                     ))
-                } else if !chunk.has_content() && chunk.finish_reason.is_none() && !state.first {
+                } else if !chunk.has_content()
+                    && chunk.finish_reason.is_none()
+                    && chunk.logprobs.is_none()
+                    && !state.first
+                {
                     // A usage-only chunk: its numbers go in the final usage chunk.
                     Bytes::new()
                 } else {

@@ -50,17 +50,10 @@ pub(crate) struct CompletionRequest {
     pub(crate) rest: Map<String, Value>,
 }
 
-/// Fields whose answer the gateway cannot carry back (several choices, log probabilities,
-/// audio) or that are superseded (`functions`): sent on, part of their answer would be
-/// dropped on the way back.
-const NOT_CARRIED: [&str; 6] = [
-    "functions",
-    "function_call",
-    "logprobs",
-    "top_logprobs",
-    "audio",
-    "modalities",
-];
+/// Fields whose answer the gateway cannot carry back (several choices, audio) or that are
+/// superseded (`functions`): sent on, part of their answer would be dropped on the way back.
+/// (`logprobs` passes through to OpenAI-format upstreams and their answer comes back.)
+const NOT_CARRIED: [&str; 4] = ["functions", "function_call", "audio", "modalities"];
 
 /// What joins a tool call's id and Gemini's thought signature in the ids the gateway hands
 /// out, so that a client sending the call back sends the signature too (Gemini 3 refuses
@@ -133,8 +126,7 @@ impl CompletionRequest {
             }
             let single_choice = field == "n" && value.as_u64() == Some(1);
             let text_only = field == "modalities" && *value == json!(["text"]);
-            let no_logprobs = field == "logprobs" && *value == json!(false);
-            if single_choice || text_only || no_logprobs {
+            if single_choice || text_only {
                 continue;
             }
             if field == "n" || NOT_CARRIED.contains(&field.as_str()) {
@@ -632,6 +624,7 @@ pub(crate) struct Completion<'a> {
 struct CompletionChoice<'a> {
     index: u32,
     message: CompletionMessage<'a>,
+    logprobs: Option<&'a Value>,
     finish_reason: Option<&'a str>,
 }
 
@@ -793,6 +786,7 @@ pub(crate) fn completion<'a>(id: &'a str, answer: &'a ChatResponse) -> Completio
                 reasoning_content: (!reasoning_text.is_empty()).then_some(reasoning_text),
                 reasoning_details,
             },
+            logprobs: answer.logprobs.as_ref(),
             finish_reason: finish_reason_str(answer.finish_reason.as_ref()),
         }],
         usage: answer.usage.map(CompletionUsage::from),
@@ -853,16 +847,20 @@ pub(crate) fn chunk(id: &str, created: u64, model: &str, chunk: &ChatChunk, firs
             );
         }
     }
+    let mut choice = json!({
+        "index": 0,
+        "delta": delta,
+        "finish_reason": finish_reason(chunk.finish_reason.as_ref()),
+    });
+    if let Some(logprobs) = &chunk.logprobs {
+        choice["logprobs"] = logprobs.clone();
+    }
     json!({
         "id": id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{
-            "index": 0,
-            "delta": delta,
-            "finish_reason": finish_reason(chunk.finish_reason.as_ref()),
-        }],
+        "choices": [choice],
     })
 }
 

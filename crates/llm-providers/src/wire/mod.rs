@@ -214,6 +214,9 @@ struct OpenAiCompletion<'a> {
 struct OpenAiChoice<'a> {
     #[serde(default, borrow)]
     message: Option<OpenAiMessage<'a>>,
+    // Present and not null: the general path reads them.
+    #[serde(default)]
+    logprobs: Option<serde::de::IgnoredAny>,
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
 }
@@ -303,6 +306,9 @@ fn parse_openai_fast(
         return None;
     }
     let choice = parsed.choices.into_iter().next()?;
+    if choice.logprobs.is_some() {
+        return None;
+    }
     let non_empty = |s: Option<Cow<'_, str>>| s.filter(|s| !s.is_empty()).map(Cow::into_owned);
     let mut res = ChatResponse::new(
         provider.clone(),
@@ -404,6 +410,7 @@ fn parse_value(
                 ));
             }
             res.reasoning = openai_reasoning(message);
+            res.logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
             res.finish_reason = choice
                 .get("finish_reason")
                 .and_then(Value::as_str)
@@ -692,6 +699,7 @@ impl StreamParser {
                     }
                     self.openai_tool_deltas(delta, &mut chunk);
                     chunk.reasoning = openai_reasoning_delta(delta);
+                    chunk.logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
                     if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                         self.finish_on(&mut chunk, reason);
                     }
@@ -940,7 +948,11 @@ fn openai_reasoning_delta(delta: &Value) -> Option<ReasoningDelta> {
 }
 
 fn chunk_step(chunk: ChatChunk) -> Step {
-    if !chunk.has_content() && chunk.finish_reason.is_none() && chunk.usage.is_none() {
+    if !chunk.has_content()
+        && chunk.finish_reason.is_none()
+        && chunk.usage.is_none()
+        && chunk.logprobs.is_none()
+    {
         Step::Nothing
     } else {
         Step::Chunk(chunk)

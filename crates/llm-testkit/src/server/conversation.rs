@@ -60,6 +60,8 @@ pub(crate) struct Answer {
     pub(crate) calls: Vec<(String, String, String)>,
     /// Reasoning shown first.
     pub(crate) thinking: Option<String>,
+    /// OpenAI's `logprobs` were asked for.
+    pub(crate) logprobs: bool,
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -470,7 +472,11 @@ fn object_for(schema: Option<&Value>) -> Value {
 /// What the mock answers to `json`, a request on `route` for `model`.
 pub(crate) fn answer(route: Route, model: &str, json: &Value) -> Answer {
     let conversation = read(route, json);
-    let mut answer = Answer::default();
+    let mut answer = Answer {
+        logprobs: matches!(route, Route::OpenAi | Route::Azure | Route::OpenRouter)
+            && json.get("logprobs") == Some(&Value::Bool(true)),
+        ..Answer::default()
+    };
     if wants_thinking(route, json) {
         answer.thinking = Some("Thinking it over.".into());
     }

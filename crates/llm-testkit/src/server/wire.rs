@@ -68,6 +68,7 @@ pub fn stream_body(route: Route, tokens: usize) -> Vec<u8> {
         created: 1_727_346_168,
         calls: Vec::new(),
         thinking: None,
+        logprobs: false,
     };
     stream_frames(&exchange, false)
         .iter()
@@ -91,6 +92,8 @@ pub(crate) struct Exchange {
     pub(crate) calls: Vec<(String, String, String)>,
     /// Reasoning shown before the answer.
     pub(crate) thinking: Option<String>,
+    /// OpenAI's `logprobs` were asked for: each token's comes with it.
+    pub(crate) logprobs: bool,
 }
 
 impl Exchange {
@@ -179,6 +182,14 @@ impl Exchange {
         }
     }
 
+    /// OpenAI's `logprobs` object for `tokens`.
+    fn logprobs_of<'a>(tokens: impl Iterator<Item = &'a String>) -> Value {
+        let content: Vec<Value> = tokens
+            .map(|t| json!({"token": t, "logprob": -0.25, "bytes": t.as_bytes(), "top_logprobs": []}))
+            .collect();
+        json!({"content": content, "refusal": null})
+    }
+
     fn chat_id(&self) -> String {
         format!("chatcmpl-{}", self.request_id)
     }
@@ -205,8 +216,13 @@ pub(crate) fn success_body(ex: &Exchange) -> Value {
                     _ => message["reasoning_content"] = json!(thinking),
                 }
             }
+            let logprobs = if ex.logprobs {
+                Exchange::logprobs_of(ex.tokens.iter())
+            } else {
+                Value::Null
+            };
             let mut choice = json!({"index": 0, "message": message,
-                "logprobs": null, "finish_reason": ex.openai_finish()});
+                "logprobs": logprobs, "finish_reason": ex.openai_finish()});
             let mut body = json!({"id": ex.chat_id(), "object": "chat.completion",
                 "created": ex.created, "model": ex.model, "choices": [],
                 "usage": ex.usage_openai(), "system_fingerprint": "fp_mock"});
@@ -411,7 +427,13 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
                 }
             }
             for token in &ex.tokens {
-                frames.push(chunk(json!({"content": token}), Value::Null).content());
+                let mut frame = chunk(json!({"content": token}), Value::Null).content();
+                if ex.logprobs {
+                    let mut body: Value = serde_json::from_str(&frame.payload).unwrap_or_default();
+                    body["choices"][0]["logprobs"] = Exchange::logprobs_of(std::iter::once(token));
+                    frame.payload = body.to_string();
+                }
+                frames.push(frame);
             }
             for (k, (id, name, args)) in ex.calls.iter().enumerate() {
                 frames.push(
