@@ -137,7 +137,9 @@ async fn turn(
             .into_iter()
             .map(|c| match c {
                 ChatCompletionMessageToolCalls::Function(call) => call,
-                other => panic!("not a function call: {other:?}"),
+                other @ ChatCompletionMessageToolCalls::Custom(_) => {
+                    panic!("not a function call: {other:?}")
+                }
             })
             .collect();
         return (

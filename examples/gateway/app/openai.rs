@@ -310,7 +310,7 @@ fn in_content(content: Option<Value>, i: usize) -> Result<Content, ApiError> {
         let text_of = |key: &str| part.get(key).and_then(Value::as_str).map(str::to_owned);
         match part.get("type").and_then(Value::as_str) {
             // An assistant's earlier refusal, sent back as a part, is what it said.
-            Some("text") | Some("refusal") => {
+            Some("text" | "refusal") => {
                 let key = if part["type"] == "text" {
                     "text"
                 } else {

@@ -499,7 +499,7 @@ fn anthropic_body(req: &ChatRequest, stream: bool) -> Built<Map<String, Value>> 
                 }
                 let content = match &m.content {
                     Content::Text(text) => Value::from(text.as_str()),
-                    content => {
+                    content @ Content::Parts(_) => {
                         let mut blocks = Vec::new();
                         anthropic_blocks(content, &mut blocks)?;
                         Value::Array(blocks)

@@ -343,7 +343,7 @@ pub fn read(route: Route, json: &Value) -> Conversation {
             match json.get("system") {
                 Some(Value::String(s)) => c.system = s.clone(),
                 Some(Value::Array(blocks)) => {
-                    c.system = blocks.iter().map(|b| str_of(b, "text")).collect()
+                    c.system = blocks.iter().map(|b| str_of(b, "text")).collect();
                 }
                 _ => {}
             }
@@ -419,28 +419,32 @@ fn wants_thinking(route: Route, json: &Value) -> bool {
     }
 }
 
-/// The JSON schema of the output asked for: `Some(None)` for JSON without a schema.
-fn json_output(route: Route, json: &Value) -> Option<Option<Value>> {
+/// The JSON schema of the output asked for (`null` for JSON without a schema), or `None`
+/// when text is asked for.
+fn json_output(route: Route, json: &Value) -> Option<Value> {
     match route {
-        Route::Anthropic => json
-            .pointer("/output_config/format/schema")
-            .map(|s| Some(s.clone())),
+        Route::Anthropic => json.pointer("/output_config/format/schema").cloned(),
         Route::Gemini => {
             let mime = json.pointer("/generationConfig/responseMimeType")?;
             (mime == "application/json").then(|| {
                 json.pointer("/generationConfig/responseJsonSchema")
                     .or_else(|| json.pointer("/generationConfig/responseSchema"))
                     .cloned()
+                    .unwrap_or(Value::Null)
             })
         }
         Route::Ollama => match json.get("format")? {
-            Value::String(s) if s == "json" => Some(None),
-            schema @ Value::Object(_) => Some(Some(schema.clone())),
+            Value::String(s) if s == "json" => Some(Value::Null),
+            schema @ Value::Object(_) => Some(schema.clone()),
             _ => None,
         },
         _ => match json.pointer("/response_format/type")?.as_str()? {
-            "json_object" => Some(None),
-            "json_schema" => Some(json.pointer("/response_format/json_schema/schema").cloned()),
+            "json_object" => Some(Value::Null),
+            "json_schema" => Some(
+                json.pointer("/response_format/json_schema/schema")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+            ),
             _ => None,
         },
     }
@@ -491,7 +495,7 @@ pub(crate) fn answer(route: Route, model: &str, json: &Value) -> Answer {
             .iter()
             .flat_map(|t| &t.tool_calls)
             .map(|c| c["name"].as_str().unwrap_or_default())
-            .last()
+            .next_back()
             .unwrap_or("tool");
         answer.text = Some(format!("Tool {name} said: {}.", last.text));
         return answer;
@@ -532,7 +536,7 @@ pub(crate) fn answer(route: Route, model: &str, json: &Value) -> Answer {
         return answer;
     }
     if let Some(schema) = json_output(route, json) {
-        answer.text = Some(object_for(schema.as_ref()).to_string());
+        answer.text = Some(object_for(Some(&schema).filter(|s| !s.is_null())).to_string());
     }
     answer
 }
