@@ -483,6 +483,26 @@ async fn a_hold_by_time_restarts_inside_it_and_releases_after_it() {
     assert!(backup.attempts().is_empty());
 }
 
+/// Recovery over two OpenAI-format mocks, the primary with `rule`; the mocks too (primary,
+/// backup), which serve as long as they are held.
+async fn openai_pair(
+    rule: Rule,
+    policy: RecoveryPolicy,
+) -> (StreamRecovery<StreamingProvider>, Events, [MockProvider; 2]) {
+    let primary = mock([rule]).await;
+    let backup = mock([]).await;
+    let first = openai(&primary, "primary");
+    let (svc, events) = recovering(
+        first.clone(),
+        vec![
+            RecoveryTarget::new("primary", ProviderKind::OpenAi, first),
+            RecoveryTarget::new("backup", ProviderKind::OpenAi, openai(&backup, "backup")),
+        ],
+        policy,
+    );
+    (svc, events, [primary, backup])
+}
+
 fn tool_ask() -> ChatRequest {
     ChatRequest::new("gpt-4o-mini")
         .user("What is the weather?")
@@ -492,17 +512,8 @@ fn tool_ask() -> ChatRequest {
 #[tokio::test]
 async fn a_stream_cut_inside_a_tool_call_fails_clean_rather_than_splice_it() {
     // The cut falls after the call's first piece reached the caller.
-    let primary = mock([cut_after(1)]).await;
-    let backup = mock([]).await;
-    let first = openai(&primary, "primary");
-    let (svc, events) = recovering(
-        first.clone(),
-        vec![
-            RecoveryTarget::new("primary", ProviderKind::OpenAi, first),
-            RecoveryTarget::new("backup", ProviderKind::OpenAi, openai(&backup, "backup")),
-        ],
-        RecoveryPolicy::continuing(),
-    );
+    let (svc, events, [_primary, backup]) =
+        openai_pair(cut_after(1), RecoveryPolicy::continuing()).await;
     let mut stream = svc.oneshot(tool_ask()).await.unwrap();
     let mut pieces = 0;
     let mut err = None;
@@ -529,17 +540,8 @@ async fn a_stream_cut_inside_a_tool_call_fails_clean_rather_than_splice_it() {
 
 #[tokio::test]
 async fn a_held_back_tool_call_cut_before_release_restarts_unseen() {
-    let primary = mock([cut_after(2)]).await;
-    let backup = mock([]).await;
-    let first = openai(&primary, "primary");
-    let (svc, _) = recovering(
-        first.clone(),
-        vec![
-            RecoveryTarget::new("primary", ProviderKind::OpenAi, first),
-            RecoveryTarget::new("backup", ProviderKind::OpenAi, openai(&backup, "backup")),
-        ],
-        RecoveryPolicy::holding_back(10, Duration::from_secs(5)),
-    );
+    let policy = RecoveryPolicy::holding_back(10, Duration::from_secs(5));
+    let (svc, _, _mocks) = openai_pair(cut_after(2), policy).await;
     let mut stream = svc.oneshot(tool_ask()).await.unwrap();
     let mut answer = llm_providers::Assembler::default();
     while let Some(item) = stream.next().await {

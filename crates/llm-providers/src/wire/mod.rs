@@ -162,6 +162,15 @@ fn finish_with_calls(reason: FinishReason, called: bool) -> FinishReason {
     }
 }
 
+/// The finish reason under `key` of `v`, corrected for calls made.
+fn finish_at(v: &Value, key: &str, called: bool) -> Option<FinishReason> {
+    let reason = v.get(key).and_then(Value::as_str)?;
+    Some(finish_with_calls(
+        FinishReason::from_provider(reason),
+        called,
+    ))
+}
+
 /// An OpenAI-style reasoning detail (OpenRouter's `reasoning_details[]`).
 fn reasoning_detail(detail: &Value) -> Reasoning {
     let mut r = Reasoning::default();
@@ -411,12 +420,7 @@ fn parse_value(
             }
             res.reasoning = openai_reasoning(message);
             res.logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
-            res.finish_reason = choice
-                .get("finish_reason")
-                .and_then(Value::as_str)
-                .map(|r| {
-                    finish_with_calls(FinishReason::from_provider(r), !res.tool_calls.is_empty())
-                });
+            res.finish_reason = finish_at(choice, "finish_reason", !res.tool_calls.is_empty());
             res.usage = openai_usage(&v);
             res.id = model_at("/id");
             res.model = model_at("/model").unwrap_or(res.model);
@@ -486,12 +490,7 @@ fn parse_value(
                 call.signature = signature;
                 res.tool_calls.push(call);
             }
-            res.finish_reason = candidate
-                .get("finishReason")
-                .and_then(Value::as_str)
-                .map(|r| {
-                    finish_with_calls(FinishReason::from_provider(r), !res.tool_calls.is_empty())
-                });
+            res.finish_reason = finish_at(candidate, "finishReason", !res.tool_calls.is_empty());
             res.usage = gemini_usage(&v);
             res.id = model_at("/responseId");
             res.model = model_at("/modelVersion").unwrap_or(res.model);

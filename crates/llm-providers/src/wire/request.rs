@@ -172,6 +172,24 @@ fn arguments_object(kind: ProviderKind, call: &ToolCall) -> Built<Map<String, Va
 // ---------------------------------------------------------------------------------------
 // OpenAI, Azure OpenAI, OpenRouter, OpenAI-compatible servers
 
+/// The tools in OpenAI's `{"type": "function", "function": …}` form (Ollama's too, which
+/// has no `strict`).
+fn function_tools(req: &ChatRequest, with_strict: bool) -> Value {
+    req.tool_list()
+        .iter()
+        .map(|t| {
+            let mut function = Map::new();
+            function.insert("name".into(), t.name.clone().into());
+            put(&mut function, "description", t.description.clone());
+            put(&mut function, "parameters", t.parameters.clone());
+            if with_strict {
+                put(&mut function, "strict", t.strict);
+            }
+            json!({"type": "function", "function": function})
+        })
+        .collect()
+}
+
 fn openai_content(kind: ProviderKind, content: &Content) -> Built<Value> {
     let parts = match content {
         Content::Text(text) => return Ok(Value::from(text.as_str())),
@@ -318,19 +336,7 @@ fn openai_body(kind: ProviderKind, req: &ChatRequest, stream: bool) -> Built<Map
     )?;
     put(&mut body, "user", req.end_user_value());
     if !req.tool_list().is_empty() {
-        let tools: Vec<Value> = req
-            .tool_list()
-            .iter()
-            .map(|t| {
-                let mut function = Map::new();
-                function.insert("name".into(), t.name.clone().into());
-                put(&mut function, "description", t.description.clone());
-                put(&mut function, "parameters", t.parameters.clone());
-                put(&mut function, "strict", t.strict);
-                json!({"type": "function", "function": function})
-            })
-            .collect();
-        body.insert("tools".into(), tools.into());
+        body.insert("tools".into(), function_tools(req, true));
     }
     if let Some(choice) = req.tool_choice_value() {
         let choice = match choice {
@@ -973,18 +979,7 @@ fn ollama_body(req: &ChatRequest, stream: bool) -> Built<Map<String, Value>> {
         if req.tool_list().iter().any(|t| t.strict == Some(true)) {
             return Err(unsupported(kind, "strict tool schemas"));
         }
-        let tools: Vec<Value> = req
-            .tool_list()
-            .iter()
-            .map(|t| {
-                let mut function = Map::new();
-                function.insert("name".into(), t.name.clone().into());
-                put(&mut function, "description", t.description.clone());
-                put(&mut function, "parameters", t.parameters.clone());
-                json!({"type": "function", "function": function})
-            })
-            .collect();
-        body.insert("tools".into(), tools.into());
+        body.insert("tools".into(), function_tools(req, false));
     }
     match req.response_format_value() {
         None | Some(ResponseFormat::Text) => {}
