@@ -112,7 +112,7 @@ impl Assembler {
             .into_iter()
             .map(|(index, mut call)| {
                 if call.id.is_empty() {
-                    call.id = format!("{}{index}", ToolCall::MADE_UP_PREFIX);
+                    call.id = ToolCall::made_up_id(index as usize);
                 }
                 call
             })
@@ -178,7 +178,15 @@ mod tests {
         let mut a = Assembler::default();
         a.push(&piece(3, None, Some("f"), "{}"));
         let r = a.finish("p", "m");
-        assert_eq!(r.tool_calls[0].id, "call_llmtower_3");
+        assert!(r.tool_calls[0].id.starts_with(ToolCall::MADE_UP_PREFIX));
+        assert!(r.tool_calls[0].id.ends_with("_3"));
         assert!(!r.tool_calls[0].has_provider_id());
+        let mut again = Assembler::default();
+        again.push(&piece(3, None, Some("f"), "{}"));
+        let again = again.finish("p", "m");
+        assert_ne!(
+            again.tool_calls[0].id, r.tool_calls[0].id,
+            "no two calls share an id"
+        );
     }
 }

@@ -346,6 +346,23 @@ impl ToolCall {
         self
     }
 
+    /// An id for the answer's `index`th call, which the provider gave none: unique in this
+    /// process and across restarts (a conversation outlives a gateway's restart), so that
+    /// two turns' calls never share one.
+    pub(crate) fn made_up_id(index: usize) -> String {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static START: OnceLock<u64> = OnceLock::new();
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let start = *START.get_or_init(|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            // The low 32 bits of the start time in milliseconds: enough to tell restarts apart.
+            now.map_or(0, |d| u64::from(d.as_millis() as u32))
+        });
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("{}{start:x}{n:x}_{index}", Self::MADE_UP_PREFIX)
+    }
+
     /// Whether the provider gave this id (rather than it being made up here).
     pub fn has_provider_id(&self) -> bool {
         !self.id.is_empty() && !self.id.starts_with(Self::MADE_UP_PREFIX)

@@ -460,3 +460,36 @@ async fn logprobs_asked_of_an_openai_format_upstream_come_back_whole_and_streame
         }
     }
 }
+
+#[tokio::test]
+async fn geminis_calls_without_ids_get_ids_of_their_own_that_find_their_tool_later() {
+    let mock = MockProvider::builder().start().await.unwrap();
+    let gemini = provider(&mock, ProviderKind::Gemini);
+    let tools = [weather(), Tool::new("get_time")];
+    let mut req = ChatRequest::new("m").tools(tools.clone());
+    let mut ids = Vec::new();
+    for (ask_for, result) in [("get_weather please", "18 C"), ("now get_time", "noon")] {
+        req = req.user(ask_for);
+        let answer = gemini.clone().oneshot(req.clone()).await.unwrap();
+        let call = answer.tool_calls[0].clone();
+        assert!(!call.has_provider_id(), "Gemini 2.5 gives no ids");
+        ids.push(call.id.clone());
+        req = req
+            .message(answer.to_message())
+            .message(Message::tool_result(call.id, result));
+    }
+    assert_ne!(ids[0], ids[1], "two turns' calls never share an id");
+    // What Gemini is sent: each result named by its own call's tool, no made-up id.
+    let mut echo = req.clone();
+    llm_core::ModelRequest::set_model(&mut echo, "echo");
+    let answer = gemini.oneshot(echo).await.unwrap();
+    let read: Value = serde_json::from_str(&answer.text).unwrap();
+    let results: Vec<&Value> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| &m["result_for"])
+        .collect();
+    assert_eq!(results, [&json!("get_weather"), &json!("get_time")]);
+}

@@ -147,7 +147,7 @@ fn malformed(kind: ProviderKind, what: &str) -> LlmError {
 fn call_id(id: Option<&str>, index: usize) -> String {
     match id.filter(|id| !id.is_empty()) {
         Some(id) => id.to_owned(),
-        None => format!("{}{index}", ToolCall::MADE_UP_PREFIX),
+        None => ToolCall::made_up_id(index),
     }
 }
 
