@@ -5,6 +5,7 @@
 #
 #   bash benches/instructions.sh          rate-limit admissions (examples/admission_cost)
 #   bash benches/instructions.sh hops     a call through each layer (examples/hop_cost)
+#   bash benches/instructions.sh decode   a text-only answer decoded (examples/decode_cost)
 #
 # Admissions: on the fixed clocks (the admission alone) and on tokio's clock the counts
 # repeat; quanta's fallback under valgrind does not (CONTENDERS="llm-tower-quanta governor"
@@ -12,7 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}
-if [ "${1:-admissions}" = hops ]; then
+if [ "${1:-admissions}" = decode ]; then
+    N=${N:-200}
+    cargo build -q --release --features providers --example decode_cost
+    bin=target/release/examples/decode_cost
+    contenders=${CONTENDERS:-response stream}
+    unit=decode
+elif [ "${1:-admissions}" = hops ]; then
     cargo build -q --release --features retry,breaker,fallback,ratelimit --example hop_cost
     bin=target/release/examples/hop_cost
     contenders=${CONTENDERS:-bare tower ours-no-budget ours breaker fallback ratelimit stack}

@@ -688,19 +688,22 @@ impl StreamParser {
             | ProviderKind::OpenAiCompatible => {
                 let mut chunk = ChatChunk::default();
                 // Azure's first event and the usage chunk have empty `choices`.
-                if let Some(choice) = v.pointer("/choices/0") {
-                    let delta = choice.get("delta").unwrap_or(&Value::Null);
-                    if let Some(text) = str_at(delta, "/content") {
-                        chunk.delta.push_str(text);
-                    }
-                    if let Some(refusal) = str_at(delta, "/refusal").filter(|r| !r.is_empty()) {
-                        chunk.refusal = Some(refusal.to_owned());
-                    }
-                    self.openai_tool_deltas(delta, &mut chunk);
-                    chunk.reasoning = openai_reasoning_delta(delta);
-                    chunk.logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
-                    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                        self.finish_on(&mut chunk, reason);
+                if let Some(choice) = v.pointer("/choices/0").and_then(Value::as_object) {
+                    // NOTE: each key of the choice and its delta is visited once: a text
+                    // delta (one or two keys) costs no lookup per feature it does not use.
+                    for (key, value) in choice {
+                        match key.as_str() {
+                            "delta" => self.openai_delta(value, &mut chunk),
+                            "logprobs" if !value.is_null() => {
+                                chunk.logprobs = Some(value.clone());
+                            }
+                            "finish_reason" => {
+                                if let Some(reason) = value.as_str() {
+                                    self.finish_on(&mut chunk, reason);
+                                }
+                            }
+                            _ => {}
+                        }
                     }
                 }
                 if let Some(usage) = openai_usage(&v) {
@@ -783,9 +786,37 @@ impl StreamParser {
         Ok(step)
     }
 
+    /// An OpenAI-style `delta`: text, refusal, tool-call fragments, reasoning.
+    fn openai_delta(&mut self, delta: &Value, chunk: &mut ChatChunk) {
+        let Some(fields) = delta.as_object() else {
+            return;
+        };
+        let mut reasoning = false;
+        for (key, value) in fields {
+            match key.as_str() {
+                "content" => {
+                    if let Some(text) = value.as_str() {
+                        chunk.delta.push_str(text);
+                    }
+                }
+                "refusal" => {
+                    if let Some(refusal) = value.as_str().filter(|r| !r.is_empty()) {
+                        chunk.refusal = Some(refusal.to_owned());
+                    }
+                }
+                "tool_calls" => self.openai_tool_deltas(value, chunk),
+                "reasoning_details" | "reasoning_content" | "reasoning" => reasoning = true,
+                _ => {}
+            }
+        }
+        if reasoning {
+            chunk.reasoning = openai_reasoning_delta(delta);
+        }
+    }
+
     /// OpenAI's indexed tool-call fragments; the first of a call has its id and name.
-    fn openai_tool_deltas(&mut self, delta: &Value, chunk: &mut ChatChunk) {
-        let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) else {
+    fn openai_tool_deltas(&mut self, calls: &Value, chunk: &mut ChatChunk) {
+        let Some(calls) = calls.as_array() else {
             return;
         };
         for call in calls {
