@@ -12,7 +12,6 @@
 # to see it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${N:-200000}
 if [ "${1:-admissions}" = decode ]; then
     N=${N:-200}
     cargo build -q --release --features providers --example decode_cost
@@ -20,11 +19,13 @@ if [ "${1:-admissions}" = decode ]; then
     contenders=${CONTENDERS:-response stream}
     unit=decode
 elif [ "${1:-admissions}" = hops ]; then
+    N=${N:-200000}
     cargo build -q --release --features retry,breaker,fallback,ratelimit --example hop_cost
     bin=target/release/examples/hop_cost
     contenders=${CONTENDERS:-bare tower ours-no-budget ours breaker fallback ratelimit stack}
     unit=call
 else
+    N=${N:-200000}
     cargo build -q --release --features fast-clock --example admission_cost
     bin=target/release/examples/admission_cost
     contenders=${CONTENDERS:-llm-tower-fixed governor-fixed llm-tower-tokio}
