@@ -10,7 +10,8 @@
 //!   declared tool the user's text names (in order, several at once), or else the first tool,
 //!   with arguments `{"n": <k>, "tool": "<name>"}`;
 //! - a request whose last turn is a tool result answers `Tool <name> said: <result>.`;
-//! - JSON output asked for gets a JSON object (filled from the schema's properties);
+//! - JSON output asked for gets a JSON object (filled from the schema's properties; without
+//!   a schema, `{"answer": "<the canonical answer>"}`);
 //! - reasoning asked for (Anthropic `thinking`, Gemini `thinkingConfig`, Ollama `think`,
 //!   `reasoning_effort` / `reasoning`) is shown first, signed where the provider signs.
 
@@ -450,13 +451,14 @@ fn json_output(route: Route, json: &Value) -> Option<Value> {
     }
 }
 
-/// A JSON object following `schema`'s properties (by type), or `{"answer": "Alfa"}`.
+/// A JSON object following `schema`'s properties (by type); without a schema
+/// `{"answer": "<the canonical answer>"}`, long enough to stream in 60 pieces.
 fn object_for(schema: Option<&Value>) -> Value {
     let Some(properties) = schema
         .and_then(|s| s.get("properties"))
         .and_then(Value::as_object)
     else {
-        return json!({"answer": "Alfa"});
+        return json!({"answer": super::wire::canonical_answer(60)});
     };
     let mut out = Map::new();
     for (name, property) in properties {
