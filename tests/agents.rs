@@ -290,3 +290,47 @@ async fn log_probabilities_come_back_through_the_gateway() {
     let logprobs = response.choices[0].logprobs.clone().unwrap();
     assert_eq!(logprobs.content.unwrap().len(), 60);
 }
+
+#[tokio::test]
+async fn several_choices_come_back_through_the_gateway_whole_and_streamed() {
+    let running = start(quick_start(), Vec::new()).await;
+    let request = |stream: bool| {
+        CreateChatCompletionRequestArgs::default()
+            .model("gpt-4o-mini")
+            .messages(vec![
+                ChatCompletionRequestUserMessageArgs::default()
+                    .content("Hello")
+                    .build()
+                    .unwrap()
+                    .into(),
+            ])
+            .n(2)
+            .stream(stream)
+            .build()
+            .unwrap()
+    };
+    let response = running.client.chat().create(request(false)).await.unwrap();
+    assert_eq!(response.choices.len(), 2);
+    let texts: Vec<String> = response
+        .choices
+        .iter()
+        .map(|c| c.message.content.clone().unwrap())
+        .collect();
+    assert_eq!(texts[0], texts[1]);
+    assert_eq!(response.choices[1].index, 1);
+    let mut stream = running
+        .client
+        .chat()
+        .create_stream(request(true))
+        .await
+        .unwrap();
+    let mut streamed = [String::new(), String::new()];
+    while let Some(chunk) = stream.next().await {
+        for choice in chunk.unwrap().choices {
+            if let Some(piece) = choice.delta.content {
+                streamed[choice.index as usize].push_str(&piece);
+            }
+        }
+    }
+    assert_eq!(streamed, [texts[0].clone(), texts[0].clone()]);
+}

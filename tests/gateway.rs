@@ -1719,7 +1719,7 @@ targets = [{{ provider = "anthropic", model = "claude-3-5-haiku-latest" }}]
 
     // What the gateway cannot carry back is refused, never dropped.
     for (field, value) in [
-        ("n", json!(2)),
+        ("modalities", json!(["text", "audio"])),
         ("audio", json!({ "voice": "alloy", "format": "wav" })),
         ("functions", json!([{ "name": "f" }])),
     ] {

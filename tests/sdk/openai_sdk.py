@@ -64,11 +64,20 @@ def test_a_value_out_of_range_is_a_400_naming_it():
 
 def test_a_field_the_gateway_cannot_carry_is_refused_not_dropped():
     try:
-        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, n=2)
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=MESSAGES, modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
     except openai.BadRequestError as err:
-        assert err.param == "n", err.body
+        assert err.param in ("modalities", "audio"), err.body
     else:
-        raise AssertionError("n was dropped silently")
+        raise AssertionError("audio output was dropped silently")
+
+
+def test_several_choices_come_back():
+    completion = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, n=2)
+    assert [c.index for c in completion.choices] == [0, 1], completion.choices
+    canonical(completion.choices[1].message.content)
 
 
 WEATHER = [{

@@ -24,6 +24,8 @@ pub struct Assembler {
     text: String,
     refusal: Option<String>,
     logprobs: Option<serde_json::Value>,
+    /// Choices after the first, by index: their deltas joined in OpenAI's message form.
+    others: Vec<(u64, serde_json::Value)>,
     calls: Vec<(u32, ToolCall)>,
     reasoning: Vec<(u32, Reasoning)>,
     finish_reason: Option<FinishReason>,
@@ -47,6 +49,9 @@ impl Assembler {
         }
         if let Some(piece) = &chunk.logprobs {
             join_logprobs(&mut self.logprobs, piece);
+        }
+        for choice in &chunk.other_choices {
+            self.join_other(choice);
         }
         for piece in &chunk.tool_calls {
             let at = match self.calls.iter().position(|(i, _)| *i == piece.index) {
@@ -97,6 +102,73 @@ impl Assembler {
         }
     }
 
+    /// Joins an OpenAI-format choice delta of index > 0 into that choice's message: text
+    /// and refusal appended, tool-call fragments joined by their index, the finish reason
+    /// kept.
+    fn join_other(&mut self, choice: &serde_json::Value) {
+        use serde_json::{Value, json};
+        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let at = match self.others.iter().position(|(i, _)| *i == index) {
+            Some(at) => at,
+            None => {
+                let whole = json!({"index": index,
+                    "message": {"role": "assistant", "content": null},
+                    "finish_reason": null});
+                self.others.push((index, whole));
+                self.others.len() - 1
+            }
+        };
+        let whole = &mut self.others[at].1;
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        let message = &mut whole["message"];
+        for key in ["content", "refusal"] {
+            if let Some(piece) = delta.get(key).and_then(Value::as_str) {
+                let text = format!("{}{piece}", message[key].as_str().unwrap_or_default());
+                message[key] = Value::from(text);
+            }
+        }
+        for piece in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let calls = message
+                .as_object_mut()
+                .map(|m| m.entry("tool_calls").or_insert_with(|| json!([])));
+            let Some(Value::Array(calls)) = calls else {
+                continue;
+            };
+            let i = piece.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let call = match calls.iter().position(|c| c["index"] == i) {
+                Some(at) => &mut calls[at],
+                None => {
+                    calls.push(json!({"index": i, "id": "", "type": "function",
+                                      "function": {"name": "", "arguments": ""}}));
+                    calls.last_mut().expect("just pushed")
+                }
+            };
+            if let Some(id) = piece.get("id").and_then(Value::as_str) {
+                call["id"] = Value::from(id);
+            }
+            for key in ["name", "arguments"] {
+                if let Some(more) = piece
+                    .pointer(&format!("/function/{key}"))
+                    .and_then(Value::as_str)
+                {
+                    let text = format!(
+                        "{}{more}",
+                        call["function"][key].as_str().unwrap_or_default()
+                    );
+                    call["function"][key] = Value::from(text);
+                }
+            }
+        }
+        if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
+            whole["finish_reason"] = reason.clone();
+        }
+    }
+
     /// Whether a tool call has begun.
     pub fn has_tool_calls(&self) -> bool {
         !self.calls.is_empty()
@@ -107,6 +179,7 @@ impl Assembler {
         let mut response = ChatResponse::new(provider, model, self.text);
         response.refusal = self.refusal;
         response.logprobs = self.logprobs;
+        response.other_choices = self.others.into_iter().map(|(_, c)| c).collect();
         response.tool_calls = self
             .calls
             .into_iter()

@@ -764,9 +764,9 @@ impl RecoveringStream {
         if !chunk.delta.is_empty() {
             self.keep_delivered(&chunk.delta);
         }
-        if !chunk.tool_calls.is_empty() {
-            // NOTE: a tool call the caller has begun to read cannot be finished by another
-            // answer: a break from here on fails clean.
+        if !chunk.tool_calls.is_empty() || !chunk.other_choices.is_empty() {
+            // NOTE: a tool call (or a choice after the first) the caller has begun to read
+            // cannot be finished by another answer: a break from here on fails clean.
             self.tool_call_delivered = true;
         }
         self.out.push_back(Ok(chunk));

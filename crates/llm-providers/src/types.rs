@@ -576,6 +576,10 @@ pub struct ChatResponse {
     /// OpenAI-format `logprobs` of the answer, as the upstream sent them (asked for with the
     /// `logprobs` extra, which OpenAI-format upstreams read).
     pub logprobs: Option<Value>,
+    /// OpenAI-format choices after the first (asked for with the `n` extra, which
+    /// OpenAI-format upstreams read), as the upstream sent them; the first choice is this
+    /// answer's own fields.
+    pub other_choices: Vec<Value>,
     /// Why it ended.
     pub finish_reason: Option<FinishReason>,
     /// What it cost.
@@ -615,6 +619,7 @@ impl ChatResponse {
             reasoning: Vec::new(),
             refusal: None,
             logprobs: None,
+            other_choices: Vec::new(),
             finish_reason: Some(FinishReason::Stop),
             usage: None,
             provider: provider.into(),
@@ -670,6 +675,8 @@ pub struct ChatChunk {
     pub refusal: Option<String>,
     /// OpenAI-format `logprobs` of this piece, as the upstream sent them.
     pub logprobs: Option<Value>,
+    /// OpenAI-format choice deltas after the first (`n` > 1), as the upstream sent them.
+    pub other_choices: Vec<Value>,
     /// Set on the chunk where the model stopped.
     pub finish_reason: Option<FinishReason>,
     /// Set on the chunk that reports usage (for Anthropic: the cumulative total).
@@ -687,6 +694,7 @@ impl ChatChunk {
             || !self.tool_calls.is_empty()
             || self.reasoning.is_some()
             || self.refusal.is_some()
+            || !self.other_choices.is_empty()
     }
 
     /// A chunk of text.

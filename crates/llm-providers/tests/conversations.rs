@@ -493,3 +493,35 @@ async fn geminis_calls_without_ids_get_ids_of_their_own_that_find_their_tool_lat
         .collect();
     assert_eq!(results, [&json!("get_weather"), &json!("get_time")]);
 }
+
+#[tokio::test]
+async fn several_choices_asked_of_an_openai_format_upstream_all_come_back() {
+    let mock = MockProvider::builder()
+        .answer_tokens(5)
+        .start()
+        .await
+        .unwrap();
+    let req = ChatRequest::new("m").user("hi").extra("n", 3);
+    for kind in [
+        ProviderKind::OpenAi,
+        ProviderKind::Azure,
+        ProviderKind::OpenRouter,
+    ] {
+        for stream in [false, true] {
+            let answer = ask(&provider(&mock, kind), req.clone(), stream)
+                .await
+                .unwrap();
+            let at = format!("{kind} stream={stream}");
+            assert_eq!(
+                answer.text, "Alfa-1 Bravo-2 Charlie-3 Delta-4 Echo-5",
+                "{at}"
+            );
+            assert_eq!(answer.other_choices.len(), 2, "{at}");
+            for (i, other) in answer.other_choices.iter().enumerate() {
+                assert_eq!(other["index"], i + 1, "{at}");
+                assert_eq!(other["message"]["content"], answer.text.as_str(), "{at}");
+                assert_eq!(other["finish_reason"], "stop", "{at}");
+            }
+        }
+    }
+}

@@ -739,6 +739,7 @@ fn sse_events(
                 } else if !chunk.has_content()
                     && chunk.finish_reason.is_none()
                     && chunk.logprobs.is_none()
+                    && chunk.other_choices.is_empty()
                     && !state.first
                 {
                     // A usage-only chunk: its numbers go in the final usage chunk.

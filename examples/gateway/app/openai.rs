@@ -50,9 +50,10 @@ pub(crate) struct CompletionRequest {
     pub(crate) rest: Map<String, Value>,
 }
 
-/// Fields whose answer the gateway cannot carry back (several choices, audio) or that are
-/// superseded (`functions`): sent on, part of their answer would be dropped on the way back.
-/// (`logprobs` passes through to OpenAI-format upstreams and their answer comes back.)
+/// Fields whose answer the gateway cannot carry back (audio) or that are superseded
+/// (`functions`): sent on, part of their answer would be dropped on the way back.
+/// (`n`, `logprobs` and the like pass through to OpenAI-format upstreams, and what they add
+/// to the answer comes back.)
 const NOT_CARRIED: [&str; 4] = ["functions", "function_call", "audio", "modalities"];
 
 /// What joins a tool call's id and Gemini's thought signature in the ids the gateway hands
@@ -129,7 +130,7 @@ impl CompletionRequest {
             if single_choice || text_only {
                 continue;
             }
-            if field == "n" || NOT_CARRIED.contains(&field.as_str()) {
+            if NOT_CARRIED.contains(&field.as_str()) {
                 return Err(ApiError::invalid(format!(
                     "`{field}` is not supported by this gateway (its answer would be dropped)"
                 ))
@@ -615,9 +616,27 @@ pub(crate) struct Completion<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [CompletionChoice<'a>; 1],
+    choices: Choices<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<CompletionUsage>,
+}
+
+/// The answer's choice, then the ones after it (`n` > 1) as the upstream sent them.
+struct Choices<'a> {
+    first: CompletionChoice<'a>,
+    others: &'a [Value],
+}
+
+impl serde::Serialize for Choices<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(1 + self.others.len()))?;
+        seq.serialize_element(&self.first)?;
+        for other in self.others {
+            seq.serialize_element(other)?;
+        }
+        seq.end()
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -776,19 +795,22 @@ pub(crate) fn completion<'a>(id: &'a str, answer: &'a ChatResponse) -> Completio
         object: "chat.completion",
         created: unix_now(),
         model: &answer.model,
-        choices: [CompletionChoice {
-            index: 0,
-            message: CompletionMessage {
-                role: "assistant",
-                content: (!silent).then_some(answer.text.as_str()),
-                refusal: answer.refusal.as_deref(),
-                tool_calls,
-                reasoning_content: (!reasoning_text.is_empty()).then_some(reasoning_text),
-                reasoning_details,
+        choices: Choices {
+            first: CompletionChoice {
+                index: 0,
+                message: CompletionMessage {
+                    role: "assistant",
+                    content: (!silent).then_some(answer.text.as_str()),
+                    refusal: answer.refusal.as_deref(),
+                    tool_calls,
+                    reasoning_content: (!reasoning_text.is_empty()).then_some(reasoning_text),
+                    reasoning_details,
+                },
+                logprobs: answer.logprobs.as_ref(),
+                finish_reason: finish_reason_str(answer.finish_reason.as_ref()),
             },
-            logprobs: answer.logprobs.as_ref(),
-            finish_reason: finish_reason_str(answer.finish_reason.as_ref()),
-        }],
+            others: &answer.other_choices,
+        },
         usage: answer.usage.map(CompletionUsage::from),
     }
 }
@@ -847,20 +869,31 @@ pub(crate) fn chunk(id: &str, created: u64, model: &str, chunk: &ChatChunk, firs
             );
         }
     }
-    let mut choice = json!({
-        "index": 0,
-        "delta": delta,
-        "finish_reason": finish_reason(chunk.finish_reason.as_ref()),
-    });
-    if let Some(logprobs) = &chunk.logprobs {
-        choice["logprobs"] = logprobs.clone();
+    let mut choices = Vec::with_capacity(1 + chunk.other_choices.len());
+    // A chunk that only carries other choices (`n` > 1) has no first choice to show.
+    let first_choice = first
+        || !delta.is_empty()
+        || chunk.finish_reason.is_some()
+        || chunk.logprobs.is_some()
+        || chunk.other_choices.is_empty();
+    if first_choice {
+        let mut choice = json!({
+            "index": 0,
+            "delta": delta,
+            "finish_reason": finish_reason(chunk.finish_reason.as_ref()),
+        });
+        if let Some(logprobs) = &chunk.logprobs {
+            choice["logprobs"] = logprobs.clone();
+        }
+        choices.push(choice);
     }
+    choices.extend(chunk.other_choices.iter().cloned());
     json!({
         "id": id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [choice],
+        "choices": choices,
     })
 }
 

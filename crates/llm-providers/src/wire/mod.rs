@@ -314,6 +314,9 @@ fn parse_openai_fast(
     if parsed.error.is_some() {
         return None;
     }
+    if parsed.choices.len() > 1 {
+        return None;
+    }
     let choice = parsed.choices.into_iter().next()?;
     if choice.logprobs.is_some() {
         return None;
@@ -421,6 +424,9 @@ fn parse_value(
             res.reasoning = openai_reasoning(message);
             res.logprobs = choice.get("logprobs").filter(|l| !l.is_null()).cloned();
             res.finish_reason = finish_at(choice, "finish_reason", !res.tool_calls.is_empty());
+            if let Some(others) = v.get("choices").and_then(Value::as_array) {
+                res.other_choices = others.iter().skip(1).cloned().collect();
+            }
             res.usage = openai_usage(&v);
             res.id = model_at("/id");
             res.model = model_at("/model").unwrap_or(res.model);
@@ -688,7 +694,16 @@ impl StreamParser {
             | ProviderKind::OpenAiCompatible => {
                 let mut chunk = ChatChunk::default();
                 // Azure's first event and the usage chunk have empty `choices`.
-                if let Some(choice) = v.pointer("/choices/0").and_then(Value::as_object) {
+                let choices = v.get("choices").and_then(Value::as_array);
+                for choice in choices.into_iter().flatten() {
+                    let Some(choice) = choice.as_object() else {
+                        continue;
+                    };
+                    // Choices after the first (`n` > 1) go to the caller as they came.
+                    if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+                        chunk.other_choices.push(Value::Object(choice.clone()));
+                        continue;
+                    }
                     // NOTE: each key of the choice and its delta is visited once: a text
                     // delta (one or two keys) costs no lookup per feature it does not use.
                     for (key, value) in choice {

@@ -63,6 +63,8 @@ pub(crate) struct Answer {
     pub(crate) thinking: Option<String>,
     /// OpenAI's `logprobs` were asked for.
     pub(crate) logprobs: bool,
+    /// How many choices (OpenAI's `n`), each the same answer.
+    pub(crate) choices: usize,
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -478,9 +480,14 @@ fn object_for(schema: Option<&Value>) -> Value {
 /// What the mock answers to `json`, a request on `route` for `model`.
 pub(crate) fn answer(route: Route, model: &str, json: &Value) -> Answer {
     let conversation = read(route, json);
+    let openai = matches!(route, Route::OpenAi | Route::Azure | Route::OpenRouter);
     let mut answer = Answer {
-        logprobs: matches!(route, Route::OpenAi | Route::Azure | Route::OpenRouter)
-            && json.get("logprobs") == Some(&Value::Bool(true)),
+        logprobs: openai && json.get("logprobs") == Some(&Value::Bool(true)),
+        choices: json
+            .get("n")
+            .and_then(Value::as_u64)
+            .filter(|_| openai)
+            .map_or(1, |n| n.clamp(1, 8) as usize),
         ..Answer::default()
     };
     if wants_thinking(route, json) {

@@ -876,6 +876,7 @@ async fn handle(route: Route, shared: Arc<Shared>, req: Request) -> Response {
         truncated = false;
     }
     let exchange = Exchange {
+        choices: answer.choices.max(1),
         logprobs: answer.logprobs,
         calls: answer.calls,
         thinking: answer.thinking,

@@ -69,6 +69,7 @@ pub fn stream_body(route: Route, tokens: usize) -> Vec<u8> {
         calls: Vec::new(),
         thinking: None,
         logprobs: false,
+        choices: 1,
     };
     stream_frames(&exchange, false)
         .iter()
@@ -94,6 +95,8 @@ pub(crate) struct Exchange {
     pub(crate) thinking: Option<String>,
     /// OpenAI's `logprobs` were asked for: each token's comes with it.
     pub(crate) logprobs: bool,
+    /// How many choices (OpenAI's `n`), each the same answer.
+    pub(crate) choices: usize,
 }
 
 impl Exchange {
@@ -223,6 +226,13 @@ pub(crate) fn success_body(ex: &Exchange) -> Value {
             };
             let mut choice = json!({"index": 0, "message": message,
                 "logprobs": logprobs, "finish_reason": ex.openai_finish()});
+            let others: Vec<Value> = (1..ex.choices)
+                .map(|i| {
+                    let mut other = choice.clone();
+                    other["index"] = json!(i);
+                    other
+                })
+                .collect();
             let mut body = json!({"id": ex.chat_id(), "object": "chat.completion",
                 "created": ex.created, "model": ex.model, "choices": [],
                 "usage": ex.usage_openai(), "system_fingerprint": "fp_mock"});
@@ -238,6 +248,9 @@ pub(crate) fn success_body(ex: &Exchange) -> Value {
                 _ => {}
             }
             body["choices"] = json!([choice]);
+            if let Some(choices) = body["choices"].as_array_mut() {
+                choices.extend(others);
+            }
             body
         }
         Route::Anthropic => json!({"id": format!("msg_{}", ex.request_id), "type": "message",
@@ -382,9 +395,9 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
     let mut frames = Vec::with_capacity(ex.tokens.len() + 8);
     match ex.route {
         Route::OpenAi | Route::Azure | Route::OpenRouter => {
-            let chunk = |delta: Value, finish: Value| {
-                let mut choice =
-                    json!({"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish});
+            let chunk_of = |index: usize, delta: Value, finish: Value| {
+                let mut choice = json!({"index": index, "delta": delta, "logprobs": null,
+                    "finish_reason": finish});
                 if ex.route == Route::Azure {
                     choice["content_filter_results"] = json!({});
                 }
@@ -396,6 +409,7 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
                 }
                 sse(body)
             };
+            let chunk = |delta: Value, finish: Value| chunk_of(0, delta, finish);
             match ex.route {
                 Route::Azure => frames.push(sse(json!({"choices": [], "created": 0, "id": "",
                     "model": "", "object": "",
@@ -427,13 +441,19 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
                 }
             }
             for token in &ex.tokens {
-                let mut frame = chunk(json!({"content": token}), Value::Null).content();
-                if ex.logprobs {
-                    let mut body: Value = serde_json::from_str(&frame.payload).unwrap_or_default();
-                    body["choices"][0]["logprobs"] = Exchange::logprobs_of(std::iter::once(token));
-                    frame.payload = body.to_string();
+                // With n > 1 each choice's piece comes in its own chunk, as OpenAI sends them.
+                for index in 0..ex.choices {
+                    let mut frame =
+                        chunk_of(index, json!({"content": token}), Value::Null).content();
+                    if ex.logprobs {
+                        let mut body: Value =
+                            serde_json::from_str(&frame.payload).unwrap_or_default();
+                        body["choices"][0]["logprobs"] =
+                            Exchange::logprobs_of(std::iter::once(token));
+                        frame.payload = body.to_string();
+                    }
+                    frames.push(frame);
                 }
-                frames.push(frame);
             }
             for (k, (id, name, args)) in ex.calls.iter().enumerate() {
                 frames.push(
@@ -455,7 +475,9 @@ pub(crate) fn stream_frames(ex: &Exchange, no_done: bool) -> Vec<Frame> {
                     );
                 }
             }
-            frames.push(chunk(json!({}), json!(ex.openai_finish())));
+            for index in 0..ex.choices {
+                frames.push(chunk_of(index, json!({}), json!(ex.openai_finish())));
+            }
             if ex.include_usage || ex.route == Route::OpenRouter {
                 let mut usage = json!({"id": ex.chat_id(), "object": "chat.completion.chunk",
                     "created": ex.created, "model": ex.model, "system_fingerprint": "fp_mock",
