@@ -264,7 +264,7 @@ fn full_stack(c: &mut Criterion) {
         });
     });
     let mut tower_stack: BoxCloneService<Ping, (), tower::BoxError> = BoxCloneService::new(
-        tower::ServiceBuilder::new()
+        ServiceBuilder::new()
             .retry(RetryBoxed { left: 3 })
             .buffer(1024)
             .rate_limit(u64::from(u32::MAX), Duration::from_secs(10))
@@ -340,7 +340,7 @@ fn awaited_alternatives(c: &mut Criterion) {
     group.bench_function("tower-resilience-ratelimiter", |b| {
         b.iter(|| awaited(&rt, &mut resilience));
     });
-    let mut tower_limit = tower::ServiceBuilder::new()
+    let mut tower_limit = ServiceBuilder::new()
         .buffer(1024)
         .rate_limit(1_000_000_000, Duration::from_secs(10))
         .service(INSTANT);

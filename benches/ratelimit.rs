@@ -56,8 +56,7 @@ fn admission(c: &mut Criterion) {
     let fast = RateLimitLayer::builder()
         .config(unlimited())
         .build_with_clock(QuantaClock::new())
-        .unwrap()
-        .handle();
+        .unwrap();
     // NOTE: each contender hands the loop whether it admitted (`black_box` of a bool), as a
     // caller branching on it would: black-boxing our whole `StoreReply` (a grant, or a
     // rejection with its reason) forces it through memory and cost ~8 ns more here, where
@@ -97,8 +96,7 @@ fn contention(c: &mut Criterion) {
     let fast = RateLimitLayer::builder()
         .config(unlimited())
         .build_with_clock(QuantaClock::new())
-        .unwrap()
-        .handle();
+        .unwrap();
     group.bench_function("llm-ratelimit-layer LocalStore<QuantaClock>", |b| {
         contended(b, 2, || {
             black_box(admitted_fast(fast.store()));

@@ -30,14 +30,13 @@ impl Clock for Fixed {
 
 /// `n` admissions through the in-process store reading `clock`.
 fn admit(config: RateLimitConfig, clock: impl Clock, n: u64) {
-    let handle = RateLimitLayer::builder()
+    let layer = RateLimitLayer::builder()
         .config(config)
         .build_with_clock(clock)
-        .expect("valid limits")
-        .handle();
+        .expect("valid limits");
     for _ in 0..n {
         black_box(RateLimitStore::<()>::acquire(
-            handle.store(),
+            layer.store(),
             &(),
             0,
             Duration::ZERO,

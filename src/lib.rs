@@ -59,7 +59,21 @@
 //! ```
 
 mod ext;
+#[cfg(all(
+    feature = "providers",
+    feature = "retry",
+    feature = "breaker",
+    feature = "fallback",
+    feature = "ratelimit"
+))]
+pub mod upstream;
 
+#[cfg(feature = "breaker")]
+pub use ext::IntoBreakerLayer;
+#[cfg(feature = "ratelimit")]
+pub use ext::IntoRateLimitLayer;
+#[cfg(feature = "retry")]
+pub use ext::IntoRetryLayer;
 pub use ext::{LlmServiceExt, ServiceBuilderExt};
 pub use llm_core;
 pub use llm_core::*;
@@ -92,8 +106,9 @@ pub use llm_providers as providers;
 pub mod prelude {
     pub use llm_core::{
         AttemptBudget, Classify, ConfigError, Deadline, DefaultClassifier, ErrorKind, ErrorKinds,
-        LlmError, Outcome, ReportsUsage, RequestExtensions, ResponseMetadata, Usage,
+        EstimatedCost, LlmError, Outcome, ReportsUsage, RequestExtensions, ResponseMetadata, Usage,
     };
+    pub use tower::ServiceBuilder;
 
     #[cfg(feature = "retry")]
     pub use llm_retry_layer::{Backoff, Jitter, RetryConfig, RetryLayer};
@@ -111,6 +126,15 @@ pub mod prelude {
     pub use llm_providers::{
         ChatChunk, ChatRequest, ChatResponse, ChatStream, Message, Provider, ProviderKind,
     };
+
+    #[cfg(all(
+        feature = "providers",
+        feature = "retry",
+        feature = "breaker",
+        feature = "fallback",
+        feature = "ratelimit"
+    ))]
+    pub use crate::upstream::{Upstream, UpstreamChain};
 
     pub use crate::{LlmServiceExt, ServiceBuilderExt};
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use llm_testkit::{ScriptHandle, ScriptedService, Step, TestRequest, TestResponse, TestStream};
 use llm_tower::breaker::{BreakerConfig, BreakerHandle, BreakerLayer, State};
 use llm_tower::fallback::{Fallback, Target};
-use llm_tower::ratelimit::{LocalStore, Rate, RateLimitConfig, RateLimitHandle, RateLimitLayer};
+use llm_tower::ratelimit::{Rate, RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use llm_tower::retry::{Jitter, RetryConfig, RetryLayer};
 use llm_tower::{ErrorKind, LlmError};
 use tower::util::BoxCloneSyncService;
@@ -21,7 +21,7 @@ struct Stack<Res> {
     svc: Svc<Res>,
     script: ScriptHandle<TestRequest, Res>,
     breaker: BreakerHandle,
-    limiter: RateLimitHandle<LocalStore>,
+    limiter: RateLimitHandle,
 }
 
 fn stack<Res>(steps: Vec<Step<Res>>, otherwise: Step<Res>, limit: RateLimitConfig) -> Stack<Res>
@@ -132,7 +132,7 @@ async fn dropped_while_waiting_for_capacity_costs_no_capacity() {
     assert_eq!(s.limiter.waiting(), 0);
     // The abandoned wait reserved nothing: a minute later exactly one request fits again.
     tokio::time::advance(Duration::from_secs(60)).await;
-    assert_eq!(s.limiter.capacity(&()).requests, Some(1));
+    assert_eq!(s.limiter.capacity().unwrap().requests, Some(1));
     s.svc.clone().oneshot(ask()).await.unwrap();
     assert_eq!(s.script.call_count(), 2);
     assert_eq!(

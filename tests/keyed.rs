@@ -4,7 +4,7 @@ use llm_testkit::{ScriptedService, Step, TestRequest, TestResponse};
 use llm_tower::breaker::State;
 use llm_tower::keyed::KeyOf;
 use llm_tower::prelude::*;
-use llm_tower::ratelimit::{Mode, Rate};
+use llm_tower::ratelimit::{Mode, Rate, RateLimitStore};
 use tower::{Layer, ServiceExt};
 
 /// Keys requests by the model they ask for.
@@ -36,7 +36,7 @@ async fn one_extractor_keys_the_breaker_and_the_limiter() {
         })
         .build_keyed(ByModel)
         .unwrap();
-    let limits = limit.handle();
+    let limits = limit.store();
     let (provider, _) = ScriptedService::<TestRequest>::new([Step::fail(ErrorKind::Overloaded)]);
     let svc = breaker.layer(limit.layer(provider.then(Step::ok(TestResponse::new("ok")))));
 

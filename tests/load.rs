@@ -12,7 +12,7 @@ use llm_providers::{ChatRequest, ChatStream, Provider, ProviderKind, Timeouts};
 use llm_testkit::server::{MockProvider, Plan};
 use llm_tower::breaker::{BreakerHandle, BreakerLayer};
 use llm_tower::fallback::{Fallback, Target};
-use llm_tower::ratelimit::{LocalStore, RateLimitConfig, RateLimitHandle, RateLimitLayer};
+use llm_tower::ratelimit::{RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use llm_tower::retry::{RetryConfig, RetryLayer};
 use llm_tower::{ErrorKind, LlmError};
 use tower::util::BoxCloneSyncService;
@@ -51,7 +51,7 @@ repeat = true
 
 struct Stack {
     breaker: BreakerHandle,
-    limiter: RateLimitHandle<LocalStore>,
+    limiter: RateLimitHandle,
     chat: BoxCloneSyncService<ChatRequest, llm_providers::ChatResponse, LlmError>,
     stream: BoxCloneSyncService<ChatRequest, ChatStream, LlmError>,
 }

@@ -43,16 +43,15 @@ fn instance(url: String, tasks: usize) -> Vec<Duration> {
             })
             .build_redis(&redis)
             .expect("valid settings");
-        let handle = layer.handle();
         let until = Instant::now() + Duration::from_secs(SECONDS);
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..tasks {
-            let handle = handle.clone();
+            let layer = layer.clone();
             set.spawn(async move {
                 let mut latencies = Vec::new();
                 while Instant::now() < until {
                     let started = Instant::now();
-                    let result = match handle.store().acquire(&(), 0, Duration::ZERO) {
+                    let result = match layer.store().acquire(&(), 0, Duration::ZERO) {
                         StoreReply::Ready(result) => result,
                         StoreReply::Pending(future) => future.await,
                     };

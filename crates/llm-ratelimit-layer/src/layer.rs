@@ -19,7 +19,7 @@ use crate::clock::{Clock, TokioClock};
 use crate::config::{Mode, RateLimitConfig};
 use crate::future::ResponseFuture;
 use crate::gcra::Capacity;
-use crate::store::{KeyedLocalStore, LocalStore, RateLimitStore};
+use crate::store::{KeyedLocalStore, LocalStore, RateLimitStore, StoreLocation, StoreStatus};
 use llm_core::keyed::{KeyOf, NoKey};
 
 /// Prices every request at zero tokens: for limiters of requests only.
@@ -133,14 +133,22 @@ impl RateLimitLayer {
     }
 }
 
-impl<St, KF, C, Cl> RateLimitLayer<St, KF, C, Cl> {
-    /// Reads the limiter's capacity and counters.
-    pub fn handle(&self) -> RateLimitHandle<St> {
+impl<St: StoreStatus, KF, C, Cl> RateLimitLayer<St, KF, C, Cl> {
+    /// Reads the limiter's capacity and counters. The handle's type does not name the store:
+    /// a limit in this process and one shared through Redis give the same handle type.
+    pub fn handle(&self) -> RateLimitHandle {
         RateLimitHandle {
             store: self.shared.store.clone(),
             stats: self.shared.stats.clone(),
             concurrency: self.shared.concurrency.clone(),
         }
+    }
+}
+
+impl<St, KF, C, Cl> RateLimitLayer<St, KF, C, Cl> {
+    /// The store, with its own type: per-key capacity, a Redis store's state.
+    pub fn store(&self) -> &St {
+        &self.shared.store
     }
 }
 
@@ -330,53 +338,48 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
     }
 }
 
-/// Reads a limiter: capacity per key and counters.
+/// Reads a limiter: its capacity and counters. One type for every store — in this process,
+/// per key, or shared through Redis — so a health page holds the handles of limiters of
+/// different kinds in one list.
 ///
 /// ```
-/// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+/// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer, StoreLocation};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let layer = RateLimitLayer::new(RateLimitConfig::per_minute(500, 30_000)).unwrap();
-/// let capacity = layer.handle().capacity(&());
+/// let handle = layer.handle();
+/// let capacity = handle.capacity().unwrap();
 /// assert_eq!((capacity.requests, capacity.tokens), (Some(500), Some(30_000)));
+/// assert_eq!(handle.location(), StoreLocation::Local);
 /// # }
 /// ```
-pub struct RateLimitHandle<St> {
-    store: Arc<St>,
+#[derive(Clone)]
+pub struct RateLimitHandle {
+    store: Arc<dyn StoreStatus>,
     stats: Arc<Stats>,
     concurrency: Option<Concurrency>,
 }
 
-impl<St> Clone for RateLimitHandle<St> {
-    fn clone(&self) -> Self {
-        RateLimitHandle {
-            store: self.store.clone(),
-            stats: self.stats.clone(),
-            concurrency: self.concurrency.clone(),
-        }
-    }
-}
-
-impl<St> fmt::Debug for RateLimitHandle<St> {
+impl fmt::Debug for RateLimitHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitHandle")
+            .field("location", &self.store.location())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
 
-impl<St> RateLimitHandle<St> {
-    /// What `key` could admit now.
-    pub fn capacity<K>(&self, key: &K) -> Capacity
-    where
-        St: RateLimitStore<K>,
-    {
-        self.store.capacity(key)
+impl RateLimitHandle {
+    /// What the limit could admit now; `None` for a limit keyed per request (read a key's
+    /// capacity from [`RateLimitLayer::store`]). A limit shared through Redis reports what
+    /// Redis said at its last answer.
+    pub fn capacity(&self) -> Option<Capacity> {
+        self.store.unkeyed_capacity()
     }
 
-    /// The store.
-    pub fn store(&self) -> &St {
-        &self.store
+    /// Where the limit's state lives, and whether a shared store is reachable.
+    pub fn location(&self) -> StoreLocation {
+        self.store.location()
     }
 
     /// Requests waiting for capacity now.

@@ -19,4 +19,6 @@ pub use layer::{NoTokenCost, RateLimit, RateLimitHandle, RateLimitLayer, RateLim
 pub use llm_core::keyed::{KeyOf, NoKey};
 #[cfg(feature = "redis")]
 pub use redis::{FailurePolicy, RedisConfig, RedisKey, RedisStore};
-pub use store::{KeyedLocalStore, LocalStore, RateLimitStore, StoreReply};
+pub use store::{
+    KeyedLocalStore, LocalStore, RateLimitStore, StoreLocation, StoreReply, StoreStatus,
+};

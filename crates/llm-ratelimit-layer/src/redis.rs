@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::gcra::{Capacity, Grant, Limiter};
-use crate::store::{Limits, RateLimitStore, StoreReply};
+use crate::store::{Limits, RateLimitStore, StoreLocation, StoreReply, StoreStatus};
 
 /// GCRA over two buckets and a pause, in microseconds of the server's clock.
 ///
@@ -279,8 +279,7 @@ struct Shared {
 ///     .config(RateLimitConfig::per_minute(500, 30_000))
 ///     .build_redis(&RedisConfig::new("redis://127.0.0.1:6379"))
 ///     .unwrap();
-/// let store = layer.handle();
-/// assert!(!store.store().is_degraded());
+/// assert!(!layer.store().is_degraded());
 /// ```
 pub struct RedisStore<K> {
     shared: Arc<Shared>,
@@ -399,6 +398,24 @@ impl Shared {
     }
 }
 
+impl<K: 'static> StoreStatus for RedisStore<K> {
+    /// The last capacity Redis reported, for an unkeyed limit (`RedisStore<()>`).
+    fn unkeyed_capacity(&self) -> Option<Capacity> {
+        // NOTE: the counters are the last answer for whichever key asked last: only an
+        // unkeyed limit has one capacity to report.
+        if std::any::TypeId::of::<K>() != std::any::TypeId::of::<()>() {
+            return None;
+        }
+        Some(self.last_capacity())
+    }
+
+    fn location(&self) -> StoreLocation {
+        StoreLocation::Shared {
+            reachable: !self.is_degraded(),
+        }
+    }
+}
+
 impl<K: RedisKey + Send + Sync + 'static> RateLimitStore<K> for RedisStore<K> {
     fn acquire(&self, key: &K, tokens: u64, max_wait: Duration) -> StoreReply {
         let shared = self.shared.clone();
@@ -497,6 +514,13 @@ impl<K: RedisKey + Send + Sync + 'static> RateLimitStore<K> for RedisStore<K> {
     }
 
     fn capacity(&self, _: &K) -> Capacity {
+        self.last_capacity()
+    }
+}
+
+impl<K> RedisStore<K> {
+    /// What Redis reported at its last answer.
+    fn last_capacity(&self) -> Capacity {
         let m = self.shared.micros;
         let mut capacity = Capacity::default();
         if m.requests.0 > 0 {

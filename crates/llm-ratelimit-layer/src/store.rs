@@ -45,10 +45,12 @@ impl fmt::Debug for StoreReply {
 /// use std::sync::atomic::{AtomicU64, Ordering};
 /// use std::time::Duration;
 /// use llm_core::RateLimitInfo;
-/// use llm_ratelimit_layer::{Capacity, Grant, NoKey, RateLimitConfig, RateLimitLayer, RateLimitStore, StoreReply};
+/// use llm_ratelimit_layer::{Capacity, Grant, NoKey, RateLimitConfig, RateLimitLayer, RateLimitStore, StoreReply, StoreStatus};
 ///
 /// #[derive(Default)]
 /// struct Counting { admitted: AtomicU64 }
+///
+/// impl StoreStatus for Counting {}
 ///
 /// impl<K> RateLimitStore<K> for Counting {
 ///     fn acquire(&self, _: &K, tokens: u64, _: Duration) -> StoreReply {
@@ -66,9 +68,9 @@ impl fmt::Debug for StoreReply {
 ///     .config(RateLimitConfig::per_minute(60, 1_000))
 ///     .build_with_store(Counting::default(), NoKey)
 ///     .unwrap();
-/// assert_eq!(layer.handle().store().admitted.load(Ordering::Relaxed), 0);
+/// assert_eq!(layer.store().admitted.load(Ordering::Relaxed), 0);
 /// ```
-pub trait RateLimitStore<K>: Send + Sync + 'static {
+pub trait RateLimitStore<K>: StoreStatus {
     /// Admits one request costing `tokens` for `key`, waiting at most `max_wait`.
     fn acquire(&self, key: &K, tokens: u64, max_wait: Duration) -> StoreReply;
     /// Hands back a grant whose call never went.
@@ -81,6 +83,37 @@ pub trait RateLimitStore<K>: Send + Sync + 'static {
     fn observe(&self, key: &K, info: &RateLimitInfo);
     /// What `key` could admit now.
     fn capacity(&self, key: &K) -> Capacity;
+}
+
+/// What a [`RateLimitHandle`](crate::RateLimitHandle) reads of its store, whatever the
+/// store's key type: the handle does not carry the store's type, so one handle type covers a
+/// limit in this process, per key, or shared through Redis. Both methods have defaults (an
+/// in-process store that reports no unkeyed capacity).
+pub trait StoreStatus: Send + Sync + 'static {
+    /// What an unkeyed limit could admit now (`None` for a store keyed per request: its
+    /// capacity is per key, read with [`RateLimitStore::capacity`]).
+    fn unkeyed_capacity(&self) -> Option<Capacity> {
+        None
+    }
+
+    /// Where the limit's state lives.
+    fn location(&self) -> StoreLocation {
+        StoreLocation::Local
+    }
+}
+
+/// Where a limiter's state lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreLocation {
+    /// In this process.
+    Local,
+    /// Shared by every instance (Redis).
+    Shared {
+        /// Whether the shared store answered its last call (when it does not, the store's
+        /// failure policy is in force).
+        reachable: bool,
+    },
 }
 
 /// The limits one limiter enforces, as [`Limiter::new`] takes them.
@@ -114,6 +147,12 @@ impl<Clk: Clock> LocalStore<Clk> {
     #[inline]
     fn now_ns(&self) -> u64 {
         self.clock.now_ns().saturating_sub(self.origin_ns)
+    }
+}
+
+impl<Clk: Clock> StoreStatus for LocalStore<Clk> {
+    fn unkeyed_capacity(&self) -> Option<Capacity> {
+        Some(self.limiter.capacity_at(self.now_ns()))
     }
 }
 
@@ -185,6 +224,8 @@ impl<K: Hash + Eq + Clone> KeyedLocalStore<K> {
         })
     }
 }
+
+impl<K: Send + Sync + 'static> StoreStatus for KeyedLocalStore<K> {}
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static> RateLimitStore<K> for KeyedLocalStore<K> {
     fn acquire(&self, key: &K, tokens: u64, max_wait: Duration) -> StoreReply {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use llm_core::{BoxError, Deadline, ErrorKind, EstimatedCost, LimitReason, LlmError, Usage};
-use llm_ratelimit_layer::{Mode, Rate, RateLimitConfig, RateLimitLayer};
+use llm_ratelimit_layer::{Mode, Rate, RateLimitConfig, RateLimitLayer, RateLimitStore};
 use llm_testkit::{ScriptedService, Step, TestRequest, TestResponse, TestStream};
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -144,10 +144,13 @@ async fn tokens_are_reserved_then_reconciled_with_reported_usage() {
     let svc = layer.layer(svc);
     // Estimated 100 prompt + 2,000 max tokens; the answer used 150: 1,950 come back.
     svc.clone().oneshot(priced(400, 2_000)).await.unwrap();
-    assert_eq!(handle.capacity(&()).tokens, Some(10_000 - 150));
+    assert_eq!(handle.capacity().unwrap().tokens, Some(10_000 - 150));
     // Estimated 2,100; the answer used 3,000: 900 more are charged.
     svc.clone().oneshot(priced(400, 2_000)).await.unwrap();
-    assert_eq!(handle.capacity(&()).tokens, Some(10_000 - 150 - 3_000));
+    assert_eq!(
+        handle.capacity().unwrap().tokens,
+        Some(10_000 - 150 - 3_000)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -163,12 +166,12 @@ async fn a_stream_is_reconciled_when_it_ends() {
     let svc = layer.layer(svc);
     let stream = svc.clone().oneshot(priced(400, 1_000)).await.unwrap();
     assert_eq!(
-        handle.capacity(&()).tokens,
+        handle.capacity().unwrap().tokens,
         Some(10_000 - 1_100),
         "the estimate holds while the stream runs"
     );
     stream.finish_with_usage(Usage::new(100, 200));
-    assert_eq!(handle.capacity(&()).tokens, Some(10_000 - 300));
+    assert_eq!(handle.capacity().unwrap().tokens, Some(10_000 - 300));
 }
 
 #[tokio::test(start_paused = true)]
@@ -182,7 +185,7 @@ async fn failed_calls_give_their_tokens_back() {
     let (svc, _) = ScriptedService::<TestRequest>::always(Step::fail(ErrorKind::ServerError));
     let svc = layer.layer(svc);
     svc.clone().oneshot(priced(400, 1_000)).await.unwrap_err();
-    assert_eq!(handle.capacity(&()).tokens, Some(10_000));
+    assert_eq!(handle.capacity().unwrap().tokens, Some(10_000));
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,7 +226,7 @@ async fn a_provider_429_pauses_every_sharer() {
     let a = layer.clone().layer(a);
     let b = layer.layer(b);
     a.oneshot(0).await.unwrap_err();
-    assert_eq!(handle.capacity(&()).paused_for, S(20));
+    assert_eq!(handle.capacity().unwrap().paused_for, S(20));
     let err = b.clone().oneshot(1).await.unwrap_err();
     assert_eq!(err.retry_after(), Some(S(20)));
     assert_eq!(
@@ -259,13 +262,13 @@ async fn provider_headers_resynchronise_the_limiter() {
     let svc = layer.layer(svc);
     svc.clone().oneshot(0).await.unwrap();
     assert_eq!(
-        handle.capacity(&()).requests,
+        handle.capacity().unwrap().requests,
         Some(2),
         "the provider has 2 left: so do we"
     );
     svc.clone().oneshot(1).await.unwrap();
     assert_eq!(
-        handle.capacity(&()).paused_for,
+        handle.capacity().unwrap().paused_for,
         S(7),
         "an exhausted bucket pauses until its reset"
     );
@@ -279,7 +282,11 @@ async fn keyed_limits_keep_keys_apart() {
         .config(requests(60, 1, Mode::Reject))
         .build_keyed(|req: &TestRequest| req.model.clone())
         .unwrap();
-    let handle = layer.handle();
+    assert_eq!(
+        layer.handle().capacity(),
+        None,
+        "a keyed limit's capacity is per key"
+    );
     let (svc, _) = ScriptedService::<TestRequest>::always(Step::ok(TestResponse::new("ok")));
     let svc = layer.layer(svc);
     svc.clone()
@@ -296,8 +303,11 @@ async fn keyed_limits_keep_keys_apart() {
         .oneshot(TestRequest::new("claude"))
         .await
         .unwrap();
-    assert_eq!(handle.capacity(&"gpt-4o".to_owned()).requests, Some(0));
-    assert_eq!(handle.store().len(), 2);
+    assert_eq!(
+        layer.store().capacity(&"gpt-4o".to_owned()).requests,
+        Some(0)
+    );
+    assert_eq!(layer.store().len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -310,12 +320,11 @@ async fn keyed_limits_keep_memory_bounded() {
         .config(config)
         .build_keyed(|key: &u32| *key)
         .unwrap();
-    let handle = layer.handle();
     let (svc, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
     let svc = layer.layer(svc);
     for key in 0..100 {
         svc.clone().oneshot(key).await.unwrap();
-        assert!(handle.store().len() <= 4);
+        assert!(layer.store().len() <= 4);
     }
 }
 

@@ -72,10 +72,9 @@ fn four_instances_never_exceed_the_global_limit() {
                     .unwrap();
                 runtime.block_on(async move {
                     let layer = limiter(per_second(20, 5), &config);
-                    let store = layer.handle();
                     let mut admitted = Vec::new();
                     while started.elapsed() < run_for {
-                        if acquire(store.store(), 0, Duration::ZERO).await.is_ok() {
+                        if acquire(layer.store(), 0, Duration::ZERO).await.is_ok() {
                             admitted.push(started.elapsed());
                         }
                         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -126,22 +125,15 @@ async fn reconciled_tokens_return_to_every_instance() {
     };
     let a = limiter(tokens.clone(), &config);
     let b = limiter(tokens, &config);
-    let grant = acquire(a.handle().store(), 600, Duration::ZERO)
-        .await
-        .unwrap();
+    let grant = acquire(a.store(), 600, Duration::ZERO).await.unwrap();
     // Instance B sees instance A's reservation…
-    let err = acquire(b.handle().store(), 800, Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = acquire(b.store(), 800, Duration::ZERO).await.unwrap_err();
     assert!(matches!(err.reason(), LimitReason::Tokens), "{err:?}");
     // …and its correction: the call used 100 tokens, 500 come back for everyone.
-    a.handle().store().reconcile(&(), &grant, 100);
+    a.store().reconcile(&(), &grant, 100);
     let started = Instant::now();
     loop {
-        if acquire(b.handle().store(), 800, Duration::ZERO)
-            .await
-            .is_ok()
-        {
+        if acquire(b.store(), 800, Duration::ZERO).await.is_ok() {
             break;
         }
         assert!(
@@ -175,7 +167,7 @@ async fn remaining_counts_reported_to_one_instance_bind_every_instance() {
     let mut info = RateLimitInfo::new();
     info.remaining_requests = Some(3);
     info.remaining_tokens = Some(500);
-    a.handle().store().observe(&(), &info);
+    a.store().observe(&(), &info);
     // Wait for the correction to land (it is sent in the background), without spending.
     let client = ::redis::Client::open(server.url()).unwrap();
     let mut connection = client.get_multiplexed_async_connection().await.unwrap();
@@ -192,24 +184,18 @@ async fn remaining_counts_reported_to_one_instance_bind_every_instance() {
         assert!(started.elapsed() < Duration::from_secs(2), "never arrived");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let err = acquire(b.handle().store(), 600, Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = acquire(b.store(), 600, Duration::ZERO).await.unwrap_err();
     assert!(matches!(err.reason(), LimitReason::Tokens), "{err:?}");
     let mut admitted = 0;
-    while acquire(b.handle().store(), 1, Duration::ZERO).await.is_ok() {
+    while acquire(b.store(), 1, Duration::ZERO).await.is_ok() {
         admitted += 1;
     }
     assert_eq!(admitted, 3, "B admits what the provider said remains");
     // A report of more than the shared count holds raises nothing.
     info.remaining_requests = Some(50);
-    a.handle().store().observe(&(), &info);
+    a.store().observe(&(), &info);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(
-        acquire(b.handle().store(), 1, Duration::ZERO)
-            .await
-            .is_err()
-    );
+    assert!(acquire(b.store(), 1, Duration::ZERO).await.is_err());
 }
 
 #[tokio::test]
@@ -220,13 +206,11 @@ async fn a_provider_pause_is_seen_by_every_instance_and_keys_expire() {
     let config = redis(&server, "pause", FailurePolicy::Closed);
     let a = limiter(per_second(100, 100), &config);
     let b = limiter(per_second(100, 100), &config);
-    acquire(b.handle().store(), 0, Duration::ZERO)
-        .await
-        .unwrap();
-    a.handle().store().pause(&(), Duration::from_secs(2));
+    acquire(b.store(), 0, Duration::ZERO).await.unwrap();
+    a.store().pause(&(), Duration::from_secs(2));
     let started = Instant::now();
     let err = loop {
-        match acquire(b.handle().store(), 0, Duration::ZERO).await {
+        match acquire(b.store(), 0, Duration::ZERO).await {
             Err(err) => break err,
             Ok(_) => {
                 assert!(
@@ -247,9 +231,7 @@ async fn a_provider_pause_is_seen_by_every_instance_and_keys_expire() {
         "{retry:?}"
     );
     // A wait long enough is granted, ending with the pause.
-    let grant = acquire(b.handle().store(), 0, Duration::from_secs(3))
-        .await
-        .unwrap();
+    let grant = acquire(b.store(), 0, Duration::from_secs(3)).await.unwrap();
     assert!(grant.wait > Duration::from_millis(1500), "{grant:?}");
 
     // Every key the store wrote carries a TTL.
@@ -283,17 +265,13 @@ fn redis_down_follows_the_policy_then_recovers_by_itself() {
             per_second(100, 100),
             &redis(&server, "open", FailurePolicy::Open { share: 0.1 }),
         );
-        acquire(closed.handle().store(), 0, Duration::ZERO)
-            .await
-            .unwrap();
-        acquire(open.handle().store(), 0, Duration::ZERO)
-            .await
-            .unwrap();
+        acquire(closed.store(), 0, Duration::ZERO).await.unwrap();
+        acquire(open.store(), 0, Duration::ZERO).await.unwrap();
 
         server.stop();
         // Closed: refused, quickly (the timeout is 100 ms), never hanging.
         let started = Instant::now();
-        let err = acquire(closed.handle().store(), 0, Duration::ZERO)
+        let err = acquire(closed.store(), 0, Duration::ZERO)
             .await
             .unwrap_err();
         assert!(
@@ -302,16 +280,13 @@ fn redis_down_follows_the_policy_then_recovers_by_itself() {
             started.elapsed()
         );
         assert!(err.retry_after().is_some());
-        assert!(closed.handle().store().is_degraded());
+        assert!(closed.store().is_degraded());
         // Open: a local limiter with a tenth of the quota (10 per second, burst 10); after
         // the first call finds Redis gone, the others do not wait for it.
         let started = Instant::now();
         let mut admitted = 0;
         for _ in 0..30 {
-            if acquire(open.handle().store(), 0, Duration::ZERO)
-                .await
-                .is_ok()
-            {
+            if acquire(open.store(), 0, Duration::ZERO).await.is_ok() {
                 admitted += 1;
             }
         }
@@ -322,21 +297,18 @@ fn redis_down_follows_the_policy_then_recovers_by_itself() {
             (10..=most).contains(&admitted),
             "{admitted} admitted in {elapsed:?} from the local share"
         );
-        assert!(open.handle().store().is_degraded());
+        assert!(open.store().is_degraded());
 
         server.restart().unwrap();
         let started = Instant::now();
-        while acquire(closed.handle().store(), 0, Duration::ZERO)
-            .await
-            .is_err()
-        {
+        while acquire(closed.store(), 0, Duration::ZERO).await.is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "no recovery after Redis returned"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(!closed.handle().store().is_degraded());
+        assert!(!closed.store().is_degraded());
     });
 }
 
@@ -352,8 +324,7 @@ fn with_traffic_through_an_outage_sharing_resumes_within_seconds_and_no_call_wai
     runtime.block_on(async {
         let config = redis(&server, "outage", FailurePolicy::Open { share: 0.5 });
         let limit = limiter(per_second(1000, 1000), &config);
-        let handle = limit.handle();
-        let store = handle.store();
+        let store = limit.store();
         acquire(store, 0, Duration::ZERO).await.unwrap();
 
         server.stop();
@@ -369,6 +340,15 @@ fn with_traffic_through_an_outage_sharing_resumes_within_seconds_and_no_call_wai
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(store.is_degraded());
+        // The handle, whose type does not name the store, says the same.
+        assert_eq!(
+            limit.handle().location(),
+            llm_ratelimit_layer::StoreLocation::Shared { reachable: false }
+        );
+        assert!(
+            limit.handle().capacity().is_some(),
+            "an unkeyed shared limit has one capacity"
+        );
         assert!(
             slowest < Duration::from_millis(20),
             "a call waited {slowest:?}"

@@ -29,21 +29,21 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
-use llm_providers::recovery::{
-    AfterOutput, RecoveringStream, RecoveryEvent, RecoveryPolicy, RecoveryTarget, StreamRecovery,
-};
+use llm_providers::recovery::{AfterOutput, RecoveringStream, RecoveryPolicy};
 use llm_providers::{ChatRequest, ProviderKind};
+use llm_tower::fallback::Fallback;
+use llm_tower::ratelimit::StoreLocation;
+use llm_tower::upstream::{BreakerScope, ChatService, UpstreamChain, UpstreamHealth};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tower::util::BoxCloneSyncService;
 
 use self::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
 use self::metrics::Metrics;
 use self::openai::{ApiError, CompletionRequest};
-use self::stack::{AttemptLog, BreakerView, ChatService, StreamService, Upstream};
+use self::stack::{AttemptLog, Configured};
 
 /// The gateway's state; axum clones it per request, and every clone shares the providers'
 /// breakers, limiters and the metrics.
@@ -53,9 +53,9 @@ pub(crate) struct Gateway {
 }
 
 struct Inner {
-    upstreams: Vec<Upstream>,
+    upstreams: Vec<Configured>,
     /// `/api/chat` chains: entry `i` starts at provider `i`, then the others in order.
-    chat_chains: Vec<ChatService>,
+    chat_chains: Vec<Fallback<ChatService, ChatRequest>>,
     routes: Vec<Route>,
     wildcard: Option<Route>,
     metrics: Metrics,
@@ -71,13 +71,10 @@ struct Inner {
 struct Route {
     model: String,
     owner: String,
-    chat: ChatService,
-    /// The streaming chain under the route's recovery policy.
-    stream: BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>,
+    /// Its targets, complete and streaming (under the route's recovery policy).
+    chain: UpstreamChain,
     /// That policy.
     recovery: RecoveryPolicy,
-    /// Its targets' providers and wire formats, in order.
-    targets: Vec<(Arc<str>, ProviderKind)>,
 }
 
 impl Gateway {
@@ -92,23 +89,29 @@ impl Gateway {
                 .build_with(vars)
                 .map_err(|e| e.in_section(&section))?;
             let models = config.models_of(&settings.name);
-            upstreams.push(
-                Upstream::new(settings, provider, &models, &metrics)
+            upstreams.push(Configured {
+                upstream: stack::upstream(settings, provider, &models, &metrics)
                     .map_err(|e| e.in_section(&section))?,
-            );
+                model: settings.model.clone(),
+            });
         }
 
+        // `/api/chat` keeps its documented behaviour: a rate limit moves to the next provider.
         let chat_chains = (0..upstreams.len())
             .map(|first| {
                 let order =
                     std::iter::once(first).chain((0..upstreams.len()).filter(|&i| i != first));
-                let targets = order
-                    .map(|i| {
-                        let up = &upstreams[i];
-                        (up.api_chat.clone(), up.name.clone(), Some(up.model.clone()))
+                order
+                    .fold(stack::chain(&metrics), |chain, i| {
+                        chain.upstream_as(&upstreams[i].upstream, upstreams[i].model.clone())
                     })
-                    .collect();
-                stack::chain(targets, &metrics)
+                    .map_retry(|retry| {
+                        let mut retry = retry.clone();
+                        retry.failover_on = retry.failover_on.with(ErrorKind::RateLimited);
+                        retry
+                    })
+                    .build()
+                    .map(|chain| chain.chat())
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -116,21 +119,28 @@ impl Gateway {
         let mut wildcard = None;
         for (i, route) in config.effective_routes().into_iter().enumerate() {
             let section = format!("routes[{i}]");
-            let chat_targets = route_targets(&route, &upstreams, |up| up.chat.clone());
-            let stream_targets = route_targets(&route, &upstreams, |up| up.stream.clone());
-            let stream_chain =
-                stack::chain(stream_targets, &metrics).map_err(|e| e.in_section(&section))?;
+            let chain = route
+                .targets
+                .iter()
+                .fold(stack::chain(&metrics), |chain, target| {
+                    let up = &upstreams
+                        .iter()
+                        .find(|u| u.upstream.name() == target.provider)
+                        .expect("validated: every target names a provider")
+                        .upstream;
+                    match &target.model {
+                        Some(model) => chain.upstream_as(up, model.clone()),
+                        None => chain.upstream(up),
+                    }
+                })
+                .recovery(route.recovery_policy())
+                .build()
+                .map_err(|e| e.in_section(&section))?;
             let built = Route {
                 owner: route.targets[0].provider.clone(),
-                chat: stack::chain(chat_targets, &metrics).map_err(|e| e.in_section(&section))?,
-                stream: recovering(stream_chain, &route, &upstreams, &metrics)
-                    .map_err(|e| e.in_section(&section))?,
                 model: route.model.clone(),
                 recovery: route.recovery_policy(),
-                targets: route_targets(&route, &upstreams, |up| up.kind)
-                    .into_iter()
-                    .map(|(kind, name, _)| (name, kind))
-                    .collect(),
+                chain,
             };
             if route.is_wildcard() {
                 wildcard = Some(built);
@@ -275,7 +285,11 @@ impl Gateway {
 
     /// The providers' names, in order.
     pub(crate) fn provider_names(&self) -> Vec<&str> {
-        self.inner.upstreams.iter().map(|u| &*u.name).collect()
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name())
+            .collect()
     }
 
     fn route(&self, model: &str) -> Option<&Route> {
@@ -322,68 +336,6 @@ impl Gateway {
                 ))
             })
     }
-}
-
-/// A route's targets as (service picked from the provider's stacks, provider name, model).
-fn route_targets<S>(
-    route: &config::RouteConfig,
-    upstreams: &[Upstream],
-    pick: impl Fn(&Upstream) -> S,
-) -> Vec<(S, Arc<str>, Option<String>)> {
-    route
-        .targets
-        .iter()
-        .map(|target| {
-            let up = upstreams
-                .iter()
-                .find(|u| *u.name == *target.provider)
-                .expect("validated: every target names a provider");
-            (pick(up), up.name.clone(), target.model.clone())
-        })
-        .collect()
-}
-
-/// `chain` under `route`'s recovery policy: a broken stream continues on the route's
-/// targets, each taking a prefill as its provider's setting says.
-fn recovering(
-    chain: StreamService,
-    route: &config::RouteConfig,
-    upstreams: &[Upstream],
-    metrics: &Metrics,
-) -> Result<BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>, ConfigError> {
-    let metrics = metrics.clone();
-    let mut builder = StreamRecovery::builder(chain)
-        .policy(route.recovery_policy())
-        .on_recovery(move |event| match event {
-            RecoveryEvent::Recovered(r) => {
-                tracing::warn!(
-                    "stream from {} broke after {} tokens ({}); {} continued it ({})",
-                    r.from,
-                    r.after_tokens,
-                    r.cause,
-                    r.to,
-                    r.mode.as_str()
-                );
-                metrics.stream_recovery(&r.from, &r.to, r.mode.as_str(), "recovered");
-            }
-            // A route that does not continue broken streams has nothing to count here: the
-            // interruption itself is counted.
-            RecoveryEvent::Failed { reason, .. } if *reason == "not allowed" => {}
-            RecoveryEvent::Failed { from, reason, .. } => {
-                metrics.stream_recovery(from, "none", "none", reason);
-            }
-            _ => {}
-        });
-    let targets = route_targets(route, upstreams, |up| {
-        RecoveryTarget::new(up.name.clone(), up.kind, up.stream.clone()).prefill(up.prefill)
-    });
-    for (mut target, _, model) in targets {
-        if let Some(model) = model {
-            target = target.model(model);
-        }
-        builder = builder.target(target);
-    }
-    Ok(BoxCloneSyncService::new(builder.build()?))
 }
 
 /// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly.
@@ -506,7 +458,12 @@ async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Re
     };
     let first = match chat.provider.as_deref() {
         None => 0,
-        Some(name) => match gw.inner.upstreams.iter().position(|u| &*u.name == name) {
+        Some(name) => match gw
+            .inner
+            .upstreams
+            .iter()
+            .position(|u| u.upstream.name() == name)
+        {
             Some(index) => index,
             None => {
                 let valid = gw.provider_names();
@@ -638,8 +595,12 @@ async fn completions_inner(
             .code("model_not_found")
         });
     };
-    let targets: Vec<(&str, ProviderKind)> =
-        route.targets.iter().map(|(n, k)| (&**n, *k)).collect();
+    let targets: Vec<(&str, ProviderKind)> = route
+        .chain
+        .targets()
+        .iter()
+        .map(|(n, k)| (&**n, *k))
+        .collect();
     let passed = request.check_fields(&targets)?;
     // The fields checked are the ones that go; `take_chat_request` sends what `rest` holds.
     request.rest = passed;
@@ -654,7 +615,7 @@ async fn completions_inner(
     let id = gw.request_id();
     if !request.stream {
         let answer = gw
-            .within_deadline(route.chat.clone().oneshot(chat))
+            .within_deadline(route.chain.chat().oneshot(chat))
             .await
             .map_err(|err| ApiError::from_llm(&err))?;
         let mut response = axum::Json(openai::completion(&id, &answer)).into_response();
@@ -662,7 +623,7 @@ async fn completions_inner(
         return Ok(response);
     }
     let stream = gw
-        .within_deadline(route.stream.clone().oneshot(chat))
+        .within_deadline(route.chain.stream().oneshot(chat))
         .await
         .map_err(|err| ApiError::from_llm(&err))?;
     let provider = stream.provider().to_owned();
@@ -816,9 +777,9 @@ fn breaker_json(model: Option<&str>, m: &llm_tower::breaker::Metrics) -> serde_j
 /// A provider's breakers: a summary (`state` is the breakers' common state, or
 /// `partially_open`), and with one breaker per model, each of them. Also whether every one
 /// is open.
-fn breakers_json(view: &BreakerView, shared: bool) -> (serde_json::Value, bool) {
+fn breakers_json(health: &UpstreamHealth) -> (serde_json::Value, bool) {
     use llm_tower::breaker::State;
-    let breakers = view.breakers();
+    let breakers = health.breakers();
     let metrics: Vec<_> = breakers.iter().map(|(_, h)| h.metrics()).collect();
     let open = |m: &llm_tower::breaker::Metrics| matches!(m.state, State::Open | State::ForcedOpen);
     let all_open = !metrics.is_empty() && metrics.iter().all(open);
@@ -828,8 +789,9 @@ fn breakers_json(view: &BreakerView, shared: bool) -> (serde_json::Value, bool) 
         Some(_) => "partially_open",
     };
     let unreachable = breakers.iter().any(|(_, h)| h.redis_unreachable());
+    let per_model = health.breaker_scope() == BreakerScope::PerModel;
     let mut summary = json!({
-        "scope": if matches!(view, BreakerView::Provider(_)) { "provider" } else { "model" },
+        "scope": if per_model { "model" } else { "provider" },
         "state": state,
         "failureRate": metrics.iter().map(|m| m.failure_rate).fold(0.0, f64::max),
         "consecutiveFailures": metrics.iter().map(|m| m.consecutive_failures).max().unwrap_or(0),
@@ -837,10 +799,10 @@ fn breakers_json(view: &BreakerView, shared: bool) -> (serde_json::Value, bool) 
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         "trips": metrics.iter().map(|m| m.trips).sum::<u64>(),
         "rejected": metrics.iter().map(|m| m.rejected).sum::<u64>(),
-        "shared": shared,
+        "shared": health.breakers_shared(),
         "redisUnreachable": unreachable,
     });
-    if let BreakerView::PerModel(_) = view {
+    if per_model {
         summary["models"] = breakers
             .iter()
             .zip(&metrics)
@@ -857,28 +819,33 @@ async fn health(State(gw): State<Gateway>) -> Response {
         .inner
         .upstreams
         .iter()
-        .map(|up| {
-            let (breaker, all_open) = breakers_json(&up.breaker, up.breaker_shared);
+        .map(|configured| {
+            let up = &configured.upstream;
+            let health = up.health();
+            let (breaker, all_open) = breakers_json(health);
             if all_open {
                 open += 1;
             }
-            let view = &up.limiter;
-            let capacity = view.capacity();
-            let (waiting, admitted, rejected) = view.counters();
+            let limiter = health.limiter();
+            let capacity = limiter.capacity().unwrap_or_default();
+            let (shared, unreachable) = match limiter.location() {
+                StoreLocation::Shared { reachable } => (true, !reachable),
+                _ => (false, false),
+            };
             let limiter = json!({
                 "requestsAvailable": capacity.requests,
                 "tokensAvailable": capacity.tokens,
                 "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
-                "waiting": waiting,
-                "admitted": admitted,
-                "rejected": rejected,
-                "shared": view.shared().is_some(),
-                "redisUnreachable": view.shared().unwrap_or(false),
+                "waiting": limiter.waiting(),
+                "admitted": limiter.admitted(),
+                "rejected": limiter.rejected(),
+                "shared": shared,
+                "redisUnreachable": unreachable,
             });
             json!({
-                "name": &*up.name,
-                "kind": up.kind.to_string(),
-                "model": up.model,
+                "name": up.name(),
+                "kind": up.kind().to_string(),
+                "model": configured.model,
                 "breaker": breaker,
                 "limiter": limiter,
             })

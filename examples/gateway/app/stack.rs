@@ -1,18 +1,18 @@
 //! The services behind the endpoints: one resilient stack per provider, and fallback chains
 //! across them.
 //!
-//! Per provider, outermost first (DESIGN §4):
+//! Each provider is an [`Upstream`] (the facade's builder), outermost first (DESIGN §4):
 //!
 //! ```text
 //! Retry → Recorded → Breaker → RateLimit → Provider
 //! ```
 //!
-//! Every retry passes the breaker and spends a rate permit; `Recorded` sits under the retry
-//! layer so each attempt — refused locally or sent — lands in the request's [`AttemptLog`] and
-//! the metrics. The breaker and limiter layers are built once per provider and applied to
-//! both the complete and the streaming service, so the two share one breaker and one limit.
-//! Chains are `Fallback`s over these stacks; a chain is cheap to clone (axum clones per
-//! request) and every clone shares the same breakers and limiters.
+//! Every retry passes the breaker and spends a rate permit; `Recorded` wraps each attempt
+//! (`Upstream::around_attempts`) so each one — refused locally or sent — lands in the
+//! request's [`AttemptLog`] and the metrics. The upstream's complete and streaming services
+//! share one breaker and one limit. Chains are [`UpstreamChain`]s over these upstreams; a
+//! chain is cheap to clone (axum clones per request) and every clone shares the same breakers
+//! and limiters.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,26 +20,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use llm_providers::recovery::Prefill;
-use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
-use llm_tower::breaker::{BreakerHandle, BreakerLayer, KeyedBreakerHandle};
-use llm_tower::fallback::{Fallback, FallbackReason, Target};
-use llm_tower::ratelimit::{Capacity, LocalStore, RateLimitHandle, RateLimitLayer, RedisStore};
-use llm_tower::retry::{RetryConfig, RetryLayer};
-use llm_tower::{
-    ConfigError, EndObserver, ErrorKind, EstimatedCost, LlmError, ObserveEnd, ReportsUsage, Usage,
+use llm_providers::recovery::RecoveryEvent;
+use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider};
+use llm_tower::fallback::FallbackReason;
+use llm_tower::upstream::{
+    BreakerScope as UpstreamBreakerScope, Upstream, UpstreamChain, UpstreamChainBuilder,
 };
+use llm_tower::{ConfigError, EndObserver, ErrorKind, LlmError, ObserveEnd, ReportsUsage, Usage};
 use serde::Serialize;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use super::config::{BreakerScope, ProviderSettings};
 use super::metrics::{Metrics, ProviderSeries};
-
-/// A complete-answer service: one provider's stack, or a chain of them.
-pub(crate) type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
-/// A streaming service: one provider's stack, or a chain of them.
-pub(crate) type StreamService = BoxCloneSyncService<ChatRequest, ChatStream, LlmError>;
 
 /// One attempt on one provider, as the gateway reports it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -214,108 +206,51 @@ where
     }
 }
 
-/// A provider's rate limiter as `/health` reads it: in this process, or shared through Redis.
+/// One configured provider: its stack, and the model `/api/chat` asks it for.
 #[derive(Clone)]
-pub(crate) enum LimiterView {
-    /// In this process.
-    Local(RateLimitHandle<LocalStore>),
-    /// Shared by every instance through Redis.
-    Shared(RateLimitHandle<RedisStore<()>>),
-}
-
-impl LimiterView {
-    /// What it could admit now (for a shared limit: as of its last answer from Redis).
-    pub(crate) fn capacity(&self) -> Capacity {
-        match self {
-            LimiterView::Local(h) => h.capacity(&()),
-            LimiterView::Shared(h) => h.capacity(&()),
-        }
-    }
-
-    /// Requests waiting, admitted and rejected by this instance.
-    pub(crate) fn counters(&self) -> (usize, u64, u64) {
-        match self {
-            LimiterView::Local(h) => (h.waiting(), h.admitted(), h.rejected()),
-            LimiterView::Shared(h) => (h.waiting(), h.admitted(), h.rejected()),
-        }
-    }
-
-    /// Whether the limit is shared, and whether its Redis is unreachable now (`None`: in
-    /// this process).
-    pub(crate) fn shared(&self) -> Option<bool> {
-        match self {
-            LimiterView::Local(_) => None,
-            LimiterView::Shared(h) => Some(h.store().is_degraded()),
-        }
-    }
-}
-
-/// A provider's circuit breakers as `/health` reads them: one per upstream model (the
-/// default), or one for the whole provider.
-#[derive(Clone)]
-pub(crate) enum BreakerView {
-    /// One breaker per `provider/model` key.
-    PerModel(KeyedBreakerHandle<String>),
-    /// One breaker for every model.
-    Provider(BreakerHandle),
-}
-
-impl BreakerView {
-    /// Each breaker, with the model it covers (`None`: the whole provider).
-    pub(crate) fn breakers(&self) -> Vec<(Option<String>, BreakerHandle)> {
-        match self {
-            BreakerView::Provider(handle) => vec![(None, handle.clone())],
-            BreakerView::PerModel(keyed) => {
-                let mut keys = keyed.keys();
-                keys.sort();
-                keys.into_iter()
-                    .filter_map(|key| {
-                        let handle = keyed.get(&key)?;
-                        let model = key.split_once('/').map_or(key.as_str(), |(_, m)| m);
-                        Some((Some(model.to_owned()), handle))
-                    })
-                    .collect()
-            }
-        }
-    }
-}
-
-/// One provider with its resilience stacks, complete and streaming.
-#[derive(Clone)]
-pub(crate) struct Upstream {
-    /// Its configured name.
-    pub(crate) name: Arc<str>,
-    /// Its wire format.
-    pub(crate) kind: ProviderKind,
+pub(crate) struct Configured {
+    /// Its stack and health handles, under its configured name.
+    pub(crate) upstream: Upstream,
     /// The model `/api/chat` asks it for.
     pub(crate) model: String,
-    /// Its breakers' state.
-    pub(crate) breaker: BreakerView,
-    /// Whether its breakers share their state through Redis.
-    pub(crate) breaker_shared: bool,
-    /// Its limiter's capacity.
-    pub(crate) limiter: LimiterView,
-    /// Whether it takes an assistant prefill when continuing a broken stream.
-    pub(crate) prefill: Prefill,
-    /// Complete answers through its stack, for `/api/chat`: a rate limit moves on at once.
-    pub(crate) api_chat: ChatService,
-    /// Complete answers through its stack, for routes.
-    pub(crate) chat: ChatService,
-    /// Streams through its stack, for routes.
-    pub(crate) stream: StreamService,
 }
 
-/// A retry layer over `config` that logs and counts as `name`.
-fn retry_layer(
-    name: &Arc<str>,
+/// Builds `settings`' stack over `provider`, reporting to `metrics` and the log; with one
+/// breaker per model, the breakers of `models` (the ones the configuration names) exist
+/// from the start.
+pub(crate) fn upstream(
+    settings: &ProviderSettings,
+    provider: Provider,
+    models: &[&str],
     metrics: &Metrics,
-    config: RetryConfig,
-) -> Result<RetryLayer, ConfigError> {
-    let (name, metrics) = (name.clone(), metrics.clone());
-    let give_up_name = name.clone();
-    RetryLayer::builder()
-        .config(config)
-        .on_retry(move |event| {
+) -> Result<Upstream, ConfigError> {
+    let name: Arc<str> = Arc::from(settings.name.as_str());
+    let mut builder = Upstream::builder(name.clone(), provider)
+        .retry(settings.retry.clone())
+        .breaker(settings.breaker.clone())
+        .breaker_scope(match settings.breaker_scope {
+            BreakerScope::Model => UpstreamBreakerScope::PerModel,
+            BreakerScope::Provider => UpstreamBreakerScope::Provider,
+        })
+        .known_models(models.iter().copied())
+        .rate_limit(settings.rate_limit.clone())
+        .prefill(settings.prefill)
+        .around_attempts(RecordLayer {
+            provider: name.clone(),
+            metrics: metrics.clone(),
+        });
+    if let Some(redis) = &settings.shared_limit {
+        builder = builder.shared_rate_limit(redis.clone());
+    }
+    if let Some(redis) = &settings.shared_breaker {
+        builder = builder.shared_breaker(redis.clone());
+    }
+    let retries = metrics.clone();
+    let breakers = metrics.clone();
+    let (rejections, waits) = (metrics.clone(), metrics.clone());
+    let (rejected_by, waited_on) = (name.clone(), name.clone());
+    builder
+        .on_retry(move |name, event| {
             tracing::warn!(
                 provider = %name,
                 attempt = event.attempt,
@@ -325,219 +260,58 @@ fn retry_layer(
                 event.kind,
                 event.delay
             );
-            metrics.retry(&name, event.kind.as_str());
+            retries.retry(name, event.kind.as_str());
         })
-        .on_give_up(move |give_up| {
+        .on_give_up(|name, give_up| {
             tracing::debug!(
-                provider = %give_up_name,
+                provider = %name,
                 attempts = give_up.attempts,
                 kind = give_up.kind.as_str(),
-                "{give_up_name} gives up after {} attempt(s): {:?}",
+                "{name} gives up after {} attempt(s): {:?}",
                 give_up.attempts,
                 give_up.reason
             );
         })
+        .on_breaker_change(move |change| {
+            let held = change
+                .open_for
+                .map(|open_for| format!(" for {open_for:?}"))
+                .unwrap_or_default();
+            let peer = if change.from_peer {
+                " (decided by another instance)"
+            } else {
+                ""
+            };
+            let of = change.name.as_deref().unwrap_or(&name);
+            tracing::warn!(
+                provider = %name,
+                breaker = %of,
+                from = change.from.as_str(),
+                to = change.to.as_str(),
+                from_peer = change.from_peer,
+                "circuit breaker of {of}: {} → {}{held}{peer}",
+                change.from,
+                change.to
+            );
+            breakers.breaker_transition(&name, change.from.as_str(), change.to.as_str());
+        })
+        // NOTE: a rejection is also counted by `Recorded`, which sees it as the call's result.
+        .on_rate_limited(move |rejected| {
+            tracing::debug!(provider = %rejected_by, "rate limit of {rejected_by}: {rejected}");
+            rejections.limiter_rejection(&rejected_by);
+        })
+        .on_rate_limit_wait(move |wait| {
+            tracing::debug!(provider = %waited_on, "rate limit of {waited_on}: waiting {wait:?}");
+            waits.limiter_wait(&waited_on);
+        })
         .build()
-        .map_err(|e| e.in_section("retry"))
 }
 
-/// The services above the limiter, over one breaker layer (single or keyed): `Retry →
-/// Recorded → Breaker` for `/api/chat`, routes and streams.
-struct Guarded {
-    api_chat: ChatService,
-    chat: ChatService,
-    stream: StreamService,
-}
-
-impl Guarded {
-    fn new<B>(
-        breaker: &B,
-        retries: [&RetryLayer; 2],
-        recorded: &RecordLayer,
-        chat: ChatService,
-        stream: StreamService,
-    ) -> Guarded
-    where
-        B: Layer<ChatService> + Layer<StreamService>,
-        <B as Layer<ChatService>>::Service: Service<ChatRequest, Response = ChatResponse, Error = LlmError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <<B as Layer<ChatService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
-        <B as Layer<StreamService>>::Service: Service<ChatRequest, Response = ChatStream, Error = LlmError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <<B as Layer<StreamService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
-    {
-        let [api_retry, retry] = retries;
-        let chat = recorded.layer(breaker.layer(chat));
-        Guarded {
-            api_chat: ChatService::new(api_retry.layer(chat.clone())),
-            chat: ChatService::new(retry.layer(chat)),
-            stream: StreamService::new(retry.layer(recorded.layer(breaker.layer(stream)))),
-        }
-    }
-}
-
-impl Upstream {
-    /// Builds `settings`' stacks over `provider`, reporting to `metrics` and the log; with
-    /// one breaker per model, the breakers of `models` (the ones the configuration names)
-    /// exist from the start.
-    pub(crate) fn new(
-        settings: &ProviderSettings,
-        provider: Provider,
-        models: &[&str],
-        metrics: &Metrics,
-    ) -> Result<Upstream, ConfigError> {
-        let name: Arc<str> = Arc::from(settings.name.as_str());
-        let provider = provider.renamed(&settings.name);
-
-        let retry = retry_layer(&name, metrics, settings.retry.clone())?;
-        // `/api/chat` keeps its documented behaviour: a rate limit moves to the next provider.
-        let mut api_config = settings.retry.clone();
-        api_config.failover_on = api_config.failover_on.with(ErrorKind::RateLimited);
-        let api_retry = retry_layer(&name, metrics, api_config)?;
-
-        let breaker = {
-            let (name, metrics) = (name.clone(), metrics.clone());
-            let mut builder = BreakerLayer::builder()
-                .config(settings.breaker.clone())
-                .name(name.clone())
-                .on_state_change(move |change| {
-                    let held = change
-                        .open_for
-                        .map(|open_for| format!(" for {open_for:?}"))
-                        .unwrap_or_default();
-                    let peer = if change.from_peer {
-                        " (decided by another instance)"
-                    } else {
-                        ""
-                    };
-                    let of = change.name.as_deref().unwrap_or(&name);
-                    tracing::warn!(
-                        provider = %name,
-                        breaker = %of,
-                        from = change.from.as_str(),
-                        to = change.to.as_str(),
-                        from_peer = change.from_peer,
-                        "circuit breaker of {of}: {} → {}{held}{peer}",
-                        change.from,
-                        change.to
-                    );
-                    metrics.breaker_transition(&name, change.from.as_str(), change.to.as_str());
-                });
-            if let Some(shared) = &settings.shared_breaker {
-                builder = builder.shared(shared.clone());
-            }
-            builder
-        };
-        let streaming = provider.streaming();
-        let (limiter, chat_inner, stream_inner) = {
-            let (name, metrics) = (name.clone(), metrics.clone());
-            let wait_name = name.clone();
-            let wait_metrics = metrics.clone();
-            // NOTE: a rejection is counted by `Recorded`, which sees it as the call's result.
-            let builder = RateLimitLayer::builder()
-                .config(settings.rate_limit.clone())
-                .token_cost(EstimatedCost::approximate())
-                .on_rejected(move |rejected| {
-                    tracing::debug!(provider = %name, "rate limit of {name}: {rejected}");
-                    metrics.limiter_rejection(&name);
-                })
-                .on_wait(move |wait| {
-                    tracing::debug!(provider = %wait_name, "rate limit of {wait_name}: waiting {wait:?}");
-                    wait_metrics.limiter_wait(&wait_name);
-                });
-            match &settings.shared_limit {
-                Some(redis) => {
-                    let limit = builder
-                        .build_redis(redis)
-                        .map_err(|e| e.in_section("rate_limit"))?;
-                    (
-                        LimiterView::Shared(limit.handle()),
-                        ChatService::new(limit.layer(provider.clone())),
-                        StreamService::new(limit.layer(streaming)),
-                    )
-                }
-                None => {
-                    let limit = builder.build().map_err(|e| e.in_section("rate_limit"))?;
-                    (
-                        LimiterView::Local(limit.handle()),
-                        ChatService::new(limit.layer(provider.clone())),
-                        StreamService::new(limit.layer(streaming)),
-                    )
-                }
-            }
-        };
-
-        let recorded = RecordLayer {
-            provider: name.clone(),
-            metrics: metrics.clone(),
-        };
-        let retries = [&api_retry, &retry];
-        let (breaker, guarded) = match settings.breaker_scope {
-            BreakerScope::Provider => {
-                let layer = breaker.build().map_err(|e| e.in_section("breaker"))?;
-                let guarded = Guarded::new(&layer, retries, &recorded, chat_inner, stream_inner);
-                (BreakerView::Provider(layer.handle()), guarded)
-            }
-            BreakerScope::Model => {
-                let key_name = name.clone();
-                // NOTE: the key names the provider too: keyed breakers are named by their key,
-                // and a Redis-shared breaker is stored under its name.
-                let layer = breaker
-                    .build_keyed(move |req: &ChatRequest| format!("{key_name}/{}", req.model()))
-                    .map_err(|e| e.in_section("breaker"))?;
-                let guarded = Guarded::new(&layer, retries, &recorded, chat_inner, stream_inner);
-                let handle = layer.handle();
-                for model in models {
-                    handle.get_or_create(&format!("{name}/{model}"));
-                }
-                (BreakerView::PerModel(handle), guarded)
-            }
-        };
-        Ok(Upstream {
-            name,
-            kind: provider.kind(),
-            model: settings.model.clone(),
-            breaker,
-            breaker_shared: settings.shared_breaker.is_some(),
-            limiter,
-            prefill: settings.prefill,
-            api_chat: guarded.api_chat,
-            chat: guarded.chat,
-            stream: guarded.stream,
-        })
-    }
-}
-
-/// A fallback chain over `targets` (upstream, model to ask it for — `None`: the model the
-/// client asked for), logging and counting each move.
-pub(crate) fn chain<S, R>(
-    targets: Vec<(S, Arc<str>, Option<String>)>,
-    metrics: &Metrics,
-) -> Result<BoxCloneSyncService<ChatRequest, R, LlmError>, ConfigError>
-where
-    S: Service<ChatRequest, Response = R, Error = LlmError> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    R: llm_tower::ResponseMetadata + Send + 'static,
-    llm_tower::DefaultClassifier: llm_tower::Classify<R, LlmError>,
-{
-    let targets = targets
-        .into_iter()
-        .map(|(service, name, model)| {
-            let target = Target::new(name, service);
-            match model {
-                Some(model) => target.model(model),
-                None => target,
-            }
-        })
-        .collect();
-    let metrics = metrics.clone();
-    let chain = Fallback::builder(targets)
+/// A chain builder that logs and counts each move to the next provider and each stream
+/// repair.
+pub(crate) fn chain(metrics: &Metrics) -> UpstreamChainBuilder {
+    let (fallbacks, recoveries) = (metrics.clone(), metrics.clone());
+    UpstreamChain::builder()
         .on_fallback(move |event| {
             let reason = match &event.reason {
                 FallbackReason::Failed { kind, .. } => kind.as_str(),
@@ -559,8 +333,26 @@ where
                     event.to
                 );
             }
-            metrics.fallback(&event.from, &event.to, reason);
+            fallbacks.fallback(&event.from, &event.to, reason);
         })
-        .build()?;
-    Ok(BoxCloneSyncService::new(chain))
+        .on_recovery(move |event| match event {
+            RecoveryEvent::Recovered(r) => {
+                tracing::warn!(
+                    "stream from {} broke after {} tokens ({}); {} continued it ({})",
+                    r.from,
+                    r.after_tokens,
+                    r.cause,
+                    r.to,
+                    r.mode.as_str()
+                );
+                recoveries.stream_recovery(&r.from, &r.to, r.mode.as_str(), "recovered");
+            }
+            // A route that does not continue broken streams has nothing to count here: the
+            // interruption itself is counted.
+            RecoveryEvent::Failed { reason, .. } if *reason == "not allowed" => {}
+            RecoveryEvent::Failed { from, reason, .. } => {
+                recoveries.stream_recovery(from, "none", "none", reason);
+            }
+            _ => {}
+        })
 }

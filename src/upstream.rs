@@ -1,0 +1,782 @@
+//! One provider and its resilience stack, built once: [`Upstream`]; fallback chains and
+//! stream recovery over a list of them: [`UpstreamChain`].
+//!
+//! An [`Upstream`] is a provider with its retry, circuit breaker and rate limiter. It is
+//! built once, under one name, and hands out the complete-answer service, the streaming
+//! service and the health handles — all over the same breaker and limiter instances, so a
+//! stream and a complete call spend the same rate limit and trip the same breaker.
+//!
+//! ```text
+//! per attempt, outermost first:  Retry ─▶ (your attempt layer) ─▶ Breaker ─▶ RateLimit ─▶ Provider
+//! ```
+//!
+//! An [`UpstreamChain`] takes a list of upstreams and builds from it both the fallback
+//! chain for complete answers and the streaming chain with its recovery: the list is
+//! written once.
+//!
+//! ```
+//! use llm_tower::prelude::*;
+//! use llm_tower::upstream::{Upstream, UpstreamChain};
+//! use tower::ServiceExt;
+//!
+//! # fn main() -> Result<(), ConfigError> {
+//! let openai = Upstream::builder("openai", Provider::openai().api_key("sk-…").build()?)
+//!     .rate_limit(RateLimitConfig::per_minute(500, 30_000))
+//!     .build()?;
+//! let anthropic = Upstream::builder("anthropic", Provider::anthropic().api_key("sk-ant-…").build()?)
+//!     .build()?;
+//!
+//! let chain = UpstreamChain::builder()
+//!     .upstream(&openai)
+//!     .upstream_as(&anthropic, "claude-3-5-haiku-latest")
+//!     .build()?;
+//! let chat = chain.chat(); // complete answers: a Fallback over both stacks
+//! let stream = chain.stream(); // streams, repaired on the next upstream when one breaks
+//! let health = openai.health(); // breaker state and limiter capacity, for a health page
+//! assert_eq!(health.limiter().capacity().unwrap().requests, Some(500));
+//! # let _ = (chat, stream); Ok(()) }
+//! ```
+//!
+//! The services are type-erased ([`ChatService`], [`StreamService`]: one
+//! `BoxCloneSyncService` per upstream, `Clone + Send + Sync` so they serve as axum state),
+//! so upstreams over different stores, breaker scopes and providers share one type. The cost
+//! is one boxed future per attempt, next to an HTTP call (BENCHMARKS.md, "Issue 23").
+
+use std::fmt;
+use std::sync::Arc;
+
+use llm_breaker_layer::{
+    BreakerConfig, BreakerHandle, BreakerLayer, KeyedBreakerHandle, StateChange,
+};
+use llm_core::{ConfigError, EstimatedCost, LlmError, LocalRateLimited};
+use llm_fallback_layer::{Fallback, FallbackEvent, Target};
+use llm_providers::recovery::{
+    Prefill, RecoveringStream, RecoveryEvent, RecoveryPolicy, RecoveryTarget, StreamRecovery,
+};
+use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
+use llm_ratelimit_layer::{RateLimitConfig, RateLimitHandle, RateLimitLayer};
+use llm_retry_layer::{GiveUp, RetryConfig, RetryEvent, RetryLayer};
+use tower::util::BoxCloneSyncService;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// Complete answers from one upstream's stack: `Clone + Send + Sync`, one type for every
+/// upstream.
+pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
+
+/// Streams from one upstream's stack: `Clone + Send + Sync`, one type for every upstream.
+pub type StreamService = BoxCloneSyncService<ChatRequest, ChatStream, LlmError>;
+
+/// What one circuit breaker of an upstream covers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BreakerScope {
+    /// One breaker per upstream model (the default): one model failing never blocks another
+    /// model of the same provider, nor a fallback to it.
+    #[default]
+    PerModel,
+    /// One breaker for every model of the provider.
+    Provider,
+}
+
+/// A hook called with what happened.
+type Hook<T> = Arc<dyn Fn(&T) + Send + Sync>;
+/// A hook called with the upstream's name and what happened.
+type NamedHook<T> = Arc<dyn Fn(&str, &T) + Send + Sync>;
+type OnRetry = NamedHook<RetryEvent>;
+type OnGiveUp = NamedHook<GiveUp>;
+type OnWait = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
+type MapRetry = Box<dyn Fn(&RetryConfig) -> RetryConfig>;
+type MapChat = Arc<dyn Fn(ChatService) -> ChatService + Send + Sync>;
+type MapStream = Arc<dyn Fn(StreamService) -> StreamService + Send + Sync>;
+
+/// One provider with its retry, circuit breaker and rate limiter, built once.
+///
+/// Cloning is cheap, and every clone shares the same breaker and limiter.
+#[derive(Clone)]
+pub struct Upstream {
+    name: Arc<str>,
+    kind: ProviderKind,
+    prefill: Prefill,
+    retry: RetryConfig,
+    on_retry: Option<OnRetry>,
+    on_give_up: Option<OnGiveUp>,
+    /// The stack under the retry layer: what each attempt calls.
+    attempt_chat: ChatService,
+    attempt_stream: StreamService,
+    chat: ChatService,
+    stream: StreamService,
+    health: UpstreamHealth,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("retry", &self.retry)
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// A builder for `provider` under `name` — the one name its logs, errors, breakers,
+    /// health and fallback events use. The defaults are the standard presets: retries
+    /// (`RetryConfig::standard`), a breaker per model (`BreakerConfig::standard`), and a
+    /// limiter that follows the provider's 429s and `x-ratelimit-*` headers (set limits with
+    /// [`rate_limit`](UpstreamBuilder::rate_limit)).
+    pub fn builder(name: impl Into<Arc<str>>, provider: Provider) -> UpstreamBuilder {
+        UpstreamBuilder {
+            name: name.into(),
+            provider,
+            retry: RetryConfig::standard(),
+            breaker: BreakerConfig::standard(),
+            breaker_scope: BreakerScope::default(),
+            known_models: Vec::new(),
+            #[cfg(feature = "redis")]
+            shared_breaker: None,
+            rate_limit: RateLimitConfig::default(),
+            #[cfg(feature = "redis")]
+            shared_limit: None,
+            prefill: Prefill::Auto,
+            on_retry: None,
+            on_give_up: None,
+            on_breaker_change: None,
+            on_rate_limited: None,
+            on_rate_limit_wait: None,
+            around_chat: None,
+            around_stream: None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its provider's wire format.
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
+    /// Complete answers through its whole stack.
+    pub fn chat(&self) -> ChatService {
+        self.chat.clone()
+    }
+
+    /// Streams through its whole stack.
+    pub fn stream(&self) -> StreamService {
+        self.stream.clone()
+    }
+
+    /// Complete answers through the same breaker and limiter, retried under `config`
+    /// instead of the upstream's own retry settings (its retry hooks still apply).
+    pub fn chat_with_retry(&self, config: RetryConfig) -> Result<ChatService, ConfigError> {
+        let retry = self.retry_layer(config)?;
+        Ok(ChatService::new(retry.layer(self.attempt_chat.clone())))
+    }
+
+    /// Streams through the same breaker and limiter, retried under `config` instead of the
+    /// upstream's own retry settings (its retry hooks still apply).
+    pub fn stream_with_retry(&self, config: RetryConfig) -> Result<StreamService, ConfigError> {
+        let retry = self.retry_layer(config)?;
+        Ok(StreamService::new(retry.layer(self.attempt_stream.clone())))
+    }
+
+    /// Its breakers' and limiter's state.
+    pub fn health(&self) -> &UpstreamHealth {
+        &self.health
+    }
+
+    /// Whether it takes an assistant prefill when a broken stream is continued on it.
+    pub fn prefill(&self) -> Prefill {
+        self.prefill
+    }
+
+    fn retry_layer(&self, config: RetryConfig) -> Result<RetryLayer, ConfigError> {
+        retry_layer(
+            &self.name,
+            config,
+            self.on_retry.clone(),
+            self.on_give_up.clone(),
+        )
+    }
+}
+
+fn retry_layer(
+    name: &Arc<str>,
+    config: RetryConfig,
+    on_retry: Option<OnRetry>,
+    on_give_up: Option<OnGiveUp>,
+) -> Result<RetryLayer, ConfigError> {
+    let mut builder = RetryLayer::builder().config(config);
+    if let Some(hook) = on_retry {
+        let name = name.clone();
+        builder = builder.on_retry(move |event| hook(&name, event));
+    }
+    if let Some(hook) = on_give_up {
+        let name = name.clone();
+        builder = builder.on_give_up(move |give_up| hook(&name, give_up));
+    }
+    builder.build().map_err(|e| e.in_section("retry"))
+}
+
+/// Builds an [`Upstream`]; the build checks every setting and names the one at fault
+/// (`retry.max_retries`, `rate_limit.requests`, …).
+pub struct UpstreamBuilder {
+    name: Arc<str>,
+    provider: Provider,
+    retry: RetryConfig,
+    breaker: BreakerConfig,
+    breaker_scope: BreakerScope,
+    known_models: Vec<String>,
+    #[cfg(feature = "redis")]
+    shared_breaker: Option<llm_breaker_layer::RedisConfig>,
+    rate_limit: RateLimitConfig,
+    #[cfg(feature = "redis")]
+    shared_limit: Option<llm_ratelimit_layer::RedisConfig>,
+    prefill: Prefill,
+    on_retry: Option<OnRetry>,
+    on_give_up: Option<OnGiveUp>,
+    on_breaker_change: Option<Hook<StateChange>>,
+    on_rate_limited: Option<Hook<LocalRateLimited>>,
+    on_rate_limit_wait: Option<OnWait>,
+    around_chat: Option<MapChat>,
+    around_stream: Option<MapStream>,
+}
+
+impl fmt::Debug for UpstreamBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamBuilder")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("breaker_scope", &self.breaker_scope)
+            .field("rate_limit", &self.rate_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBuilder {
+    /// Its retry settings (default: `RetryConfig::standard()`).
+    #[must_use]
+    pub fn retry(mut self, config: RetryConfig) -> Self {
+        self.retry = config;
+        self
+    }
+
+    /// Its circuit breaker settings (default: `BreakerConfig::standard()`).
+    #[must_use]
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// What one breaker covers (default: one per model).
+    #[must_use]
+    pub fn breaker_scope(mut self, scope: BreakerScope) -> Self {
+        self.breaker_scope = scope;
+        self
+    }
+
+    /// Models whose breakers exist from the start, so a health page lists them before their
+    /// first call (with one breaker per model; others appear when first called).
+    #[must_use]
+    pub fn known_models<I, M>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.known_models.extend(models.into_iter().map(Into::into));
+        self
+    }
+
+    /// Shares the breakers' trips and recoveries with every instance through Redis
+    /// (feature `redis`).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared_breaker(mut self, redis: llm_breaker_layer::RedisConfig) -> Self {
+        self.shared_breaker = Some(redis);
+        self
+    }
+
+    /// Its rate limit (default: no limit of its own; it still follows the provider's 429s
+    /// and `x-ratelimit-*` headers). Tokens are estimated from the prompt and `max_tokens`
+    /// before each call and corrected from the reported usage after.
+    #[must_use]
+    pub fn rate_limit(mut self, config: RateLimitConfig) -> Self {
+        self.rate_limit = config;
+        self
+    }
+
+    /// Shares the rate limit with every instance through Redis (feature `redis`).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared_rate_limit(mut self, redis: llm_ratelimit_layer::RedisConfig) -> Self {
+        self.shared_limit = Some(redis);
+        self
+    }
+
+    /// Whether it takes an assistant prefill when a broken stream is continued on it
+    /// (default: as its provider and model allow).
+    #[must_use]
+    pub fn prefill(mut self, prefill: Prefill) -> Self {
+        self.prefill = prefill;
+        self
+    }
+
+    /// Called before every retry, with the upstream's name.
+    #[must_use]
+    pub fn on_retry(mut self, hook: impl Fn(&str, &RetryEvent) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called when retrying stops, with the upstream's name.
+    #[must_use]
+    pub fn on_give_up(mut self, hook: impl Fn(&str, &GiveUp) + Send + Sync + 'static) -> Self {
+        self.on_give_up = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called on every change of a breaker's state (the change names the breaker).
+    #[must_use]
+    pub fn on_breaker_change(
+        mut self,
+        hook: impl Fn(&StateChange) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_breaker_change = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for every request the rate limiter turns away.
+    #[must_use]
+    pub fn on_rate_limited(
+        mut self,
+        hook: impl Fn(&LocalRateLimited) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_rate_limited = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called for every request that waits for rate-limit capacity, with the wait.
+    #[must_use]
+    pub fn on_rate_limit_wait(
+        mut self,
+        hook: impl Fn(std::time::Duration) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_rate_limit_wait = Some(Arc::new(hook));
+        self
+    }
+
+    /// Wraps every attempt — under the retry layer, over the breaker — in `layer`: it sees
+    /// each attempt once, a call refused by the breaker or limiter included (to record
+    /// attempts, say). It applies to both the complete and the streaming stack.
+    #[must_use]
+    pub fn around_attempts<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ChatService> + Layer<StreamService> + Send + Sync + 'static,
+        <L as Layer<ChatService>>::Service: Service<ChatRequest, Response = ChatResponse, Error = LlmError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <<L as Layer<ChatService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
+        <L as Layer<StreamService>>::Service: Service<ChatRequest, Response = ChatStream, Error = LlmError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <<L as Layer<StreamService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
+    {
+        let layer = Arc::new(layer);
+        let for_stream = layer.clone();
+        self.around_chat = Some(Arc::new(move |inner| ChatService::new(layer.layer(inner))));
+        self.around_stream = Some(Arc::new(move |inner| {
+            StreamService::new(for_stream.layer(inner))
+        }));
+        self
+    }
+
+    /// Checks every setting and builds the stacks.
+    pub fn build(self) -> Result<Upstream, ConfigError> {
+        let name = self.name;
+        let provider = self.provider.renamed(&name);
+        let kind = provider.kind();
+
+        let (limiter, chat, stream) = {
+            let mut builder = RateLimitLayer::builder()
+                .config(self.rate_limit)
+                .token_cost(EstimatedCost::approximate());
+            if let Some(hook) = self.on_rate_limited {
+                builder = builder.on_rejected(move |rejected| hook(rejected));
+            }
+            if let Some(hook) = self.on_rate_limit_wait {
+                builder = builder.on_wait(move |wait| hook(wait));
+            }
+            let streaming = provider.streaming();
+            #[cfg(feature = "redis")]
+            if let Some(redis) = &self.shared_limit {
+                let layer = builder
+                    .build_redis(redis)
+                    .map_err(|e| e.in_section("rate_limit"))?;
+                (
+                    layer.handle(),
+                    ChatService::new(layer.layer(provider)),
+                    StreamService::new(layer.layer(streaming)),
+                )
+            } else {
+                let layer = builder.build().map_err(|e| e.in_section("rate_limit"))?;
+                (
+                    layer.handle(),
+                    ChatService::new(layer.layer(provider)),
+                    StreamService::new(layer.layer(streaming)),
+                )
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                let layer = builder.build().map_err(|e| e.in_section("rate_limit"))?;
+                (
+                    layer.handle(),
+                    ChatService::new(layer.layer(provider)),
+                    StreamService::new(layer.layer(streaming)),
+                )
+            }
+        };
+
+        let mut breaker = BreakerLayer::builder()
+            .config(self.breaker)
+            .name(name.clone());
+        if let Some(hook) = self.on_breaker_change {
+            breaker = breaker.on_state_change(move |change| hook(change));
+        }
+        #[cfg(feature = "redis")]
+        let shared_breaker = self.shared_breaker.is_some();
+        #[cfg(not(feature = "redis"))]
+        let shared_breaker = false;
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.shared_breaker {
+            breaker = breaker.shared(redis);
+        }
+        let (breakers, chat, stream) = match self.breaker_scope {
+            BreakerScope::Provider => {
+                let layer = breaker.build().map_err(|e| e.in_section("breaker"))?;
+                (
+                    Breakers::Provider(layer.handle()),
+                    ChatService::new(layer.layer(chat)),
+                    StreamService::new(layer.layer(stream)),
+                )
+            }
+            BreakerScope::PerModel => {
+                // NOTE: the key names the upstream too: a keyed breaker is named by its key,
+                // and one shared through Redis is stored under that name.
+                let prefix: Arc<str> = Arc::from(format!("{name}/"));
+                let key_prefix = prefix.clone();
+                let layer = breaker
+                    .build_keyed(move |request: &ChatRequest| {
+                        format!("{key_prefix}{}", request.model())
+                    })
+                    .map_err(|e| e.in_section("breaker"))?;
+                let handle = layer.handle();
+                for model in &self.known_models {
+                    handle.get_or_create(&format!("{prefix}{model}"));
+                }
+                (
+                    Breakers::PerModel { prefix, handle },
+                    ChatService::new(layer.layer(chat)),
+                    StreamService::new(layer.layer(stream)),
+                )
+            }
+        };
+        let attempt_chat = match &self.around_chat {
+            Some(around) => around(chat),
+            None => chat,
+        };
+        let attempt_stream = match &self.around_stream {
+            Some(around) => around(stream),
+            None => stream,
+        };
+
+        let retry = retry_layer(
+            &name,
+            self.retry.clone(),
+            self.on_retry.clone(),
+            self.on_give_up.clone(),
+        )?;
+        Ok(Upstream {
+            chat: ChatService::new(retry.layer(attempt_chat.clone())),
+            stream: StreamService::new(retry.layer(attempt_stream.clone())),
+            attempt_chat,
+            attempt_stream,
+            health: UpstreamHealth {
+                name: name.clone(),
+                breakers,
+                breakers_shared: shared_breaker,
+                limiter,
+            },
+            name,
+            kind,
+            prefill: self.prefill,
+            retry: self.retry,
+            on_retry: self.on_retry,
+            on_give_up: self.on_give_up,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Breakers {
+    Provider(BreakerHandle),
+    PerModel {
+        prefix: Arc<str>,
+        handle: KeyedBreakerHandle<String>,
+    },
+}
+
+/// An upstream's breakers and limiter, as a health page reads them. Its type names neither
+/// the limiter's store nor the breakers' keys.
+#[derive(Clone, Debug)]
+pub struct UpstreamHealth {
+    name: Arc<str>,
+    breakers: Breakers,
+    breakers_shared: bool,
+    limiter: RateLimitHandle,
+}
+
+impl UpstreamHealth {
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Each breaker with the model it covers (`None`: the whole provider), models in order.
+    pub fn breakers(&self) -> Vec<(Option<String>, BreakerHandle)> {
+        match &self.breakers {
+            Breakers::Provider(handle) => vec![(None, handle.clone())],
+            Breakers::PerModel { prefix, handle } => {
+                let mut keys = handle.keys();
+                keys.sort();
+                keys.into_iter()
+                    .filter_map(|key| {
+                        let breaker = handle.get(&key)?;
+                        let model = key.strip_prefix(&**prefix).unwrap_or(&key).to_owned();
+                        Some((Some(model), breaker))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The breaker a request for `model` passes (`None`: one per model, and `model` has not
+    /// been called yet).
+    pub fn breaker_for(&self, model: &str) -> Option<BreakerHandle> {
+        match &self.breakers {
+            Breakers::Provider(handle) => Some(handle.clone()),
+            Breakers::PerModel { prefix, handle } => handle.get(&format!("{prefix}{model}")),
+        }
+    }
+
+    /// What one breaker covers.
+    pub fn breaker_scope(&self) -> BreakerScope {
+        match self.breakers {
+            Breakers::Provider(_) => BreakerScope::Provider,
+            Breakers::PerModel { .. } => BreakerScope::PerModel,
+        }
+    }
+
+    /// Whether the breakers share their state through Redis.
+    pub fn breakers_shared(&self) -> bool {
+        self.breakers_shared
+    }
+
+    /// The rate limiter.
+    pub fn limiter(&self) -> &RateLimitHandle {
+        &self.limiter
+    }
+}
+
+/// A fallback chain and its streaming twin with recovery, built from one list of
+/// [`Upstream`]s.
+#[derive(Clone)]
+pub struct UpstreamChain {
+    chat: Fallback<ChatService, ChatRequest>,
+    stream: StreamRecovery<Fallback<StreamService, ChatRequest>>,
+    targets: Arc<[(Arc<str>, ProviderKind)]>,
+}
+
+impl fmt::Debug for UpstreamChain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamChain")
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamChain {
+    /// A builder: add upstreams in the order they are tried.
+    pub fn builder() -> UpstreamChainBuilder {
+        UpstreamChainBuilder {
+            entries: Vec::new(),
+            recovery: RecoveryPolicy::default(),
+            on_fallback: None,
+            on_recovery: None,
+            map_retry: None,
+        }
+    }
+
+    /// Complete answers: each upstream's stack in order, moving on as its targets' triggers
+    /// say (by default: the failures a fallback is for).
+    pub fn chat(&self) -> Fallback<ChatService, ChatRequest> {
+        self.chat.clone()
+    }
+
+    /// Streams: the same order, and a stream broken after its first chunk repaired on the
+    /// chain's upstreams as the recovery policy says.
+    pub fn stream(&self) -> StreamRecovery<Fallback<StreamService, ChatRequest>> {
+        self.stream.clone()
+    }
+
+    /// The upstreams' names and wire formats, in order.
+    pub fn targets(&self) -> &[(Arc<str>, ProviderKind)] {
+        &self.targets
+    }
+}
+
+struct Entry {
+    upstream: Upstream,
+    model: Option<String>,
+}
+
+/// Builds an [`UpstreamChain`].
+pub struct UpstreamChainBuilder {
+    entries: Vec<Entry>,
+    recovery: RecoveryPolicy,
+    on_fallback: Option<Hook<FallbackEvent>>,
+    on_recovery: Option<Hook<RecoveryEvent>>,
+    map_retry: Option<MapRetry>,
+}
+
+impl fmt::Debug for UpstreamChainBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.entries.iter().map(|e| e.upstream.name()).collect();
+        f.debug_struct("UpstreamChainBuilder")
+            .field("upstreams", &names)
+            .field("recovery", &self.recovery)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamChainBuilder {
+    /// Adds `upstream`, asked for the model the request names.
+    #[must_use]
+    pub fn upstream(mut self, upstream: &Upstream) -> Self {
+        self.entries.push(Entry {
+            upstream: upstream.clone(),
+            model: None,
+        });
+        self
+    }
+
+    /// Adds `upstream`, asked for `model` instead of the request's.
+    #[must_use]
+    pub fn upstream_as(mut self, upstream: &Upstream, model: impl Into<String>) -> Self {
+        self.entries.push(Entry {
+            upstream: upstream.clone(),
+            model: Some(model.into()),
+        });
+        self
+    }
+
+    /// How streams broken after their first chunk are repaired (default:
+    /// `RecoveryPolicy::default()`, which fails such a stream clean rather than splice it;
+    /// `RecoveryPolicy::continuing()` continues it on the next upstream).
+    #[must_use]
+    pub fn recovery(mut self, policy: RecoveryPolicy) -> Self {
+        self.recovery = policy;
+        self
+    }
+
+    /// Called on every move to the next upstream.
+    #[must_use]
+    pub fn on_fallback(mut self, hook: impl Fn(&FallbackEvent) + Send + Sync + 'static) -> Self {
+        self.on_fallback = Some(Arc::new(hook));
+        self
+    }
+
+    /// Called on every stream repair made or given up.
+    #[must_use]
+    pub fn on_recovery(mut self, hook: impl Fn(&RecoveryEvent) + Send + Sync + 'static) -> Self {
+        self.on_recovery = Some(Arc::new(hook));
+        self
+    }
+
+    /// Retries complete answers in this chain under each upstream's retry settings as
+    /// `map` changes them (same breakers and limiters): a chain that should hand over on a
+    /// rate limit at once, say. Streams keep the upstreams' own settings.
+    #[must_use]
+    pub fn map_retry(mut self, map: impl Fn(&RetryConfig) -> RetryConfig + 'static) -> Self {
+        self.map_retry = Some(Box::new(map));
+        self
+    }
+
+    /// Builds both chains.
+    pub fn build(self) -> Result<UpstreamChain, ConfigError> {
+        if self.entries.is_empty() {
+            return Err(ConfigError::new(
+                "upstreams",
+                "must name at least one upstream",
+            ));
+        }
+        let mut chat_targets = Vec::with_capacity(self.entries.len());
+        let mut stream_targets = Vec::with_capacity(self.entries.len());
+        let mut recovery_targets = Vec::with_capacity(self.entries.len());
+        let mut names = Vec::with_capacity(self.entries.len());
+        for (i, entry) in self.entries.iter().enumerate() {
+            let up = &entry.upstream;
+            let chat = match &self.map_retry {
+                Some(map) => up
+                    .chat_with_retry(map(&up.retry))
+                    .map_err(|e| e.in_section(&format!("upstreams[{i}]")))?,
+                None => up.chat(),
+            };
+            let mut chat = Target::new(up.name.clone(), chat);
+            let mut stream = Target::new(up.name.clone(), up.stream());
+            let mut repair =
+                RecoveryTarget::new(up.name.clone(), up.kind, up.stream()).prefill(up.prefill);
+            if let Some(model) = &entry.model {
+                chat = chat.model(model.clone());
+                stream = stream.model(model.clone());
+                repair = repair.model(model.clone());
+            }
+            chat_targets.push(chat);
+            stream_targets.push(stream);
+            recovery_targets.push(repair);
+            names.push((up.name.clone(), up.kind));
+        }
+        let mut chat = Fallback::builder(chat_targets);
+        let mut stream = Fallback::builder(stream_targets);
+        if let Some(hook) = &self.on_fallback {
+            let (a, b) = (hook.clone(), hook.clone());
+            chat = chat.on_fallback(move |event| a(event));
+            stream = stream.on_fallback(move |event| b(event));
+        }
+        let mut recovering = StreamRecovery::builder(stream.build()?).policy(self.recovery);
+        for target in recovery_targets {
+            recovering = recovering.target(target);
+        }
+        if let Some(hook) = self.on_recovery {
+            recovering = recovering.on_recovery(move |event| hook(event));
+        }
+        Ok(UpstreamChain {
+            chat: chat.build()?,
+            stream: recovering.build()?,
+            targets: names.into(),
+        })
+    }
+}
+
+/// The service a recovering stream chain is, boxed: for holding chains of different
+/// policies in one collection.
+pub type RecoveringService = BoxCloneSyncService<ChatRequest, RecoveringStream, LlmError>;
