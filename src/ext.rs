@@ -118,7 +118,7 @@ impl<St, KF, C, Cl> IntoRateLimitLayer for RateLimitLayer<St, KF, C, Cl> {
 }
 
 /// Adds llm-tower's layers to `tower::ServiceBuilder` from a configuration or preset, in
-/// the order DESIGN.md recommends (outermost first: retry, breaker, rate limit), and ends a
+/// the recommended order (outermost first: retry, breaker, rate limit — see the crate's "Layer order"), and ends a
 /// stack in a fallback chain. Each method checks its settings: an invalid configuration is
 /// an error naming the field, at start-up, and `?` keeps the chain readable.
 ///
@@ -130,7 +130,7 @@ impl<St, KF, C, Cl> IntoRateLimitLayer for RateLimitLayer<St, KF, C, Cl> {
 /// use llm_testkit::{ScriptedService, Step, TestRequest, TestResponse};
 /// use tower::ServiceExt;
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), ConfigError> {
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let (provider, _) = ScriptedService::<TestRequest>::new([Step::fail(ErrorKind::Overloaded), Step::ok(TestResponse::new("ok"))]);
 /// let svc = ServiceBuilder::new()
 ///     .retrying(RetryConfig::standard())?
@@ -172,6 +172,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "fallback")]
     fn fallback<S, Req>(self, targets: Vec<Target<S, Req>>) -> Result<L::Service, ConfigError>
     where
+        S: tower_service::Service<Req>,
         L: Layer<Fallback<S, Req>>;
 }
 
@@ -203,6 +204,9 @@ impl<L> ServiceBuilderExt<L> for tower::ServiceBuilder<L> {
     #[cfg(feature = "fallback")]
     fn fallback<S, Req>(self, targets: Vec<Target<S, Req>>) -> Result<L::Service, ConfigError>
     where
+        // NOTE: bounding `S` here lets a boxed service name the request type, so a chain
+        // built before its first call needs no annotation.
+        S: tower_service::Service<Req>,
         L: Layer<Fallback<S, Req>>,
     {
         Ok(self.service(Fallback::builder(targets).build()?))

@@ -78,6 +78,19 @@ pub use ext::{LlmServiceExt, ServiceBuilderExt};
 pub use llm_core;
 pub use llm_core::*;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(
+    doctest,
+    feature = "providers",
+    feature = "retry",
+    feature = "breaker",
+    feature = "fallback",
+    feature = "ratelimit",
+    feature = "reqwest"
+))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Retries with backoff, jitter, Retry-After, budgets and deadlines: `llm-retry-layer`.
 #[cfg(feature = "retry")]
 pub use llm_retry_layer as retry;

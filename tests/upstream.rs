@@ -131,7 +131,23 @@ async fn one_list_builds_the_fallback_chain_and_the_stream_repairs() {
     let recovery = stream.recovery().expect("the stream was repaired");
     assert_eq!((&*recovery.from, &*recovery.to), ("openai", "anthropic"));
     assert!(text.starts_with(&canonical_answer(20)), "{text}");
-    assert!(!text.is_empty());
+
+    // Collected whole, a repaired stream names the provider that finished it.
+    let whole = chain
+        .stream()
+        .oneshot(ask("gpt-4o-mini"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(&*whole.provider, "anthropic");
+    assert!(
+        whole.text.starts_with(&canonical_answer(20)),
+        "{}",
+        whole.text
+    );
+    assert!(whole.text.len() > canonical_answer(20).len());
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! Parsing of server-directed delays and rate-limit observations.
 //!
-//! Providers say "wait" in half a dozen dialects (see `provider-wire-formats.md`):
+//! Providers say "wait" in half a dozen dialects:
 //!
 //! | source | example | parser |
 //! |---|---|---|

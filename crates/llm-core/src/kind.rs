@@ -395,7 +395,7 @@ impl<'de> serde::Deserialize<'de> for ErrorKinds {
 mod tests {
     use super::*;
 
-    /// The design table of DESIGN.md §2, row by row: (kind, retry, fall back, breaker counts).
+    /// The design table of error kinds, row by row: (kind, retry, fall back, breaker counts).
     const TABLE: [(ErrorKind, bool, bool, bool); 16] = [
         (ErrorKind::RateLimited, true, true, false),
         (ErrorKind::QuotaExceeded, false, true, false),

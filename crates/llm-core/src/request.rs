@@ -329,7 +329,7 @@ pub struct RemainingTargets(pub u32);
 /// The kinds of failure a request met on earlier attempts at the same target. The retry
 /// layer puts it in each retry's extensions; the circuit breaker counts a failure only when
 /// no earlier attempt of the same request already counted, so that one request's own
-/// retries never open a breaker by themselves (DESIGN §8).
+/// retries never open a breaker by themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct EarlierFailures(pub ErrorKinds);
 

@@ -175,7 +175,7 @@ impl std::fmt::Debug for EndObserver {
     }
 }
 
-/// A response whose outcome may only be known when its stream ends (DESIGN §4: a stream
+/// A response whose outcome may only be known when its stream ends (a stream
 /// that breaks after its first chunk is a failure too). The breaker records such failures,
 /// the limiter reconciles usage at the end.
 ///

@@ -1,6 +1,6 @@
 //! What a conversation carries beyond text: content parts (images, documents), tools and
 //! their calls, structured output, reasoning. Provider-neutral; each wire format translates
-//! them (`wire-formats-conversations.md`, and `docs/conversations.md` in this repository).
+//! them (`docs/conversations.md`).
 
 use std::borrow::Cow;
 

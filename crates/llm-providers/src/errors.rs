@@ -1,5 +1,5 @@
 //! From a provider's status, headers and body to an [`LlmError`] of the right kind — the
-//! table of `provider-wire-formats.md` §8, provider by provider.
+//! providers' documented error answers, provider by provider.
 
 use std::time::Duration;
 

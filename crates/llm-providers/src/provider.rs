@@ -1044,7 +1044,7 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
 
 /// A provider as a `Service<ChatRequest>` answering [`ChatStream`]s.
 ///
-/// The call resolves when the first content chunk has arrived (DESIGN §4): a status error, an
+/// The call resolves when the first content chunk has arrived: a status error, an
 /// error event or a first-token timeout before it is an ordinary `Err` that retry and
 /// fallback handle. After it, failures are an in-band `Err(StreamInterrupted)` item and the
 /// stream ends; a stream is complete only after its terminator.

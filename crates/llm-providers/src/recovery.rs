@@ -1,7 +1,7 @@
 //! Mid-stream recovery: finishing an answer whose stream died after output reached the
 //! caller, or repairing an early failure before anything did.
 //!
-//! DESIGN §4 ends a stream that breaks after its first chunk with an in-band
+//! The streaming contract ends a stream that breaks after its first chunk with an in-band
 //! `StreamInterrupted`: honest, but the answer is lost. [`StreamRecovery`] wraps a streaming
 //! chain (a `Fallback` over streaming provider stacks, or one stack) and, as its
 //! [`RecoveryPolicy`] allows:
@@ -42,9 +42,10 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::assemble::Assembler;
 use crate::provider::ProviderKind;
 use crate::stream::ChatStream;
-use crate::types::{ChatChunk, ChatRequest, Message};
+use crate::types::{ChatChunk, ChatRequest, ChatResponse, Message};
 
 /// What a continuation asks of a target that cannot take a prefill. The partial answer is
 /// in the conversation just before it.
@@ -56,7 +57,7 @@ where it stopped: do not repeat any of it, do not comment, just write the rest."
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AfterOutput {
-    /// End with the original error, in band (DESIGN §4's contract).
+    /// End with the original error, in band (the streaming contract).
     #[default]
     Fail,
     /// Continue the answer on another target (or the same one) and splice it on.
@@ -737,6 +738,16 @@ impl RecoveringStream {
     /// Content chunks the caller has received so far.
     pub fn delivered_tokens(&self) -> u32 {
         self.delivered_tokens
+    }
+
+    /// Reads the rest of the stream into one [`ChatResponse`] — repaired as the policy
+    /// allows — or the error that broke it. The answer names the provider that finished it.
+    pub async fn collect(mut self) -> Result<ChatResponse, LlmError> {
+        let mut answer = Assembler::default();
+        while let Some(item) = std::future::poll_fn(|cx| Pin::new(&mut self).poll_next(cx)).await {
+            answer.push(&item?);
+        }
+        Ok(answer.finish(self.provider(), self.model()))
     }
 
     fn hook(&self, event: &RecoveryEvent) {

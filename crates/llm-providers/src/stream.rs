@@ -1,4 +1,4 @@
-//! [`ChatStream`]: a streamed answer under the streaming contract (DESIGN §4).
+//! [`ChatStream`]: a streamed answer under the streaming contract.
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -1,7 +1,7 @@
 //! The services behind the endpoints: one resilient stack per provider, and fallback chains
 //! across them.
 //!
-//! Each provider is an [`Upstream`] (the facade's builder), outermost first (DESIGN §4):
+//! Each provider is an [`Upstream`] (the facade's builder), outermost first:
 //!
 //! ```text
 //! Retry → Recorded → Breaker → RateLimit → Provider

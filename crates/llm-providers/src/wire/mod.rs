@@ -1,5 +1,5 @@
 //! Each provider's wire format: the request body we send, the response body we read, and the
-//! meaning of each stream event (facts: `provider-wire-formats.md` §1–§6).
+//! meaning of each stream event.
 
 use std::borrow::Cow;
 

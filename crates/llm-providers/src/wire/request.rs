@@ -1,7 +1,7 @@
 //! The request body each provider reads: the conversation (parts, tool calls and results,
 //! reasoning to send back), tools, structured output, reasoning and sampling, translated
 //! exactly — or a classified error before the call when the target cannot honour something
-//! the request asks for (`wire-formats-conversations.md`; `docs/conversations.md`).
+//! the request asks for (`docs/conversations.md`).
 
 use std::collections::HashMap;
 

@@ -1,5 +1,5 @@
 //! The providers' bytes: success bodies, stream frames, error bodies and in-stream errors,
-//! per route (facts: `shared/provider-wire-formats.md`).
+//! per route.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
