@@ -54,7 +54,7 @@ impl IntoRetryLayer for RetryConfig {
 }
 
 #[cfg(feature = "retry")]
-impl<C, R> IntoRetryLayer for RetryLayer<C, R> {
+impl<C, R, P> IntoRetryLayer for RetryLayer<C, R, P> {
     type Layer = Self;
     fn into_retry_layer(self) -> Result<Self, ConfigError> {
         Ok(self)
@@ -234,7 +234,10 @@ impl<L> ServiceBuilderExt<L> for tower::ServiceBuilder<L> {
 pub trait LlmServiceExt<Req>: tower_service::Service<Req> + Sized {
     /// Retries this service's failed calls.
     #[cfg(feature = "retry")]
-    fn with_retry<C: Clone, R: Clone>(self, layer: RetryLayer<C, R>) -> Retry<Self, C, R> {
+    fn with_retry<C: Clone, R: Clone, P: Clone>(
+        self,
+        layer: RetryLayer<C, R, P>,
+    ) -> Retry<Self, C, R, P> {
         layer.layer(self)
     }
 

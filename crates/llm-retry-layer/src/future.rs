@@ -1,4 +1,7 @@
 //! [`ResponseFuture`]: the retry state machine.
+//!
+//! An attempt; on a failure the configuration retries, the [`RetryPolicy`] prepares the
+//! next request; the wait; readiness; the next attempt.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,19 +17,21 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::policy::{Attempted, GiveUp, GiveUpReason, Policy, RetryEvent};
+use crate::retry_policy::RetryPolicy;
 use crate::service::Retry;
 use llm_core::CloneRequest;
 
 pin_project! {
     #[project = ResponseFutureProj]
     /// The future of a [`Retry`] call: an attempt, a wait, readiness, the next attempt.
-    pub struct ResponseFuture<S, Req, C, R>
+    pub struct ResponseFuture<S, Req, C, R, P>
     where
         S: Service<Req>,
+        P: RetryPolicy<Req>,
     {
         #[pin]
-        state: State<S::Future>,
-        retry: Retry<S, C, R>,
+        state: State<S::Future, P::Future>,
+        retry: Retry<S, C, R, P>,
         // The copy the next attempt sends; `None` when the request could not be copied.
         request: Option<Req>,
         attempts: u32,
@@ -40,14 +45,26 @@ pin_project! {
         // The last failure that came from the upstream: returned instead of a later
         // rejection of our own, which would hide it (boxed: only retried calls keep one).
         upstream_error: Option<Box<S::Error>>,
+        // The failed attempt whose retry the policy is preparing: returned if it refuses.
+        pending: Option<Box<Pending<S::Response, S::Error>>>,
     }
+}
+
+/// A failed attempt whose retry is being prepared.
+struct Pending<T, E> {
+    result: Result<T, E>,
+    kind: ErrorKind,
+    reached_upstream: bool,
+    event: RetryEvent,
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, PF> {
         // An attempt is in flight.
         Called { #[pin] future: F },
+        // The policy prepares the next attempt's request.
+        Preparing { #[pin] future: PF },
         // Waiting out the delay before the next attempt (boxed: a `Sleep` is most of the
         // future's size, and only retries need one).
         Waiting { sleep: Pin<Box<Sleep>> },
@@ -56,14 +73,15 @@ pin_project! {
     }
 }
 
-impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+impl<S, Req, C, R, P> ResponseFuture<S, Req, C, R, P>
 where
     S: Service<Req>,
+    P: RetryPolicy<Req>,
 {
     pub(crate) fn new(
         future: S::Future,
         request: Option<Req>,
-        retry: Retry<S, C, R>,
+        retry: Retry<S, C, R, P>,
         started: Option<Instant>,
     ) -> Self {
         ResponseFuture {
@@ -76,13 +94,15 @@ where
             earlier: ErrorKinds::NONE,
             upstream: 0,
             upstream_error: None,
+            pending: None,
         }
     }
 }
 
-impl<S, Req, C, R> std::fmt::Debug for ResponseFuture<S, Req, C, R>
+impl<S, Req, C, R, P> std::fmt::Debug for ResponseFuture<S, Req, C, R, P>
 where
     S: Service<Req>,
+    P: RetryPolicy<Req>,
 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture")
@@ -91,13 +111,14 @@ where
     }
 }
 
-impl<S, Req, C, R> Future for ResponseFuture<S, Req, C, R>
+impl<S, Req, C, R, P> Future for ResponseFuture<S, Req, C, R, P>
 where
     S: Service<Req>,
     S::Response: ResponseMetadata,
     S::Error: 'static,
     C: Classify<S::Response, S::Error>,
     R: CloneRequest<Req>,
+    P: RetryPolicy<Req>,
     Req: RequestExtensions,
 {
     type Output = Result<S::Response, S::Error>;
@@ -116,20 +137,21 @@ where
     }
 }
 
-impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+impl<S, Req, C, R, P> ResponseFuture<S, Req, C, R, P>
 where
     S: Service<Req>,
     S::Response: ResponseMetadata,
     S::Error: 'static,
     C: Classify<S::Response, S::Error>,
     R: CloneRequest<Req>,
+    P: RetryPolicy<Req>,
     Req: RequestExtensions,
 {
     /// An attempt's result: `Some` to return it (a success, or the layer gave up), `None`
     /// with the next attempt scheduled.
     #[inline(always)]
     fn settle(
-        this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, P>,
         mut result: Result<S::Response, S::Error>,
     ) -> Option<Result<S::Response, S::Error>> {
         let outcome = this.retry.classifier.classify(result.as_ref());
@@ -147,8 +169,8 @@ where
     #[cold]
     #[inline(never)]
     fn after_failure(
-        this: &mut ResponseFutureProj<'_, S, Req, C, R>,
-        mut result: Result<S::Response, S::Error>,
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, P>,
+        result: Result<S::Response, S::Error>,
         outcome: &Outcome,
         kind: ErrorKind,
     ) -> Option<Result<S::Response, S::Error>> {
@@ -182,26 +204,7 @@ where
         };
         let delay = match decision {
             Ok(delay) => delay,
-            Err(reason) => {
-                give_up(
-                    policy,
-                    GiveUp {
-                        attempts,
-                        kind,
-                        reason,
-                    },
-                );
-                // NOTE: a rejection of our own after a real upstream failure (the breaker
-                // opened meanwhile) would hide what the upstream said: return that instead.
-                if let (false, Some(earlier)) = (reached_upstream, this.upstream_error.take()) {
-                    result = Err(*earlier);
-                }
-                match &mut result {
-                    Err(err) => notes::set_upstream_attempts(err, *this.upstream),
-                    Ok(_) => record_attempts(&mut result, *this.upstream),
-                }
-                return Some(result);
-            }
+            Err(reason) => return Some(Self::stop(this, result, kind, reached_upstream, reason)),
         };
         let event = RetryEvent {
             attempt: attempts + 1,
@@ -209,16 +212,72 @@ where
             kind,
             retry_after: outcome.retry_after(),
         };
+        let request = this
+            .request
+            .take()
+            .expect("a retry is only decided with a request copy");
+        let future = this.retry.prepare.prepare(request, &event);
+        // NOTE: boxed: only retried calls keep a failure while the retry is prepared.
+        *this.pending = Some(Box::new(Pending {
+            result,
+            kind,
+            reached_upstream,
+            event,
+        }));
+        this.state.set(State::Preparing { future });
+        None
+    }
+
+    /// Gives up with `result` (or the upstream failure a later rejection of our own would
+    /// hide), reported.
+    fn stop(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, P>,
+        mut result: Result<S::Response, S::Error>,
+        kind: ErrorKind,
+        reached_upstream: bool,
+        reason: GiveUpReason,
+    ) -> Result<S::Response, S::Error> {
+        give_up(
+            &this.retry.policy,
+            GiveUp {
+                attempts: *this.attempts,
+                kind,
+                reason,
+            },
+        );
+        // NOTE: a rejection of our own after a real upstream failure (the breaker opened
+        // meanwhile) would hide what the upstream said: return that instead.
+        if let (false, Some(earlier)) = (reached_upstream, this.upstream_error.take()) {
+            result = Err(*earlier);
+        }
+        match &mut result {
+            Err(err) => notes::set_upstream_attempts(err, *this.upstream),
+            Ok(_) => record_attempts(&mut result, *this.upstream),
+        }
+        result
+    }
+
+    /// Schedules the retry `event` describes, its request prepared.
+    fn schedule(
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, P>,
+        failed: Pending<S::Response, S::Error>,
+    ) {
+        let Pending {
+            result,
+            kind,
+            reached_upstream,
+            event,
+        } = failed;
         tracing::debug!(
             attempt = event.attempt,
-            delay_ms = delay.as_millis() as u64,
+            delay_ms = event.delay.as_millis() as u64,
             error.kind = kind.as_str(),
             "retrying after failed attempt"
         );
-        if let Some(hook) = &policy.on_retry {
+        if let Some(hook) = &this.retry.policy.on_retry {
             hook(&event);
         }
-        *this.previous_delay = delay;
+        *this.previous_delay = event.delay;
         *this.earlier = this.earlier.with(kind);
         if let Some(request) = this.request.as_mut() {
             if let Some(extensions) = request.request_extensions_mut() {
@@ -232,20 +291,19 @@ where
         } else {
             drop(result);
         }
-        if delay.is_zero() {
+        if event.delay.is_zero() {
             this.state.set(State::Readying);
         } else {
             this.state.set(State::Waiting {
-                sleep: Box::pin(tokio::time::sleep(delay)),
+                sleep: Box::pin(tokio::time::sleep(event.delay)),
             });
         }
-        None
     }
 
     /// The retries: a wait, readiness, the next attempt, its result.
     #[inline(never)]
     fn poll_retrying(
-        this: &mut ResponseFutureProj<'_, S, Req, C, R>,
+        this: &mut ResponseFutureProj<'_, S, Req, C, R, P>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<S::Response, S::Error>> {
         loop {
@@ -254,6 +312,28 @@ where
                     let result = ready!(future.poll(cx));
                     if let Some(result) = Self::settle(this, result) {
                         return Poll::Ready(result);
+                    }
+                }
+                StateProj::Preparing { future } => {
+                    let prepared = ready!(future.poll(cx));
+                    let failed = *this
+                        .pending
+                        .take()
+                        .expect("a retry is prepared with its failure kept");
+                    match prepared {
+                        Some(request) => {
+                            *this.request = Some(request);
+                            Self::schedule(this, failed);
+                        }
+                        None => {
+                            return Poll::Ready(Self::stop(
+                                this,
+                                failed.result,
+                                failed.kind,
+                                failed.reached_upstream,
+                                GiveUpReason::RefusedByPolicy,
+                            ));
+                        }
                     }
                 }
                 StateProj::Waiting { sleep } => {

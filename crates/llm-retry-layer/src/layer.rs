@@ -10,6 +10,7 @@ use tower_layer::Layer;
 use crate::budget::RetryBudget;
 use crate::config::{RetryConfig, Strategy};
 use crate::policy::{GiveUp, OnGiveUp, OnRetry, Policy, RetryEvent, RetryIf};
+use crate::retry_policy::KeepRequest;
 use crate::service::Retry;
 use llm_core::UseClone;
 use llm_core::backoff::{Backoff, Jitter};
@@ -47,10 +48,11 @@ use llm_core::backoff::{Backoff, Jitter};
 /// assert_eq!(calls.gaps(), [Duration::from_millis(100), Duration::from_secs(2)]);
 /// # }
 /// ```
-pub struct RetryLayer<C = DefaultClassifier, R = UseClone> {
+pub struct RetryLayer<C = DefaultClassifier, R = UseClone, P = KeepRequest> {
     policy: Arc<Policy>,
     classifier: C,
     cloner: R,
+    prepare: P,
 }
 
 impl RetryLayer {
@@ -89,24 +91,25 @@ impl RetryLayer {
     }
 }
 
-impl<C, R> RetryLayer<C, R> {
+impl<C, R, P> RetryLayer<C, R, P> {
     /// The retry budget every service of this layer spends, if it has one.
     pub fn budget(&self) -> Option<&RetryBudget> {
         self.policy.budget.as_ref()
     }
 }
 
-impl<C: Clone, R: Clone> Clone for RetryLayer<C, R> {
+impl<C: Clone, R: Clone, P: Clone> Clone for RetryLayer<C, R, P> {
     fn clone(&self) -> Self {
         RetryLayer {
             policy: self.policy.clone(),
             classifier: self.classifier.clone(),
             cloner: self.cloner.clone(),
+            prepare: self.prepare.clone(),
         }
     }
 }
 
-impl<C, R> fmt::Debug for RetryLayer<C, R> {
+impl<C, R, P> fmt::Debug for RetryLayer<C, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayer")
             .field("policy", &self.policy)
@@ -114,8 +117,8 @@ impl<C, R> fmt::Debug for RetryLayer<C, R> {
     }
 }
 
-impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
-    type Service = Retry<S, C, R>;
+impl<S, C: Clone, R: Clone, P: Clone> Layer<S> for RetryLayer<C, R, P> {
+    type Service = Retry<S, C, R, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Retry::from_parts(
@@ -123,6 +126,7 @@ impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
             self.policy.clone(),
             self.classifier.clone(),
             self.cloner.clone(),
+            self.prepare.clone(),
         )
     }
 }
@@ -145,7 +149,7 @@ impl<S, C: Clone, R: Clone> Layer<S> for RetryLayer<C, R> {
 ///     .build()
 ///     .unwrap();
 /// ```
-pub struct RetryLayerBuilder<C = DefaultClassifier, R = UseClone> {
+pub struct RetryLayerBuilder<C = DefaultClassifier, R = UseClone, P = KeepRequest> {
     config: RetryConfig,
     custom_backoff: Option<Backoff>,
     budget: Option<RetryBudget>,
@@ -154,9 +158,10 @@ pub struct RetryLayerBuilder<C = DefaultClassifier, R = UseClone> {
     on_give_up: Option<OnGiveUp>,
     classifier: C,
     cloner: R,
+    prepare: P,
 }
 
-impl<C, R> fmt::Debug for RetryLayerBuilder<C, R> {
+impl<C, R, P> fmt::Debug for RetryLayerBuilder<C, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryLayerBuilder")
             .field("config", &self.config)
@@ -175,11 +180,12 @@ impl RetryLayerBuilder {
             on_give_up: None,
             classifier: DefaultClassifier,
             cloner: UseClone,
+            prepare: KeepRequest,
         }
     }
 }
 
-impl<C, R> RetryLayerBuilder<C, R> {
+impl<C, R, P> RetryLayerBuilder<C, R, P> {
     /// Replaces every setting with `config` (hooks, classifier and request cloner stay).
     #[must_use]
     pub fn config(mut self, config: RetryConfig) -> Self {
@@ -318,7 +324,7 @@ impl<C, R> RetryLayerBuilder<C, R> {
     }
 
     /// Classifies results with `classifier` instead of [`DefaultClassifier`].
-    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, R> {
+    pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, R, P> {
         RetryLayerBuilder {
             config: self.config,
             custom_backoff: self.custom_backoff,
@@ -328,11 +334,12 @@ impl<C, R> RetryLayerBuilder<C, R> {
             on_give_up: self.on_give_up,
             classifier,
             cloner: self.cloner,
+            prepare: self.prepare,
         }
     }
 
     /// Copies requests for further attempts with `cloner` (see [`CloneRequest`](llm_core::CloneRequest)).
-    pub fn clone_requests_with<R2>(self, cloner: R2) -> RetryLayerBuilder<C, R2> {
+    pub fn clone_requests_with<R2>(self, cloner: R2) -> RetryLayerBuilder<C, R2, P> {
         RetryLayerBuilder {
             config: self.config,
             custom_backoff: self.custom_backoff,
@@ -342,11 +349,28 @@ impl<C, R> RetryLayerBuilder<C, R> {
             on_give_up: self.on_give_up,
             classifier: self.classifier,
             cloner,
+            prepare: self.prepare,
+        }
+    }
+
+    /// Prepares each retry's request with `policy` — change it (a smaller `max_tokens`, a
+    /// fresh credential) or refuse the retry, asynchronously. See [`RetryPolicy`](crate::RetryPolicy).
+    pub fn retry_policy<P2>(self, policy: P2) -> RetryLayerBuilder<C, R, P2> {
+        RetryLayerBuilder {
+            config: self.config,
+            custom_backoff: self.custom_backoff,
+            budget: self.budget,
+            retry_if: self.retry_if,
+            on_retry: self.on_retry,
+            on_give_up: self.on_give_up,
+            classifier: self.classifier,
+            cloner: self.cloner,
+            prepare: policy,
         }
     }
 
     /// Checks the settings and builds the layer.
-    pub fn build(self) -> Result<RetryLayer<C, R>, ConfigError> {
+    pub fn build(self) -> Result<RetryLayer<C, R, P>, ConfigError> {
         self.config.validate()?;
         let budget = match self.budget {
             Some(budget) => Some(budget),
@@ -371,6 +395,7 @@ impl<C, R> RetryLayerBuilder<C, R> {
             policy: Arc::new(policy),
             classifier: self.classifier,
             cloner: self.cloner,
+            prepare: self.prepare,
         })
     }
 }

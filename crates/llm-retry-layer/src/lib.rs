@@ -5,6 +5,7 @@ mod config;
 mod future;
 mod layer;
 mod policy;
+mod retry_policy;
 mod service;
 
 pub use budget::RetryBudget;
@@ -14,4 +15,5 @@ pub use layer::{RetryLayer, RetryLayerBuilder};
 pub use llm_core::backoff::{Backoff, BackoffStrategy, Jitter};
 pub use llm_core::{CloneHttpRequest, CloneRequest, NoClone, UseClone};
 pub use policy::{GiveUp, GiveUpReason, RetryEvent};
+pub use retry_policy::{KeepRequest, RetryPolicy};
 pub use service::Retry;

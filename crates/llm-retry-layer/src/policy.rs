@@ -77,6 +77,8 @@ pub enum GiveUpReason {
     TargetClosed,
     /// The request could not be copied for another attempt.
     NotCloneable,
+    /// The layer's [`RetryPolicy`](crate::RetryPolicy) refused the retry.
+    RefusedByPolicy,
 }
 
 impl GiveUpReason {
@@ -97,6 +99,7 @@ impl GiveUpReason {
             GiveUpReason::HandedOver => "handed_over",
             GiveUpReason::TargetClosed => "target_closed",
             GiveUpReason::NotCloneable => "not_cloneable",
+            GiveUpReason::RefusedByPolicy => "refused_by_policy",
         }
     }
 }

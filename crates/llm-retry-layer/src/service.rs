@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::policy::Policy;
+use crate::retry_policy::{KeepRequest, RetryPolicy};
 use llm_core::{CloneRequest, UseClone};
 
 /// Retries failed calls to the inner service as its [`RetryLayer`](crate::RetryLayer)
@@ -27,20 +28,28 @@ use llm_core::{CloneRequest, UseClone};
 /// let retry = RetryLayer::standard().layer(ReadyService::new(()));
 /// let _provider: &ReadyService<()> = retry.get_ref();
 /// ```
-pub struct Retry<S, C = DefaultClassifier, R = UseClone> {
+pub struct Retry<S, C = DefaultClassifier, R = UseClone, P = KeepRequest> {
     pub(crate) inner: S,
     pub(crate) policy: Arc<Policy>,
     pub(crate) classifier: C,
     pub(crate) cloner: R,
+    pub(crate) prepare: P,
 }
 
-impl<S, C, R> Retry<S, C, R> {
-    pub(crate) fn from_parts(inner: S, policy: Arc<Policy>, classifier: C, cloner: R) -> Self {
+impl<S, C, R, P> Retry<S, C, R, P> {
+    pub(crate) fn from_parts(
+        inner: S,
+        policy: Arc<Policy>,
+        classifier: C,
+        cloner: R,
+        prepare: P,
+    ) -> Self {
         Retry {
             inner,
             policy,
             classifier,
             cloner,
+            prepare,
         }
     }
 
@@ -60,18 +69,19 @@ impl<S, C, R> Retry<S, C, R> {
     }
 }
 
-impl<S: Clone, C: Clone, R: Clone> Clone for Retry<S, C, R> {
+impl<S: Clone, C: Clone, R: Clone, P: Clone> Clone for Retry<S, C, R, P> {
     fn clone(&self) -> Self {
         Retry {
             inner: self.inner.clone(),
             policy: self.policy.clone(),
             classifier: self.classifier.clone(),
             cloner: self.cloner.clone(),
+            prepare: self.prepare.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, C, R> fmt::Debug for Retry<S, C, R> {
+impl<S: fmt::Debug, C, R, P> fmt::Debug for Retry<S, C, R, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("inner", &self.inner)
@@ -80,18 +90,19 @@ impl<S: fmt::Debug, C, R> fmt::Debug for Retry<S, C, R> {
     }
 }
 
-impl<S, C, R, Req> Service<Req> for Retry<S, C, R>
+impl<S, C, R, P, Req> Service<Req> for Retry<S, C, R, P>
 where
     S: Service<Req> + Clone,
     S::Response: ResponseMetadata,
     S::Error: 'static,
     C: Classify<S::Response, S::Error> + Clone,
     R: CloneRequest<Req> + Clone,
+    P: RetryPolicy<Req> + Clone,
     Req: RequestExtensions,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Req, C, R>;
+    type Future = ResponseFuture<S, Req, C, R, P>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

@@ -547,3 +547,87 @@ async fn box_error_stacks_are_classified_too() {
     );
     assert_eq!(LlmError::from(err).kind(), ErrorKind::QuotaExceeded);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_policy_prepares_each_retry_asynchronously_and_its_changes_carry_over() {
+    use llm_testkit::TestRequest;
+    let (provider, calls) = ScriptedService::<TestRequest>::new([
+        Step::fail(ErrorKind::Unauthorized),
+        Step::fail(ErrorKind::Overloaded),
+        Step::ok(TestResponse::new("ok")),
+    ]);
+    let prepared = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = prepared.clone();
+    let retry = RetryLayer::builder()
+        .retry_on(llm_core::ErrorKinds::of(&[
+            ErrorKind::Unauthorized,
+            ErrorKind::Overloaded,
+        ]))
+        .backoff(Backoff::fixed(MS(100)))
+        .jitter(Jitter::None)
+        .retry_policy(
+            move |mut request: TestRequest, event: &llm_retry_layer::RetryEvent| {
+                let counted = counted.clone();
+                let swap = event.kind == ErrorKind::Unauthorized;
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if swap {
+                        // A credential fetched from elsewhere takes time of its own.
+                        tokio::time::sleep(MS(50)).await;
+                        request.prompt = "with the fresh key".to_owned();
+                    }
+                    Some(request)
+                }
+            },
+        )
+        .build()
+        .unwrap();
+    let svc = retry.layer(provider);
+    let started = Instant::now();
+    let answer = svc.oneshot(TestRequest::new("gpt-4o")).await.unwrap();
+    assert_eq!(answer.body(), "ok");
+    assert_eq!(prepared.load(std::sync::atomic::Ordering::Relaxed), 2);
+    let prompts: Vec<String> = calls
+        .calls()
+        .into_iter()
+        .map(|c| c.request.prompt)
+        .collect();
+    assert_eq!(prompts[1], "with the fresh key");
+    assert_eq!(prompts[2], "with the fresh key", "the change carries over");
+    // The preparation ran before the waits: 50 ms, then 100 ms; then 100 ms.
+    assert_eq!(calls.gaps(), [MS(150), MS(100)]);
+    assert_eq!(started.elapsed(), MS(250));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_policy_may_refuse_and_the_last_failure_returns() {
+    use llm_testkit::TestRequest;
+    let (provider, calls) =
+        ScriptedService::<TestRequest>::always(Step::fail(ErrorKind::Overloaded));
+    let recorder = Recorder::default();
+    let retry = recorder
+        .attach(RetryLayer::builder())
+        .retry_policy(
+            |request: TestRequest, event: &llm_retry_layer::RetryEvent| {
+                std::future::ready((event.attempt <= 2).then_some(request))
+            },
+        )
+        .build()
+        .unwrap();
+    let err = retry
+        .layer(provider)
+        .oneshot(TestRequest::new("gpt-4o"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Overloaded);
+    assert_eq!(calls.call_count(), 2, "the second retry was refused");
+    assert_eq!(
+        recorder.retries().len(),
+        1,
+        "a refused retry is not reported as one"
+    );
+    let give_ups = recorder.give_ups();
+    assert_eq!(give_ups.len(), 1);
+    assert_eq!(give_ups[0].reason, GiveUpReason::RefusedByPolicy);
+    assert_eq!(give_ups[0].attempts, 2);
+}
