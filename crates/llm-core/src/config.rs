@@ -126,53 +126,11 @@ where
 /// let t: Timeouts = serde_json::from_str(r#"{"connect": "1500ms"}"#).unwrap();
 /// assert_eq!(t.connect, Duration::from_millis(1500));
 /// ```
-pub mod duration {
-    use std::time::Duration;
+pub use humantime_serde as duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes a duration as `"1s 500ms"`.
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    /// Reads a duration from `"500ms"`, `"2s"`, `"1m 30s"`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim()).map_err(|err| {
-            serde::de::Error::custom(format_args!(
-                "expected a duration like \"500ms\" or \"2s\", got {text:?}: {err}"
-            ))
-        })
-    }
-}
-
-/// Serde support for `Option<Duration>` fields written as `"500ms"` or left out.
-pub mod option_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes `Some` as `"1s 500ms"` and `None` as nothing (null).
-    pub fn serialize<S: Serializer>(
-        value: &Option<Duration>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        match value {
-            Some(value) => super::duration::serialize(value, serializer),
-            None => serializer.serialize_none(),
-        }
-    }
-
-    /// Reads an optional duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct Wrapped(#[serde(with = "super::duration")] Duration);
-        Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|Wrapped(d)| d))
-    }
-}
+/// Serde support for `Option<Duration>` fields written as `"500ms"` or left out
+/// (`humantime-serde`'s `option`).
+pub use humantime_serde::option as option_duration;
 
 #[cfg(test)]
 mod tests {
@@ -210,15 +168,9 @@ mod tests {
     #[test]
     fn bad_durations_say_what_was_expected() {
         let err = serde_json::from_str::<Sample>(r#"{"every": "fast"}"#).unwrap_err();
-        assert!(
-            err.to_string().contains("expected a duration like"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected a duration"), "{err}");
         let err = serde_json::from_str::<Sample>(r#"{"every": 5}"#).unwrap_err();
-        assert!(
-            err.to_string().contains("every") || err.to_string().contains("string"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("expected a duration"), "{err}");
     }
 
     #[test]
