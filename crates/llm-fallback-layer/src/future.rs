@@ -15,7 +15,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::service::{FallbackEvent, FallbackReason, Shared};
+use crate::event::{FallbackEvent, FallbackReason};
+use crate::shared::Shared;
 
 /// A target whose readiness is being awaited before its call.
 struct Starting<S> {

@@ -1,11 +1,16 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+mod event;
 mod future;
+mod layer;
 mod service;
+mod shared;
 mod target;
 
 pub use config::{FallbackConfig, TargetConfig};
+pub use event::{FallbackEvent, FallbackReason};
 pub use future::ResponseFuture;
-pub use service::{Fallback, FallbackBuilder, FallbackEvent, FallbackLayer, FallbackReason};
+pub use layer::{FallbackBuilder, FallbackLayer};
+pub use service::Fallback;
 pub use target::{Chain, Target};

@@ -22,7 +22,7 @@ use crate::config::Mode;
 use crate::gcra::Grant;
 use llm_core::keyed::KeyOf;
 
-use crate::layer::{Shared, Stats};
+use crate::shared::{Shared, Stats};
 use crate::store::{RateLimitStore, StoreReply};
 
 type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;

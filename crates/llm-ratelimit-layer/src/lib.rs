@@ -2,23 +2,30 @@
 
 mod clock;
 mod config;
+mod cost;
 mod future;
 mod gcra;
+mod handle;
 mod layer;
 #[cfg(feature = "redis")]
 mod redis;
+mod service;
+mod shared;
 mod store;
 
 #[cfg(feature = "quanta")]
 pub use clock::QuantaClock;
 pub use clock::{Clock, TokioClock};
 pub use config::{Mode, Rate, RateLimitConfig};
+pub use cost::NoTokenCost;
 pub use future::ResponseFuture;
 pub use gcra::{Capacity, Grant, Limiter};
-pub use layer::{NoTokenCost, RateLimit, RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder};
+pub use handle::RateLimitHandle;
+pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
 pub use llm_core::keyed::{KeyOf, NoKey};
 #[cfg(feature = "redis")]
 pub use redis::{FailurePolicy, RedisConfig, RedisKey, RedisStore};
+pub use service::RateLimit;
 pub use store::{
     KeyedLocalStore, LocalStore, RateLimitStore, StoreLocation, StoreReply, StoreStatus,
 };

@@ -16,14 +16,15 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use std::sync::Arc;
+
 use crate::policy::{Attempted, GiveUp, GiveUpReason, Policy, RetryEvent};
 use crate::retry_policy::RetryPolicy;
-use crate::service::Retry;
 use llm_core::CloneRequest;
 
 pin_project! {
     #[project = ResponseFutureProj]
-    /// The future of a [`Retry`] call: an attempt, a wait, readiness, the next attempt.
+    /// The future of a [`Retry`](crate::Retry) call: an attempt, a wait, readiness, the next attempt.
     pub struct ResponseFuture<S, Req, C, R, P>
     where
         S: Service<Req>,
@@ -31,7 +32,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, P::Future>,
-        retry: Retry<S, C, R, P>,
+        retry: Again<S, C, R, P>,
         // The copy the next attempt sends; `None` when the request could not be copied.
         request: Option<Req>,
         attempts: u32,
@@ -48,6 +49,16 @@ pin_project! {
         // The failed attempt whose retry the policy is preparing: returned if it refuses.
         pending: Option<Box<Pending<S::Response, S::Error>>>,
     }
+}
+
+/// What the retries of one call need of its [`Retry`](crate::Retry): a copy of the inner
+/// service, and the layer's settings.
+pub(crate) struct Again<S, C, R, P> {
+    pub(crate) inner: S,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) classifier: C,
+    pub(crate) cloner: R,
+    pub(crate) prepare: P,
 }
 
 /// A failed attempt whose retry is being prepared.
@@ -81,7 +92,7 @@ where
     pub(crate) fn new(
         future: S::Future,
         request: Option<Req>,
-        retry: Retry<S, C, R, P>,
+        retry: Again<S, C, R, P>,
         started: Option<Instant>,
     ) -> Self {
         ResponseFuture {

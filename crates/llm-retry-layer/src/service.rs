@@ -8,7 +8,7 @@ use llm_core::{Classify, DefaultClassifier, RequestExtensions, ResponseMetadata}
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{Again, ResponseFuture};
 use crate::policy::Policy;
 use crate::retry_policy::{KeepRequest, RetryPolicy};
 use llm_core::{CloneRequest, UseClone};
@@ -121,6 +121,13 @@ where
         let copy = self.cloner.clone_request(&request);
         let future = self.inner.call(request);
         // NOTE: the clone is not ready; the future polls its readiness before any retry.
-        ResponseFuture::new(future, copy, self.clone(), started)
+        let again = Again {
+            inner: self.inner.clone(),
+            policy: self.policy.clone(),
+            classifier: self.classifier.clone(),
+            cloner: self.cloner.clone(),
+            prepare: self.prepare.clone(),
+        };
+        ResponseFuture::new(future, copy, again, started)
     }
 }
