@@ -13,7 +13,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::BreakerHandle;
+use crate::handle::BreakerHandle;
 use crate::service::admit;
 use crate::state::{CircuitBreaker, Settings};
 

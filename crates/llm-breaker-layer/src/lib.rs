@@ -2,6 +2,7 @@
 
 mod config;
 mod future;
+mod handle;
 mod keyed;
 mod layer;
 mod service;
@@ -12,8 +13,9 @@ mod window;
 
 pub use config::{BreakerConfig, WindowConfig};
 pub use future::ResponseFuture;
+pub use handle::BreakerHandle;
 pub use keyed::{KeyedBreaker, KeyedBreakerHandle, KeyedBreakerLayer};
-pub use layer::{BreakerHandle, BreakerLayer, BreakerLayerBuilder};
+pub use layer::{BreakerLayer, BreakerLayerBuilder};
 pub use service::Breaker;
 #[cfg(feature = "redis")]
 pub use shared::RedisConfig;

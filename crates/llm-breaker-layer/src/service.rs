@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::{PermitGuard, ResponseFuture};
+use crate::handle::BreakerHandle;
 use crate::state::CircuitBreaker;
 
 /// Rejects calls at once while its circuit breaker is open, and records the outcome of the
@@ -58,8 +59,8 @@ impl<S, C> Breaker<S, C> {
     }
 
     /// Reads and controls the breaker this service shares with its layer and clones.
-    pub fn handle(&self) -> crate::BreakerHandle {
-        crate::BreakerHandle::new(self.breaker.clone())
+    pub fn handle(&self) -> BreakerHandle {
+        BreakerHandle::new(self.breaker.clone())
     }
 }
 

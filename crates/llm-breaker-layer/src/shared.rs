@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::state::{CircuitBreaker, State, StateChange};
+use crate::state::{CircuitBreaker, PeerState, Peers, State, StateChange};
 
 /// Where breaker state is shared, and how.
 ///
@@ -103,17 +103,6 @@ impl RedisConfig {
             "each instance's breaker decides alone",
         )
     }
-}
-
-/// A state published by another instance.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum PeerState {
-    /// Open for `retry_in` more, after `trips` trips in a row.
-    Open {
-        retry_in: Duration,
-        trips: u32,
-    },
-    Closed,
 }
 
 /// How long a record outlives its open duration: a late instance still sees that the target
@@ -199,14 +188,14 @@ impl SharedLink {
         runtime.spawn(task.run(receiver));
         Ok(SharedLink { commands, link })
     }
+}
 
-    /// Follows `breaker`'s shared record from now on.
-    pub(crate) fn follow(&self, breaker: &Arc<CircuitBreaker>) {
+impl Peers for SharedLink {
+    fn follow(&self, breaker: &Arc<CircuitBreaker>) {
         let _ = self.commands.send(Command::Follow(Arc::downgrade(breaker)));
     }
 
-    /// Publishes `change` (a trip or a recovery) of the breaker `name`.
-    pub(crate) fn publish(&self, name: &Arc<str>, change: &StateChange, trips: u32) {
+    fn publish(&self, name: &Arc<str>, change: &StateChange, trips: u32) {
         let open = match (change.from, change.to) {
             (_, State::Open) => Some(trips),
             (State::HalfOpen, State::Closed) => None,
@@ -218,8 +207,7 @@ impl SharedLink {
         });
     }
 
-    /// Whether Redis was unreachable at the last call.
-    pub(crate) fn is_down(&self) -> bool {
+    fn is_down(&self) -> bool {
         self.link.is_down()
     }
 }

@@ -92,6 +92,30 @@ pub struct StateChange {
 pub(crate) type OnStateChange = Arc<dyn Fn(&StateChange) + Send + Sync>;
 pub(crate) type OnRejected = Arc<dyn Fn(&CircuitOpen) + Send + Sync>;
 
+/// Where a breaker's trips and recoveries go beyond this process, and where other
+/// instances' come from: the state shared through Redis implements it (feature `redis`).
+pub(crate) trait Peers: Send + Sync {
+    /// Follows `breaker`'s shared record from now on: the peers' decisions reach it through
+    /// [`CircuitBreaker::adopt`].
+    fn follow(&self, breaker: &Arc<CircuitBreaker>);
+    /// Publishes `change` (a trip or a recovery) of the breaker `name`.
+    fn publish(&self, name: &Arc<str>, change: &StateChange, trips: u32);
+    /// Whether the shared state was unreachable at its last call.
+    fn is_down(&self) -> bool;
+}
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+/// A state published by another instance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum PeerState {
+    /// Open for `retry_in` more, after `trips` trips in a row.
+    Open {
+        retry_in: Duration,
+        trips: u32,
+    },
+    Closed,
+}
+
 /// Settings shared by every breaker of a layer (one per key for keyed breakers).
 pub(crate) struct Settings {
     pub(crate) config: BreakerConfig,
@@ -99,8 +123,7 @@ pub(crate) struct Settings {
     pub(crate) count_kinds: ErrorKinds,
     pub(crate) on_state_change: Option<OnStateChange>,
     pub(crate) on_rejected: Option<OnRejected>,
-    #[cfg(feature = "redis")]
-    pub(crate) shared: Option<crate::shared::SharedLink>,
+    pub(crate) shared: Option<Arc<dyn Peers>>,
 }
 
 impl Settings {
@@ -112,7 +135,6 @@ impl Settings {
             config,
             on_state_change: None,
             on_rejected: None,
-            #[cfg(feature = "redis")]
             shared: None,
         })
     }
@@ -510,11 +532,9 @@ impl CircuitBreaker {
         }
     }
 
-    /// Publishes a trip or a recovery this breaker decided (feature `redis`); changes made
-    /// by hand and changes adopted from peers stay where they are.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    /// Publishes a trip or a recovery this breaker decided; changes made by hand and
+    /// changes adopted from peers stay where they are.
     fn share(&self, change: &StateChange, trips: u32) {
-        #[cfg(feature = "redis")]
         if let (Some(shared), Some(name)) = (&self.settings.shared, &self.name) {
             shared.publish(name, change, trips);
         }
@@ -523,8 +543,7 @@ impl CircuitBreaker {
     /// Takes on a state another instance published: open for `retry_in` after `trips`
     /// trips in a row, or closed. A breaker forced open or closed by hand stays so.
     #[cfg(feature = "redis")]
-    pub(crate) fn adopt(&self, peer: crate::shared::PeerState, now: Instant) {
-        use crate::shared::PeerState;
+    pub(crate) fn adopt(&self, peer: PeerState, now: Instant) {
         let mut control = self.control();
         let change = match (self.current(), peer) {
             (State::ForcedOpen | State::Disabled, _) | (State::Closed, PeerState::Closed) => None,
@@ -551,7 +570,6 @@ impl CircuitBreaker {
 
     /// Starts following the shared state, if there is one (a no-op otherwise).
     pub(crate) fn follow_shared(self: &Arc<Self>) {
-        #[cfg(feature = "redis")]
         if let Some(shared) = &self.settings.shared {
             shared.follow(self);
         }
@@ -559,18 +577,12 @@ impl CircuitBreaker {
 
     /// Whether the state is shared through Redis.
     pub(crate) fn is_shared(&self) -> bool {
-        #[cfg(feature = "redis")]
-        return self.settings.shared.is_some();
-        #[cfg(not(feature = "redis"))]
-        false
+        self.settings.shared.is_some()
     }
 
     /// Whether the shared state's Redis was unreachable at its last call.
     pub(crate) fn redis_unreachable(&self) -> bool {
-        #[cfg(feature = "redis")]
-        return self.settings.shared.as_ref().is_some_and(|s| s.is_down());
-        #[cfg(not(feature = "redis"))]
-        false
+        self.settings.shared.as_ref().is_some_and(|s| s.is_down())
     }
 
     /// Time until an open breaker lets a probe through (`None` unless open).
