@@ -14,16 +14,16 @@
 //! a server delay and rate-limit observations, which the retry, fallback, breaker and limiter
 //! layers all read.
 
-use std::error::Error as StdError;
-use std::io;
 use std::time::SystemTime;
 
 use http::StatusCode;
 
+pub use crate::chain::classify_error_chain;
 use crate::delay::{RateLimitInfo, server_delay};
-use crate::error::{BoxError, CircuitOpen, FallbackExhausted, LlmError, LocalRateLimited};
 use crate::kind::ErrorKind;
+pub use crate::kind::status_kind;
 use crate::outcome::Outcome;
+pub use crate::outcome::{ErrorOutcome, ResponseOutcome};
 
 /// Classifies a call's result.
 ///
@@ -55,47 +55,6 @@ where
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome {
         self(result)
     }
-}
-
-/// A response that can say whether it is a failure: an `http::Response` with status 503 is an
-/// `Ok` to tower but a failure to a retry policy.
-///
-/// ```
-/// use llm_core::{ErrorKind, ResponseOutcome};
-///
-/// let res = http::Response::builder().status(429).header("retry-after", "3").body(()).unwrap();
-/// let outcome = res.response_outcome();
-/// assert_eq!(outcome.kind(), Some(ErrorKind::RateLimited));
-/// assert_eq!(outcome.retry_after(), Some(std::time::Duration::from_secs(3)));
-/// ```
-pub trait ResponseOutcome {
-    /// Classifies this response.
-    fn response_outcome(&self) -> Outcome;
-}
-
-/// An error that can say what kind of failure it is.
-///
-/// Implement it for your own error type to use [`DefaultClassifier`] with it:
-///
-/// ```
-/// use llm_core::{ErrorKind, ErrorOutcome, Outcome};
-///
-/// #[derive(Debug)]
-/// enum MyError { Busy, BadInput }
-///
-/// impl ErrorOutcome for MyError {
-///     fn error_outcome(&self) -> Outcome {
-///         match self {
-///             MyError::Busy => Outcome::failure(ErrorKind::Overloaded),
-///             MyError::BadInput => Outcome::failure(ErrorKind::InvalidRequest),
-///         }
-///     }
-/// }
-/// assert!(MyError::Busy.error_outcome().is_retryable());
-/// ```
-pub trait ErrorOutcome {
-    /// Classifies this error. The outcome should be a failure.
-    fn error_outcome(&self) -> Outcome;
 }
 
 /// Asks the response and the error to classify themselves: the classifier every layer uses
@@ -140,35 +99,6 @@ impl<Res, Err: ErrorOutcome> Classify<Res, Err> for ErrorClassifier {
             Err(err) => err.error_outcome(),
         }
     }
-}
-
-/// The kind an HTTP status means on its own, without a body to refine it: `None` for
-/// success, 408 timeout, 429 rate limited, 529 overloaded, other 5xx server errors,
-/// 401/403 unauthorized, 402 quota, 404 not found, other 4xx invalid request.
-///
-/// Providers refine this with the body (`insufficient_quota`, context length, …).
-///
-/// ```
-/// use http::StatusCode;
-/// use llm_core::{ErrorKind, classify::status_kind};
-///
-/// assert_eq!(status_kind(StatusCode::OK), None);
-/// assert_eq!(status_kind(StatusCode::from_u16(529).unwrap()), Some(ErrorKind::Overloaded));
-/// assert_eq!(status_kind(StatusCode::BAD_REQUEST), Some(ErrorKind::InvalidRequest));
-/// ```
-pub fn status_kind(status: StatusCode) -> Option<ErrorKind> {
-    let kind = match status.as_u16() {
-        100..=399 => return None,
-        408 => ErrorKind::Timeout,
-        429 => ErrorKind::RateLimited,
-        401 | 403 => ErrorKind::Unauthorized,
-        402 => ErrorKind::QuotaExceeded,
-        404 => ErrorKind::ModelNotFound,
-        400..=499 => ErrorKind::InvalidRequest,
-        529 => ErrorKind::Overloaded,
-        _ => ErrorKind::ServerError,
-    };
-    Some(kind)
 }
 
 /// Classifies a status and its headers: the kind from [`status_kind`], the server delay from
@@ -221,113 +151,20 @@ impl<B> ResponseOutcome for http::Response<B> {
     }
 }
 
-impl ErrorOutcome for BoxError {
-    fn error_outcome(&self) -> Outcome {
-        classify_error_chain(&**self)
+#[cfg(feature = "reqwest")]
+impl ResponseOutcome for reqwest::Response {
+    fn response_outcome(&self) -> Outcome {
+        classify_status(self.status(), self.headers())
     }
-}
-
-impl ErrorOutcome for io::Error {
-    fn error_outcome(&self) -> Outcome {
-        classify_error_chain(self)
-    }
-}
-
-impl ErrorOutcome for tokio::time::error::Elapsed {
-    fn error_outcome(&self) -> Outcome {
-        Outcome::failure(ErrorKind::Timeout)
-    }
-}
-
-impl ErrorOutcome for std::convert::Infallible {
-    fn error_outcome(&self) -> Outcome {
-        match *self {}
-    }
-}
-
-/// The kind of an `std::io::Error`: timeouts, and the connection failures a retry may cure.
-fn io_kind(err: &io::Error) -> ErrorKind {
-    use io::ErrorKind as Io;
-    match err.kind() {
-        Io::TimedOut | Io::WouldBlock => ErrorKind::Timeout,
-        Io::ConnectionRefused
-        | Io::ConnectionReset
-        | Io::ConnectionAborted
-        | Io::NotConnected
-        | Io::AddrNotAvailable
-        | Io::BrokenPipe
-        | Io::UnexpectedEof
-        | Io::Interrupted
-        | Io::HostUnreachable
-        | Io::NetworkUnreachable
-        | Io::NetworkDown => ErrorKind::Network,
-        _ => ErrorKind::Other,
-    }
-}
-
-/// Classifies any error by walking its `source()` chain, outermost first, and taking the
-/// first link it recognises: our own errors ([`LlmError`], [`CircuitOpen`],
-/// [`LocalRateLimited`], [`FallbackExhausted`]), `std::io::Error`, tokio's `Elapsed`, and
-/// with the `reqwest` / `hyper` features their errors. An unrecognised chain is
-/// [`ErrorKind::Other`].
-///
-/// ```
-/// use llm_core::{BoxError, ErrorKind, classify::classify_error_chain};
-///
-/// let refused: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-/// assert_eq!(classify_error_chain(&*refused).kind(), Some(ErrorKind::Network));
-/// ```
-pub fn classify_error_chain(err: &(dyn StdError + 'static)) -> Outcome {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
-    while let Some(err) = current {
-        if let Some(outcome) = classify_known(err) {
-            return outcome;
-        }
-        current = err.source();
-    }
-    Outcome::failure(ErrorKind::Other)
-}
-
-fn classify_known(err: &(dyn StdError + 'static)) -> Option<Outcome> {
-    if let Some(err) = err.downcast_ref::<LlmError>() {
-        return Some(err.error_outcome());
-    }
-    if let Some(err) = err.downcast_ref::<CircuitOpen>() {
-        return Some(err.error_outcome());
-    }
-    if let Some(err) = err.downcast_ref::<LocalRateLimited>() {
-        return Some(err.error_outcome());
-    }
-    if let Some(err) = err.downcast_ref::<FallbackExhausted>() {
-        return Some(err.error_outcome());
-    }
-    if err.is::<tokio::time::error::Elapsed>() {
-        return Some(Outcome::failure(ErrorKind::Timeout));
-    }
-    if let Some(err) = err.downcast_ref::<io::Error>() {
-        let kind = io_kind(err);
-        // An io::Error often wraps the real cause (hyper and reqwest do this): look inside
-        // before settling for `Other`.
-        if kind == ErrorKind::Other {
-            return err.get_ref().and_then(|inner| classify_known(inner));
-        }
-        return Some(Outcome::failure(kind));
-    }
-    #[cfg(feature = "reqwest")]
-    if let Some(err) = err.downcast_ref::<reqwest::Error>() {
-        return crate::transport::classify_reqwest(err);
-    }
-    #[cfg(feature = "hyper")]
-    if let Some(err) = err.downcast_ref::<hyper::Error>() {
-        return crate::transport::classify_hyper(err);
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BoxError, CircuitOpen, LlmError, LocalRateLimited};
+    use std::error::Error as StdError;
     use std::fmt;
+    use std::io;
     use std::time::Duration;
 
     fn response(status: u16, headers: &[(&'static str, &str)]) -> http::Response<()> {

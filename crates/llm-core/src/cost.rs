@@ -269,6 +269,13 @@ impl<T: Tokenizer, Req: EstimateTokens> TokenCost<Req> for EstimatedCost<T> {
     }
 }
 
+#[cfg(feature = "reqwest")]
+impl ReportsUsage for reqwest::Response {
+    fn usage(&self) -> Option<Usage> {
+        self.extensions().get::<Usage>().copied()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use crate::classify::{ErrorOutcome, classify_error_chain};
 use crate::delay::RateLimitInfo;
 use crate::kind::ErrorKind;
+use crate::outcome::ErrorOutcome;
 use crate::outcome::Outcome;
 
 /// A type-erased error, as tower uses it. The stock classifier finds our errors, I/O errors
@@ -397,31 +397,6 @@ impl From<FallbackExhausted> for LlmError {
         out.inner.attempts = err.upstream_attempts();
         out.inner.exhausted = Some(Arc::new(err));
         out
-    }
-}
-
-impl From<BoxError> for LlmError {
-    /// Recovers an `LlmError` that was boxed, or classifies a foreign error by its chain.
-    fn from(err: BoxError) -> Self {
-        match err.downcast::<LlmError>() {
-            Ok(err) => *err,
-            Err(err) => match err.downcast::<CircuitOpen>() {
-                Ok(err) => LlmError::from(*err),
-                Err(err) => match err.downcast::<LocalRateLimited>() {
-                    Ok(err) => LlmError::from(*err),
-                    Err(err) => match err.downcast::<FallbackExhausted>() {
-                        Ok(err) => LlmError::from(*err),
-                        Err(err) => {
-                            let outcome = classify_error_chain(&*err);
-                            let kind = outcome.kind().unwrap_or(ErrorKind::Other);
-                            LlmError::new(kind, err.to_string())
-                                .with_retry_after(outcome.retry_after())
-                                .with_source(err)
-                        }
-                    },
-                },
-            },
-        }
     }
 }
 

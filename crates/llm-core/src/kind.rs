@@ -1,5 +1,6 @@
 //! [`ErrorKind`], the one classification every layer reads, and [`ErrorKinds`], a set of them.
 
+use http::StatusCode;
 use std::fmt;
 use std::str::FromStr;
 
@@ -389,6 +390,35 @@ impl<'de> serde::Deserialize<'de> for ErrorKinds {
         let kinds = Vec::<ErrorKind>::deserialize(deserializer)?;
         Ok(kinds.into_iter().collect())
     }
+}
+
+/// The kind an HTTP status means on its own, without a body to refine it: `None` for
+/// success, 408 timeout, 429 rate limited, 529 overloaded, other 5xx server errors,
+/// 401/403 unauthorized, 402 quota, 404 not found, other 4xx invalid request.
+///
+/// Providers refine this with the body (`insufficient_quota`, context length, …).
+///
+/// ```
+/// use http::StatusCode;
+/// use llm_core::{ErrorKind, classify::status_kind};
+///
+/// assert_eq!(status_kind(StatusCode::OK), None);
+/// assert_eq!(status_kind(StatusCode::from_u16(529).unwrap()), Some(ErrorKind::Overloaded));
+/// assert_eq!(status_kind(StatusCode::BAD_REQUEST), Some(ErrorKind::InvalidRequest));
+/// ```
+pub fn status_kind(status: StatusCode) -> Option<ErrorKind> {
+    let kind = match status.as_u16() {
+        100..=399 => return None,
+        408 => ErrorKind::Timeout,
+        429 => ErrorKind::RateLimited,
+        401 | 403 => ErrorKind::Unauthorized,
+        402 => ErrorKind::QuotaExceeded,
+        404 => ErrorKind::ModelNotFound,
+        400..=499 => ErrorKind::InvalidRequest,
+        529 => ErrorKind::Overloaded,
+        _ => ErrorKind::ServerError,
+    };
+    Some(kind)
 }
 
 #[cfg(test)]

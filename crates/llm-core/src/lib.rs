@@ -55,6 +55,7 @@
 //! - `redis`: [`redis::RedisLink`], the Redis connection shared state goes through.
 
 pub mod backoff;
+mod chain;
 pub mod classify;
 mod clone;
 pub mod config;
@@ -70,7 +71,7 @@ mod request;
 mod response;
 mod transport;
 
-pub use classify::{Classify, DefaultClassifier, ErrorClassifier, ErrorOutcome, ResponseOutcome};
+pub use classify::{Classify, DefaultClassifier, ErrorClassifier};
 pub use clone::{CloneHttpRequest, CloneRequest, NoClone, UseClone};
 pub use config::ConfigError;
 pub use cost::{
@@ -82,7 +83,7 @@ pub use error::{
     LocalRateLimited, notes,
 };
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
-pub use outcome::Outcome;
+pub use outcome::{ErrorOutcome, Outcome, ResponseOutcome};
 pub use request::{
     AttemptBudget, Deadline, EarlierFailures, ModelRequest, RemainingTargets, RequestExtensions,
 };

@@ -91,3 +91,44 @@ impl Outcome {
         self.kind.is_some_and(ErrorKind::is_retryable)
     }
 }
+
+/// A response that can say whether it is a failure: an `http::Response` with status 503 is an
+/// `Ok` to tower but a failure to a retry policy.
+///
+/// ```
+/// use llm_core::{ErrorKind, ResponseOutcome};
+///
+/// let res = http::Response::builder().status(429).header("retry-after", "3").body(()).unwrap();
+/// let outcome = res.response_outcome();
+/// assert_eq!(outcome.kind(), Some(ErrorKind::RateLimited));
+/// assert_eq!(outcome.retry_after(), Some(std::time::Duration::from_secs(3)));
+/// ```
+pub trait ResponseOutcome {
+    /// Classifies this response.
+    fn response_outcome(&self) -> Outcome;
+}
+
+/// An error that can say what kind of failure it is.
+///
+/// Implement it for your own error type to use [`DefaultClassifier`] with it:
+///
+/// ```
+/// use llm_core::{ErrorKind, ErrorOutcome, Outcome};
+///
+/// #[derive(Debug)]
+/// enum MyError { Busy, BadInput }
+///
+/// impl ErrorOutcome for MyError {
+///     fn error_outcome(&self) -> Outcome {
+///         match self {
+///             MyError::Busy => Outcome::failure(ErrorKind::Overloaded),
+///             MyError::BadInput => Outcome::failure(ErrorKind::InvalidRequest),
+///         }
+///     }
+/// }
+/// assert!(MyError::Busy.error_outcome().is_retryable());
+/// ```
+pub trait ErrorOutcome {
+    /// Classifies this error. The outcome should be a failure.
+    fn error_outcome(&self) -> Outcome;
+}

@@ -381,3 +381,7 @@ mod tests {
         assert_eq!(budget.used(), 1000);
     }
 }
+
+// reqwest's request keeps no public extensions: the layers see no deadline on it.
+#[cfg(feature = "reqwest")]
+impl RequestExtensions for reqwest::Request {}

@@ -252,3 +252,17 @@ impl<T> crate::ResponseOutcome for Vec<T> {
         crate::Outcome::success()
     }
 }
+
+#[cfg(feature = "reqwest")]
+impl ResponseMetadata for reqwest::Response {
+    fn metadata(&self) -> Option<&ResponseMeta> {
+        self.extensions().get()
+    }
+
+    fn metadata_mut(&mut self) -> Option<&mut ResponseMeta> {
+        Some(self.extensions_mut().get_or_insert_default())
+    }
+}
+
+#[cfg(feature = "reqwest")]
+impl ObserveEnd for reqwest::Response {}
