@@ -333,6 +333,10 @@ pub struct RemainingTargets(pub u32);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct EarlierFailures(pub ErrorKinds);
 
+// reqwest's request keeps no public extensions: the layers see no deadline on it.
+#[cfg(feature = "reqwest")]
+impl RequestExtensions for reqwest::Request {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,7 +385,3 @@ mod tests {
         assert_eq!(budget.used(), 1000);
     }
 }
-
-// reqwest's request keeps no public extensions: the layers see no deadline on it.
-#[cfg(feature = "reqwest")]
-impl RequestExtensions for reqwest::Request {}

@@ -6,7 +6,9 @@ use std::fmt;
 
 use llm_core::ConfigError;
 
-use crate::provider::{Provider, ProviderKind, Timeouts};
+use crate::inner::Timeouts;
+use crate::kind::ProviderKind;
+use crate::provider::Provider;
 
 /// One provider's configuration, as a service loads it.
 ///

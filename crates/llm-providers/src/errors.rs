@@ -9,7 +9,7 @@ use llm_core::delay::parse_go_duration;
 use llm_core::{ErrorKind, LlmError};
 use serde_json::Value;
 
-use crate::ProviderKind;
+use crate::kind::ProviderKind;
 
 /// The longest provider message kept in an error (bodies can be whole HTML pages).
 const MAX_MESSAGE: usize = 500;

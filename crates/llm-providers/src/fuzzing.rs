@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, StatusCode};
 
 use crate::decode::Framing;
-use crate::provider::ProviderKind;
+use crate::kind::ProviderKind;
 use crate::types::{ChatChunk, ChatResponse};
 use crate::wire::{self, Step, StreamParser};
 use crate::{LlmError, errors};

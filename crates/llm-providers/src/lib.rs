@@ -1,12 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 mod assemble;
+mod builder;
 mod config;
 mod conversation;
 pub mod decode;
 mod errors;
 #[doc(hidden)]
 pub mod fuzzing;
+mod inner;
+mod kind;
 mod provider;
 pub mod recovery;
 mod stream;
@@ -14,14 +17,15 @@ mod types;
 mod wire;
 
 pub use assemble::Assembler;
+pub use builder::ProviderBuilder;
 pub use config::{ProviderConfig, ProviderRegistry};
 pub use conversation::{
     Content, Media, MediaSource, Part, Reasoning, ReasoningConfig, ReasoningDelta, ReasoningEffort,
     ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
 };
+pub use inner::Timeouts;
+pub use kind::ProviderKind;
 pub use llm_core::{ErrorKind, LlmError, Usage};
-pub use provider::{
-    Provider, ProviderBuilder, ProviderKind, ResponseFuture, StreamingProvider, Timeouts,
-};
+pub use provider::{Provider, ResponseFuture, StreamingProvider};
 pub use stream::ChatStream;
 pub use types::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Message, Role};

@@ -43,9 +43,10 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::assemble::Assembler;
-use crate::provider::ProviderKind;
+use crate::kind::ProviderKind;
 use crate::stream::ChatStream;
 use crate::types::{ChatChunk, ChatRequest, ChatResponse, Message};
+pub use crate::types::{Recovery, RecoveryMode};
 
 /// What a continuation asks of a target that cannot take a prefill. The partial answer is
 /// in the conversation just before it.
@@ -243,46 +244,6 @@ fn claude_accepts_prefill(model: &str) -> bool {
         [major] => *major <= 4,
         [] => false,
     }
-}
-
-/// How an answer was repaired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum RecoveryMode {
-    /// Nothing had reached the caller: the answer restarted on another target.
-    Restarted,
-    /// Continued after an assistant prefill of the delivered text.
-    Prefill,
-    /// Continued after an instruction to continue, overlap removed.
-    Instruction,
-}
-
-impl RecoveryMode {
-    /// `restarted`, `prefill`, `instruction`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RecoveryMode::Restarted => "restarted",
-            RecoveryMode::Prefill => "prefill",
-            RecoveryMode::Instruction => "instruction",
-        }
-    }
-}
-
-/// A repair that happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Recovery {
-    /// The target whose stream broke.
-    pub from: Arc<str>,
-    /// The target that finished the answer.
-    pub to: Arc<str>,
-    /// Content chunks (≈ tokens) the caller had received when the stream broke.
-    pub after_tokens: u32,
-    /// How.
-    pub mode: RecoveryMode,
-    /// How the stream broke.
-    pub cause: ErrorKind,
 }
 
 /// What `on_recovery` hooks see: a repair that succeeded, or one that could not be made.

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::assemble::Assembler;
 use crate::decode::Framing;
-use crate::provider::{Inner, fmt_duration, named, request_id};
+use crate::inner::{Inner, fmt_duration, named, request_id};
 use crate::types::{ChatChunk, ChatResponse, FinishReason};
 use crate::wire::{Step, StreamParser};
 

@@ -683,7 +683,7 @@ pub struct ChatChunk {
     pub usage: Option<Usage>,
     /// Set on the last chunk of an answer that [`StreamRecovery`](crate::recovery::StreamRecovery)
     /// repaired: from which target, after how many delivered tokens, how.
-    pub recovery: Option<crate::recovery::Recovery>,
+    pub recovery: Option<Recovery>,
 }
 
 impl ChatChunk {
@@ -704,4 +704,44 @@ impl ChatChunk {
             ..ChatChunk::default()
         }
     }
+}
+
+/// How an answer was repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RecoveryMode {
+    /// Nothing had reached the caller: the answer restarted on another target.
+    Restarted,
+    /// Continued after an assistant prefill of the delivered text.
+    Prefill,
+    /// Continued after an instruction to continue, overlap removed.
+    Instruction,
+}
+
+impl RecoveryMode {
+    /// `restarted`, `prefill`, `instruction`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecoveryMode::Restarted => "restarted",
+            RecoveryMode::Prefill => "prefill",
+            RecoveryMode::Instruction => "instruction",
+        }
+    }
+}
+
+/// A repair that happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// The target whose stream broke.
+    pub from: Arc<str>,
+    /// The target that finished the answer.
+    pub to: Arc<str>,
+    /// Content chunks (≈ tokens) the caller had received when the stream broke.
+    pub after_tokens: u32,
+    /// How.
+    pub mode: RecoveryMode,
+    /// How the stream broke.
+    pub cause: ErrorKind,
 }

@@ -8,11 +8,11 @@ use serde_json::Value;
 #[cfg(test)]
 use serde_json::json;
 
-use crate::ProviderKind;
 use crate::conversation::{Reasoning, ReasoningDelta, ToolCall, ToolCallDelta};
 use crate::errors;
 #[cfg(test)]
 use crate::errors::ErrorBody;
+use crate::kind::ProviderKind;
 use crate::types::{ChatChunk, ChatResponse, FinishReason};
 
 mod request;

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use llm_core::{ErrorKind, LlmError};
 use serde_json::{Map, Value, json};
 
-use crate::ProviderKind;
 use crate::conversation::{
     Content, Media, MediaSource, Part, ReasoningConfig, ReasoningEffort, ResponseFormat, ToolCall,
     ToolChoice,
 };
+use crate::kind::ProviderKind;
 use crate::types::{ChatRequest, Message, Role};
 
 /// Anthropic requires `max_tokens`; this is what we send when the request has none.
