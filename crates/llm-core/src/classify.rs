@@ -4,7 +4,7 @@
 //!
 //! - [`DefaultClassifier`] asks the response ([`ResponseOutcome`]) and the error
 //!   ([`ErrorOutcome`]) to classify themselves. `http::Response` does so by status and headers,
-//!   [`LlmError`] by its kind, `BoxError` by looking through its source chain
+//!   [`LlmError`](crate::LlmError) by its kind, `BoxError` by looking through its source chain
 //!   for our own errors, `std::io::Error`, timeouts, and (behind features) `reqwest` and `hyper`
 //!   errors.
 //! - [`ErrorClassifier`] treats every `Ok` as a success and asks only the error.

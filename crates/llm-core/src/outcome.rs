@@ -110,7 +110,7 @@ pub trait ResponseOutcome {
 
 /// An error that can say what kind of failure it is.
 ///
-/// Implement it for your own error type to use [`DefaultClassifier`] with it:
+/// Implement it for your own error type to use [`DefaultClassifier`](crate::DefaultClassifier) with it:
 ///
 /// ```
 /// use llm_core::{ErrorKind, ErrorOutcome, Outcome};

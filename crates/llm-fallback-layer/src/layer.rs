@@ -102,7 +102,7 @@ impl<S, Req, C, R> FallbackBuilder<S, Req, C, R> {
         }
     }
 
-    /// Copies requests for each target with `cloner` (see [`CloneRequest`]).
+    /// Copies requests for each target with `cloner` (see [`CloneRequest`](llm_core::CloneRequest)).
     pub fn clone_requests_with<R2>(self, cloner: R2) -> FallbackBuilder<S, Req, C, R2> {
         FallbackBuilder {
             targets: self.targets,

@@ -53,7 +53,7 @@ impl RateLimitHandle {
     }
 
     /// What the limit could admit now; `None` for a limit keyed per request (read a key's
-    /// capacity from [`RateLimitLayer::store`]). A limit shared through Redis reports what
+    /// capacity from [`RateLimitLayer::store`](crate::RateLimitLayer::store)). A limit shared through Redis reports what
     /// Redis said at its last answer.
     pub fn capacity(&self) -> Option<Capacity> {
         self.store.unkeyed_capacity()
