@@ -1,0 +1,81 @@
+//! The HTTP routes: the six providers' endpoints and the admin API.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use bytes::Bytes;
+use http::{StatusCode, header};
+use serde_json::Value;
+
+use super::handler::handle;
+use super::plan::{Plan, Route};
+use super::state::{ServerState, Shared};
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    macro_rules! route_handler {
+        ($route:expr) => {
+            post(|State(s): State<Arc<Shared>>, req: Request| handle($route, s, req))
+        };
+    }
+    Router::new()
+        .route("/v1/chat/completions", route_handler!(Route::OpenAi))
+        .route(
+            "/openai/deployments/{deployment}/chat/completions",
+            route_handler!(Route::Azure),
+        )
+        .route(
+            "/api/v1/chat/completions",
+            route_handler!(Route::OpenRouter),
+        )
+        .route("/v1/messages", route_handler!(Route::Anthropic))
+        .route("/v1beta/models/{target}", route_handler!(Route::Gemini))
+        .route("/api/chat", route_handler!(Route::Ollama))
+        .route("/__mock/attempts", get(admin_attempts))
+        .route("/__mock/reset", post(admin_reset))
+        .route("/__mock/plan", put(admin_plan))
+        .with_state(shared)
+}
+
+pub(crate) async fn admin_attempts(State(shared): State<Arc<Shared>>) -> Response {
+    let log = shared.lock().log.clone();
+    json_response(
+        StatusCode::OK,
+        &serde_json::to_value(log).unwrap_or_default(),
+    )
+}
+
+pub(crate) async fn admin_reset(State(shared): State<Arc<Shared>>) -> StatusCode {
+    let mut state = shared.lock();
+    let plan = state.plan.clone();
+    *state = ServerState::new(plan);
+    StatusCode::NO_CONTENT
+}
+
+pub(crate) async fn admin_plan(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    match Plan::from_toml(&text) {
+        Ok(plan) => {
+            *shared.lock() = ServerState::new(plan);
+            Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Body::empty())
+                .unwrap_or_default()
+        }
+        Err(err) => json_response(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": err.to_string(), "field": err.field()}),
+        ),
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}
