@@ -1,0 +1,206 @@
+//! [`Gateway`]: the providers' stacks and the routes' chains, built from the configuration.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use llm_providers::ChatRequest;
+use llm_providers::recovery::RecoveryPolicy;
+use llm_tower::fallback::Fallback;
+use llm_tower::upstream::{ChatService, UpstreamChain};
+use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
+
+use super::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
+use super::metrics::Metrics;
+use super::openai::{self};
+use super::stack::{self, AttemptLog, Configured};
+
+/// The gateway's state; axum clones it per request, and every clone shares the providers'
+/// breakers, limiters and the metrics.
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) upstreams: Vec<Configured>,
+    /// `/api/chat` chains: entry `i` starts at provider `i`, then the others in order.
+    pub(crate) chat_chains: Vec<Fallback<ChatService, ChatRequest>>,
+    pub(crate) routes: Vec<Route>,
+    pub(crate) wildcard: Option<Route>,
+    pub(crate) metrics: Metrics,
+    pub(crate) request_timeout: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) server: ServerLimits,
+    /// Request body bytes in flight, in KiB: the byte budget of `server.max_in_flight_bytes`.
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
+    pub(crate) next_id: AtomicU64,
+}
+
+/// A `/v1/chat/completions` route's chains.
+pub(crate) struct Route {
+    pub(crate) model: String,
+    pub(crate) owner: String,
+    /// Its targets, complete and streaming (under the route's recovery policy).
+    pub(crate) chain: UpstreamChain,
+    /// That policy.
+    pub(crate) recovery: RecoveryPolicy,
+}
+
+impl Gateway {
+    /// Builds every provider and stack of `config`, reading API keys through `vars`.
+    pub(crate) fn new(config: &GatewayConfig, vars: Lookup<'_>) -> Result<Gateway, ConfigError> {
+        let metrics = Metrics::default();
+        let mut upstreams = Vec::with_capacity(config.providers.len());
+        for (i, settings) in config.providers.iter().enumerate() {
+            let section = format!("providers[{i}]");
+            let provider = settings
+                .connection
+                .build_with(vars)
+                .map_err(|e| e.in_section(&section))?;
+            let models = config.models_of(&settings.name);
+            upstreams.push(Configured {
+                upstream: stack::upstream(settings, provider, &models, &metrics)
+                    .map_err(|e| e.in_section(&section))?,
+                model: settings.model.clone(),
+            });
+        }
+
+        // `/api/chat` keeps its documented behaviour: a rate limit moves to the next provider.
+        let chat_chains = (0..upstreams.len())
+            .map(|first| {
+                let order =
+                    std::iter::once(first).chain((0..upstreams.len()).filter(|&i| i != first));
+                order
+                    .fold(stack::chain(&metrics), |chain, i| {
+                        chain.upstream_as(&upstreams[i].upstream, upstreams[i].model.clone())
+                    })
+                    .map_retry(|retry| {
+                        let mut retry = retry.clone();
+                        retry.failover_on = retry.failover_on.with(ErrorKind::RateLimited);
+                        retry
+                    })
+                    .build()
+                    .map(|chain| chain.chat())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut routes = Vec::new();
+        let mut wildcard = None;
+        for (i, route) in config.effective_routes().into_iter().enumerate() {
+            let section = format!("routes[{i}]");
+            let chain = route
+                .targets
+                .iter()
+                .fold(stack::chain(&metrics), |chain, target| {
+                    let up = &upstreams
+                        .iter()
+                        .find(|u| u.upstream.name() == target.provider)
+                        .expect("validated: every target names a provider")
+                        .upstream;
+                    match &target.model {
+                        Some(model) => chain.upstream_as(up, model.clone()),
+                        None => chain.upstream(up),
+                    }
+                })
+                .recovery(route.recovery_policy())
+                .build()
+                .map_err(|e| e.in_section(&section))?;
+            let built = Route {
+                owner: route.targets[0].provider.clone(),
+                model: route.model.clone(),
+                recovery: route.recovery_policy(),
+                chain,
+            };
+            if route.is_wildcard() {
+                wildcard = Some(built);
+            } else {
+                routes.push(built);
+            }
+        }
+
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                upstreams,
+                chat_chains,
+                routes,
+                wildcard,
+                metrics,
+                request_timeout: config.request_timeout,
+                max_body_bytes: config.max_body_bytes,
+                server: config.server.clone(),
+                body_budget: Arc::new(tokio::sync::Semaphore::new(
+                    config.server.max_in_flight_bytes.div_ceil(1024),
+                )),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// As [`new`](Self::new), with errors naming where the configuration came from.
+    pub(crate) fn from_config(
+        config: &GatewayConfig,
+        source: &str,
+        vars: Lookup<'_>,
+    ) -> Result<Gateway, ConfigFileError> {
+        Gateway::new(config, vars).map_err(|error| ConfigFileError {
+            source: source.to_owned(),
+            error,
+        })
+    }
+
+    /// The providers' names, in order.
+    pub(crate) fn provider_names(&self) -> Vec<&str> {
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name())
+            .collect()
+    }
+
+    pub(crate) fn route(&self, model: &str) -> Option<&Route> {
+        self.inner
+            .routes
+            .iter()
+            .find(|r| r.model == model)
+            .or(self.inner.wildcard.as_ref())
+    }
+
+    pub(crate) fn request_id(&self) -> String {
+        format!(
+            "chatcmpl-gw{:x}{:06x}",
+            openai::unix_now(),
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// `request` with a fresh attempt log and the gateway's deadline.
+    pub(crate) fn prepare(&self, mut request: ChatRequest) -> (ChatRequest, AttemptLog) {
+        let log = AttemptLog::default();
+        request.extensions_mut().insert(log.clone());
+        request
+            .extensions_mut()
+            .insert(Deadline::after(self.inner.request_timeout));
+        (request, log)
+    }
+
+    /// Runs `call`, capped by the request timeout (the deadline stops retries and fallbacks
+    /// from starting late; this also stops an attempt in flight).
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        call: impl Future<Output = Result<T, LlmError>>,
+    ) -> Result<T, LlmError> {
+        tokio::time::timeout(self.inner.request_timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LlmError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "no answer within the gateway's request timeout ({:?})",
+                        self.inner.request_timeout
+                    ),
+                ))
+            })
+    }
+}

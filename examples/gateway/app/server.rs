@@ -1,0 +1,165 @@
+//! The front door: the router with its request caps, and the accept loop.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::Response;
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use tokio::net::TcpListener;
+
+use super::api_chat::api_chat;
+use super::completions::chat_completions;
+use super::gateway::Gateway;
+use super::respond::at_capacity;
+use super::status::{health, metrics, models};
+
+impl Gateway {
+    /// The HTTP routes, behind the front door's request caps: at most `max_in_flight`
+    /// requests at once (one more gets a fast 503), a body that must arrive within
+    /// `body_timeout`, and a declared body over `max_body_bytes` refused with 413 before a
+    /// byte of it is read.
+    pub(crate) fn router(&self) -> Router {
+        use axum::error_handling::HandleErrorLayer;
+        use tower::ServiceBuilder;
+        use tower_http::limit::RequestBodyLimitLayer;
+        use tower_http::timeout::RequestBodyTimeoutLayer;
+
+        let limits = &self.inner.server;
+        Router::new()
+            .route("/api/chat", post(api_chat))
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/models", get(models))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
+            // NOTE: inside the size limit and the body timeout, which bound the draining of a
+            // refused body.
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                admit_body_bytes,
+            ))
+            .layer(RequestBodyLimitLayer::new(self.inner.max_body_bytes))
+            .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+            .layer(
+                ServiceBuilder::new()
+                    .layer(HandleErrorLayer::new(overloaded))
+                    .load_shed()
+                    .concurrency_limit(limits.max_in_flight),
+            )
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then lets requests and streams in
+    /// flight finish for up to `shutdown_timeout` and closes what is left.
+    ///
+    /// NOTE: an accept loop of its own rather than `axum::serve`, which has no cap on
+    /// connections, no header-read timeout and no drain deadline (a half-sent request head
+    /// held its graceful shutdown forever).
+    pub(crate) async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let limits = self.inner.server.clone();
+        let router = self.router();
+        let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // NOTE: hyper starts this timer whenever it waits for a request head, so an idle
+        // keep-alive connection is closed after it as well as a slow one.
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let graceful = GracefulShutdown::new();
+        let mut connections = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            while connections.try_join_next().is_some() {}
+            let tcp = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(err) => {
+                        // Out of descriptors, say: wait for connections to close, not spin.
+                        tracing::warn!("accepting a connection failed: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // Over the connection cap: closed at once.
+                self.inner.metrics.connection_refused();
+                continue;
+            };
+            // Small responses go out at once rather than waiting to be coalesced (Nagle).
+            let _ = tcp.set_nodelay(true);
+            let service = TowerToHyperService::new(router.clone());
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+            connections.spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(limits.shutdown_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "closing {} connection(s) still open after the {:?} drain deadline",
+                connections.len(),
+                limits.shutdown_timeout
+            );
+            connections.abort_all();
+        }
+        Ok(())
+    }
+}
+
+/// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly.
+pub(crate) async fn overloaded(err: tower::BoxError) -> Response {
+    at_capacity(&err.to_string())
+}
+
+/// Admits a request's body into the byte budget (its declared length, or the largest body
+/// allowed when it declares none) for as long as the request is handled; over budget, a
+/// fast 503. Requests without a body pass.
+pub(crate) async fn admit_body_bytes(
+    State(gw): State<Gateway>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::Method;
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(gw.inner.max_body_bytes)
+        .min(gw.inner.max_body_bytes);
+    let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+    match gw.inner.body_budget.clone().try_acquire_many_owned(kib) {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(_) => {
+            // NOTE: the body is read and dropped frame by frame before the 503: a client still
+            // sending it would otherwise see a broken pipe instead of the answer.
+            let mut frames = request.into_body().into_data_stream();
+            while let Some(Ok(_)) = frames.next().await {}
+            at_capacity("request bytes in flight")
+        }
+    }
+}

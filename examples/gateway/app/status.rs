@@ -1,0 +1,149 @@
+//! `GET /v1/models`, `/health` and `/metrics`.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use llm_tower::ratelimit::StoreLocation;
+use llm_tower::upstream::{BreakerScope, UpstreamHealth};
+use serde_json::json;
+
+use super::gateway::Gateway;
+use super::respond::{json_response, observed};
+
+pub(crate) async fn models(State(gw): State<Gateway>) -> Response {
+    let started = Instant::now();
+    let data: Vec<_> = gw
+        .inner
+        .routes
+        .iter()
+        .map(|route| {
+            json!({
+                "id": route.model,
+                "object": "model",
+                "created": 0,
+                "owned_by": route.owner,
+            })
+        })
+        .collect();
+    let response = axum::Json(json!({ "object": "list", "data": data })).into_response();
+    observed(&gw, "/v1/models", started, response)
+}
+
+/// One breaker's state as `/health` shows it.
+pub(crate) fn breaker_json(
+    model: Option<&str>,
+    m: &llm_tower::breaker::Metrics,
+) -> serde_json::Value {
+    let mut value = json!({
+        "state": m.state.as_str(),
+        "failureRate": m.failure_rate,
+        "consecutiveFailures": m.consecutive_failures,
+        "retryInMs": m.retry_in.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "trips": m.trips,
+        "rejected": m.rejected,
+    });
+    if let Some(model) = model {
+        value["model"] = json!(model);
+    }
+    value
+}
+
+/// A provider's breakers: a summary (`state` is the breakers' common state, or
+/// `partially_open`), and with one breaker per model, each of them. Also whether every one
+/// is open.
+pub(crate) fn breakers_json(health: &UpstreamHealth) -> (serde_json::Value, bool) {
+    use llm_tower::breaker::State;
+    let breakers = health.breakers();
+    let metrics: Vec<_> = breakers.iter().map(|(_, h)| h.metrics()).collect();
+    let open = |m: &llm_tower::breaker::Metrics| matches!(m.state, State::Open | State::ForcedOpen);
+    let all_open = !metrics.is_empty() && metrics.iter().all(open);
+    let state = match metrics.first() {
+        None => State::Closed.as_str(),
+        Some(first) if metrics.iter().all(|m| m.state == first.state) => first.state.as_str(),
+        Some(_) => "partially_open",
+    };
+    let unreachable = breakers.iter().any(|(_, h)| h.redis_unreachable());
+    let per_model = health.breaker_scope() == BreakerScope::PerModel;
+    let mut summary = json!({
+        "scope": if per_model { "model" } else { "provider" },
+        "state": state,
+        "failureRate": metrics.iter().map(|m| m.failure_rate).fold(0.0, f64::max),
+        "consecutiveFailures": metrics.iter().map(|m| m.consecutive_failures).max().unwrap_or(0),
+        "retryInMs": metrics.iter().filter_map(|m| m.retry_in).min()
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "trips": metrics.iter().map(|m| m.trips).sum::<u64>(),
+        "rejected": metrics.iter().map(|m| m.rejected).sum::<u64>(),
+        "shared": health.breakers_shared(),
+        "redisUnreachable": unreachable,
+    });
+    if per_model {
+        summary["models"] = breakers
+            .iter()
+            .zip(&metrics)
+            .map(|((model, _), m)| breaker_json(model.as_deref(), m))
+            .collect();
+    }
+    (summary, all_open)
+}
+
+pub(crate) async fn health(State(gw): State<Gateway>) -> Response {
+    let started = Instant::now();
+    let mut open = 0;
+    let providers: Vec<_> = gw
+        .inner
+        .upstreams
+        .iter()
+        .map(|configured| {
+            let up = &configured.upstream;
+            let health = up.health();
+            let (breaker, all_open) = breakers_json(health);
+            if all_open {
+                open += 1;
+            }
+            let limiter = health.limiter();
+            let capacity = limiter.capacity().unwrap_or_default();
+            let (shared, unreachable) = match limiter.location() {
+                StoreLocation::Shared { reachable } => (true, !reachable),
+                _ => (false, false),
+            };
+            let limiter = json!({
+                "requestsAvailable": capacity.requests,
+                "tokensAvailable": capacity.tokens,
+                "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
+                "waiting": limiter.waiting(),
+                "admitted": limiter.admitted(),
+                "rejected": limiter.rejected(),
+                "shared": shared,
+                "redisUnreachable": unreachable,
+            });
+            json!({
+                "name": up.name(),
+                "kind": up.kind().to_string(),
+                "model": configured.model,
+                "breaker": breaker,
+                "limiter": limiter,
+            })
+        })
+        .collect();
+    let (status, label) = match open {
+        0 => (StatusCode::OK, "ok"),
+        n if n < providers.len() => (StatusCode::OK, "degraded"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
+    };
+    let response = json_response(status, json!({ "status": label, "providers": providers }));
+    observed(&gw, "/health", started, response)
+}
+
+pub(crate) async fn metrics(State(gw): State<Gateway>) -> Response {
+    let body = gw.inner.metrics.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
