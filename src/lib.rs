@@ -57,6 +57,7 @@
 //! assert!(calls.gaps()[1] >= Duration::from_secs(2), "the server's delay is honoured");
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ext;
 #[cfg(all(

@@ -53,6 +53,7 @@
 //! - `reqwest`: classify `reqwest::Error` and `reqwest::Response`.
 //! - `hyper`: classify `hyper::Error` found in an error chain.
 //! - `redis`: [`redis::RedisLink`], the Redis connection shared state goes through.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
 mod chain;

@@ -32,6 +32,7 @@
 //! assert_eq!(handle.calls()[1].request, "hi again");
 //! # }
 //! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod probe;
 mod ready;
