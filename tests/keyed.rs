@@ -1,8 +1,8 @@
 //! One key extractor — a type of the user's, not only a closure — serves both keyed layers.
 
 use llm_testkit::{ScriptedService, Step, TestRequest, TestResponse};
+use llm_tower::KeyOf;
 use llm_tower::breaker::State;
-use llm_tower::keyed::KeyOf;
 use llm_tower::prelude::*;
 use llm_tower::ratelimit::{Mode, Rate, RateLimitStore};
 use tower::{Layer, ServiceExt};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use llm_core::config::{env_var, parse_duration, parse_env_value};
+use llm_core::__private::{env_var, parse_duration, parse_env_value};
 use llm_core::{ConfigError, ErrorKinds};
 use serde::{Deserialize, Serialize};
 

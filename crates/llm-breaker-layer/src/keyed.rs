@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use llm_core::keyed::{KeyOf, KeyedRegistry};
+use llm_core::__private::KeyedRegistry;
+use llm_core::KeyOf;
 use llm_core::{CircuitOpen, Classify, ObserveEnd};
 use tokio::time::Instant;
 use tower_layer::Layer;

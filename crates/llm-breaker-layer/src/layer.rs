@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_core::keyed::KeyOf;
+use llm_core::KeyOf;
 use llm_core::{CircuitOpen, ConfigError, DefaultClassifier};
 use tokio::time::Instant;
 use tower_layer::Layer;

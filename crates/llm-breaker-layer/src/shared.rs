@@ -21,8 +21,8 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use llm_core::__private::{RedisLink, integers};
 use llm_core::ConfigError;
-use llm_core::redis::{RedisLink, integers};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -67,7 +67,7 @@ fn default_prefix() -> String {
 }
 
 fn default_timeout() -> Duration {
-    llm_core::redis::DEFAULT_TIMEOUT
+    llm_core::__private::DEFAULT_TIMEOUT
 }
 
 fn default_resync() -> Duration {

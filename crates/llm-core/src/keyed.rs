@@ -25,7 +25,7 @@ struct Entry<V> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use llm_core::keyed::KeyedRegistry;
+/// use llm_core::__private::KeyedRegistry;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let registry = KeyedRegistry::new(2, Duration::from_secs(60));
@@ -157,7 +157,7 @@ impl<K: Hash + Eq + Clone, V> KeyedRegistry<K, V> {
 /// limiter and the keyed circuit breaker both take one.
 ///
 /// ```
-/// use llm_core::keyed::KeyOf;
+/// use llm_core::KeyOf;
 ///
 /// let per_user = |req: &(String, &str)| req.0.clone();
 /// assert_eq!(per_user.key_of(&("alice".to_owned(), "Hi")), "alice");
@@ -172,7 +172,7 @@ pub trait KeyOf<Req> {
 /// Every request under one key: an unkeyed layer.
 ///
 /// ```
-/// use llm_core::keyed::{KeyOf, NoKey};
+/// use llm_core::{KeyOf, NoKey};
 ///
 /// let () = NoKey.key_of(&"any request");
 /// ```

@@ -52,7 +52,8 @@
 //!
 //! - `reqwest`: classify `reqwest::Error` and `reqwest::Response`.
 //! - `hyper`: classify `hyper::Error` found in an error chain.
-//! - `redis`: [`redis::RedisLink`], the Redis connection shared state goes through.
+//! - `redis`: the Redis connection the layers' shared state goes through (internal to the
+//!   llm-tower crates).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
@@ -62,12 +63,13 @@ mod clone;
 pub mod config;
 mod cost;
 pub mod delay;
+mod env;
 mod error;
-pub mod keyed;
+mod keyed;
 mod kind;
 mod outcome;
 #[cfg(feature = "redis")]
-pub mod redis;
+mod redis;
 mod request;
 mod response;
 mod transport;
@@ -83,9 +85,22 @@ pub use error::{
     AttemptRecord, BoxError, CircuitOpen, FallbackExhausted, LimitReason, LlmError,
     LocalRateLimited, notes,
 };
+pub use keyed::{KeyOf, NoKey};
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
 pub use outcome::{ErrorOutcome, Outcome, ResponseOutcome};
 pub use request::{
     AttemptBudget, Deadline, EarlierFailures, ModelRequest, RemainingTargets, RequestExtensions,
 };
 pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata, StreamEnd};
+
+/// Infrastructure the llm-tower crates share among themselves: the keyed registry, the Redis
+/// link, environment helpers. Not part of the public API: no semver guarantees.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::env::{env_var, parse_duration, parse_env_value};
+    pub use crate::keyed::KeyedRegistry;
+    #[cfg(feature = "redis")]
+    pub use crate::redis::{
+        DEFAULT_TIMEOUT, PROBE_INTERVAL, RedisLink, RedisUnavailable, integers,
+    };
+}

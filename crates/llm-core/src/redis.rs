@@ -31,7 +31,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 ///
 /// ```
 /// use std::time::Duration;
-/// use llm_core::redis::RedisLink;
+/// use llm_core::__private::RedisLink;
 ///
 /// let link = RedisLink::new("redis://127.0.0.1:6379", Duration::from_millis(50), "breaker state", "each instance decides alone").unwrap();
 /// assert!(!link.is_down());
@@ -211,7 +211,7 @@ impl RedisLink {
 /// The integers of a script's reply (`-1` for anything that is not one).
 ///
 /// ```
-/// use llm_core::redis::integers;
+/// use llm_core::__private::integers;
 ///
 /// let reply = redis::Value::Array(vec![redis::Value::Int(1), redis::Value::Nil]);
 /// assert_eq!(integers(&reply), [1, -1]);

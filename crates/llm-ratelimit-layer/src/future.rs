@@ -20,7 +20,7 @@ use tower_service::Service;
 
 use crate::config::Mode;
 use crate::gcra::Grant;
-use llm_core::keyed::KeyOf;
+use llm_core::KeyOf;
 
 use crate::shared::{Shared, Stats};
 use crate::store::{RateLimitStore, StoreReply};

@@ -5,8 +5,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_core::keyed::{KeyOf, NoKey};
 use llm_core::{ConfigError, DefaultClassifier, LocalRateLimited};
+use llm_core::{KeyOf, NoKey};
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 

@@ -23,7 +23,7 @@ pub use future::ResponseFuture;
 pub use gcra::{Capacity, Grant, Limiter};
 pub use handle::RateLimitHandle;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
-pub use llm_core::keyed::{KeyOf, NoKey};
+pub use llm_core::{KeyOf, NoKey};
 #[cfg(feature = "redis")]
 pub use redis::{FailurePolicy, RedisConfig, RedisKey, RedisStore};
 pub use service::RateLimit;

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use llm_core::redis::{RedisLink, RedisUnavailable, integers};
+use llm_core::__private::{RedisLink, RedisUnavailable, integers};
 use llm_core::{ConfigError, LimitReason, LocalRateLimited, RateLimitInfo};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -145,7 +145,7 @@ fn default_prefix() -> String {
 }
 
 fn default_timeout() -> Duration {
-    llm_core::redis::DEFAULT_TIMEOUT
+    llm_core::__private::DEFAULT_TIMEOUT
 }
 
 fn default_policy() -> FailurePolicy {

@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use llm_core::keyed::{KeyOf, NoKey};
 use llm_core::{
     Classify, DefaultClassifier, LocalRateLimited, ObserveEnd, ReportsUsage, RequestExtensions,
     TokenCost,
 };
+use llm_core::{KeyOf, NoKey};
 use tower_service::Service;
 
 use crate::cost::NoTokenCost;

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_core::keyed::KeyedRegistry;
+use llm_core::__private::KeyedRegistry;
 use llm_core::{LocalRateLimited, RateLimitInfo};
 use tokio::time::Instant;
 

@@ -36,8 +36,8 @@ use std::time::Duration;
 
 use llm_providers::recovery::{Prefill, RecoveryPolicy};
 use llm_providers::{ProviderConfig, ProviderKind};
+use llm_tower::__private::parse_duration;
 use llm_tower::breaker::{BreakerConfig, RedisConfig as SharedBreakerConfig};
-use llm_tower::config::parse_duration;
 use llm_tower::ratelimit::{Mode, RateLimitConfig, RedisConfig};
 use llm_tower::retry::{Jitter, RetryConfig};
 use llm_tower::{ConfigError, ErrorKind, ErrorKinds};
