@@ -53,12 +53,13 @@ use llm_fallback_layer::{Fallback, FallbackEvent, Target};
 use llm_providers::recovery::{
     Prefill, RecoveringStream, RecoveryEvent, RecoveryPolicy, RecoveryTarget, StreamRecovery,
 };
-use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider, ProviderKind};
+use llm_providers::{
+    ChatRequest, ChatResponse, ChatStream, ChatTarget, Provider, ProviderKind, StreamTarget,
+};
 use llm_ratelimit_layer::{RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use llm_retry_layer::{GiveUp, RetryConfig, RetryEvent, RetryLayer};
 use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
-use tower_service::Service;
 
 /// Complete answers from one upstream's stack: `Clone + Send + Sync`, one type for every
 /// upstream.
@@ -378,18 +379,8 @@ impl UpstreamBuilder {
     pub fn around_attempts<L>(mut self, layer: L) -> Self
     where
         L: Layer<ChatService> + Layer<StreamService> + Send + Sync + 'static,
-        <L as Layer<ChatService>>::Service: Service<ChatRequest, Response = ChatResponse, Error = LlmError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <<L as Layer<ChatService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
-        <L as Layer<StreamService>>::Service: Service<ChatRequest, Response = ChatStream, Error = LlmError>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        <<L as Layer<StreamService>>::Service as Service<ChatRequest>>::Future: Send + 'static,
+        <L as Layer<ChatService>>::Service: ChatTarget,
+        <L as Layer<StreamService>>::Service: StreamTarget,
     {
         let layer = Arc::new(layer);
         let for_stream = layer.clone();

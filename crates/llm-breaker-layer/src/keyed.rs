@@ -114,20 +114,7 @@ pub struct KeyedBreaker<S, K, F, C> {
 }
 
 impl<S, K, F, C> KeyedBreaker<S, K, F, C> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    llm_core::__private::inner_service_accessors!(S, inner);
 }
 
 impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedBreaker<S, K, F, C> {

@@ -43,20 +43,7 @@ impl<S, C> Breaker<S, C> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    llm_core::__private::inner_service_accessors!(S, inner);
 
     /// Reads and controls the breaker this service shares with its layer and clones.
     pub fn handle(&self) -> BreakerHandle {

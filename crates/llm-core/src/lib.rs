@@ -97,6 +97,30 @@ pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata, Stre
 /// link, environment helpers. Not part of the public API: no semver guarantees.
 #[doc(hidden)]
 pub mod __private {
+    /// Writes a middleware service's `get_ref`, `get_mut` and `into_inner` for its inner
+    /// service `$inner` (of type `$S`), as tower's middleware have them.
+    #[macro_export]
+    #[doc(hidden)]
+    macro_rules! __inner_service_accessors {
+        ($S:ident, $inner:ident) => {
+            /// The inner service.
+            pub fn get_ref(&self) -> &$S {
+                &self.$inner
+            }
+
+            /// The inner service, mutably.
+            pub fn get_mut(&mut self) -> &mut $S {
+                &mut self.$inner
+            }
+
+            /// Unwraps the inner service.
+            pub fn into_inner(self) -> $S {
+                self.$inner
+            }
+        };
+    }
+    pub use crate::__inner_service_accessors as inner_service_accessors;
+
     pub use crate::env::{env_var, parse_duration, parse_env_value};
     pub use crate::keyed::KeyedRegistry;
     #[cfg(feature = "redis")]

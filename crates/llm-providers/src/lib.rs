@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod assemble;
+mod bounds;
 mod builder;
 mod config;
 mod conversation;
@@ -18,6 +19,7 @@ mod types;
 mod wire;
 
 pub use assemble::Assembler;
+pub use bounds::{ChatTarget, StreamTarget};
 pub use builder::ProviderBuilder;
 pub use config::{ProviderConfig, ProviderRegistry};
 pub use conversation::{

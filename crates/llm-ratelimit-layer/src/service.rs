@@ -41,20 +41,7 @@ impl<S, St, KF, C, Cl> RateLimit<S, St, KF, C, Cl> {
         RateLimit { inner, shared }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    llm_core::__private::inner_service_accessors!(S, inner);
 }
 
 impl<S: Clone, St, KF, C, Cl> Clone for RateLimit<S, St, KF, C, Cl> {

@@ -53,20 +53,7 @@ impl<S, C, R, P> Retry<S, C, R, P> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    llm_core::__private::inner_service_accessors!(S, inner);
 }
 
 impl<S: Clone, C: Clone, R: Clone, P: Clone> Clone for Retry<S, C, R, P> {

@@ -42,20 +42,7 @@ impl<S> ContractProbe<S> {
         }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    llm_core::__private::inner_service_accessors!(S, inner);
 }
 
 impl<S: Clone> Clone for ContractProbe<S> {

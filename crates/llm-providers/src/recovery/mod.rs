@@ -34,10 +34,11 @@ mod shared;
 mod stream;
 mod target;
 
+pub use crate::bounds::StreamTarget;
 pub use crate::types::{Recovery, RecoveryMode};
 pub use event::RecoveryEvent;
 pub use policy::{AfterOutput, CONTINUE_INSTRUCTION, RecoveryPolicy};
 pub use prefill::{Prefill, accepts_prefill};
 pub use service::{StreamRecovery, StreamRecoveryBuilder};
 pub use stream::RecoveringStream;
-pub use target::{RecoveryTarget, StreamTarget};
+pub use target::RecoveryTarget;

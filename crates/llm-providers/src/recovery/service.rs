@@ -14,7 +14,8 @@ use super::event::{OnRecovery, RecoveryEvent};
 use super::policy::RecoveryPolicy;
 use super::shared::Shared;
 use super::stream::RecoveringStream;
-use super::target::{RecoveryTarget, StreamTarget};
+use super::target::RecoveryTarget;
+use crate::bounds::StreamTarget;
 use crate::stream::ChatStream;
 use crate::types::ChatRequest;
 

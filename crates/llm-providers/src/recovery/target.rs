@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use llm_core::LlmError;
-use tower_service::Service;
 
 use super::prefill::Prefill;
+use crate::bounds::StreamTarget;
 use crate::kind::ProviderKind;
 use crate::stream::ChatStream;
 use crate::types::ChatRequest;
@@ -62,33 +62,6 @@ impl<T> fmt::Debug for RecoveryTarget<T> {
             .field("prefill", &self.prefill)
             .finish_non_exhaustive()
     }
-}
-
-/// A streaming service a repair can call — what a [`RecoveryTarget`] wraps: a
-/// [`StreamingProvider`](crate::StreamingProvider), or a resilience stack over one.
-///
-/// ```
-/// use llm_providers::recovery::StreamTarget;
-///
-/// fn takes<T: StreamTarget>(_: T) {}
-/// takes(llm_providers::Provider::ollama().build().unwrap().streaming());
-/// ```
-pub trait StreamTarget:
-    Service<ChatRequest, Response = ChatStream, Error = LlmError, Future: Send + 'static>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> StreamTarget for T where
-    T: Service<ChatRequest, Response = ChatStream, Error = LlmError, Future: Send + 'static>
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
 }
 
 /// The targets behind a recovering stream, type-erased so the stream is one type.
