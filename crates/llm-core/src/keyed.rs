@@ -23,6 +23,11 @@ struct Entry<V> {
 /// Lookups of existing keys take a read lock and, at most once a second per key, write
 /// the key's recency; creating a key takes the write lock.
 ///
+/// Hand-written rather than `moka`: idleness is read on tokio's clock, so tests with paused
+/// time drive eviction exactly (`moka` reads its own clock and offers no way to replace it),
+/// and a lookup of an existing key — on the hot path of every keyed breaker and limiter —
+/// stays a read lock and a hash, with no dependency added to the layer crates.
+///
 /// ```
 /// use std::time::Duration;
 /// use llm_core::__private::KeyedRegistry;
