@@ -258,7 +258,7 @@ pub trait LlmServiceExt<Req>: tower_service::Service<Req> + Sized {
 
     /// Makes this service the first target, named `name`, of a fallback chain over
     /// `backups` (targets share one service type: box different stacks with
-    /// `tower::util::BoxCloneService`).
+    /// `tower::util::BoxCloneSyncService`, which is also `Sync` as axum state needs).
     #[cfg(feature = "fallback")]
     fn with_fallbacks(
         self,

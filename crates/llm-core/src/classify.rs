@@ -43,6 +43,11 @@ pub use crate::outcome::{ErrorOutcome, ResponseOutcome};
 /// let err = std::io::Error::other("late");
 /// assert_eq!(all_timeouts.classify(Err(&err)).kind(), Some(ErrorKind::Timeout));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot classify a `Result<{Res}, {Err}>`",
+    note = "`DefaultClassifier` needs `{Res}: ResponseOutcome` and `{Err}: ErrorOutcome`",
+    note = "for `reqwest` and `hyper` types, enable the `reqwest` or `hyper` feature of llm-tower (or of llm-core)"
+)]
 pub trait Classify<Res, Err> {
     /// Classifies `result`.
     fn classify(&self, result: Result<&Res, &Err>) -> Outcome;

@@ -103,6 +103,11 @@ impl Outcome {
 /// assert_eq!(outcome.kind(), Some(ErrorKind::RateLimited));
 /// assert_eq!(outcome.retry_after(), Some(std::time::Duration::from_secs(3)));
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot say whether it is a success or a failure",
+    note = "implement `ResponseOutcome` for it, or give the layer a classifier of your own",
+    note = "for `reqwest::Response`, enable the `reqwest` feature of llm-tower (or of llm-core)"
+)]
 pub trait ResponseOutcome {
     /// Classifies this response.
     fn response_outcome(&self) -> Outcome;
@@ -128,6 +133,11 @@ pub trait ResponseOutcome {
 /// }
 /// assert!(MyError::Busy.error_outcome().is_retryable());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot say what kind of failure it is",
+    note = "implement `ErrorOutcome` for it, or map it into `LlmError` or `BoxError`",
+    note = "for `reqwest::Error` and `hyper::Error`, enable the `reqwest` or `hyper` feature of llm-tower (or of llm-core)"
+)]
 pub trait ErrorOutcome {
     /// Classifies this error. The outcome should be a failure.
     fn error_outcome(&self) -> Outcome;

@@ -26,6 +26,11 @@ use crate::kind::ErrorKinds;
 ///
 /// assert!(Ping.request_extensions().is_none());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "the layers cannot read `{Self}`'s deadline and budgets",
+    note = "implement `RequestExtensions` for it (every method has a default)",
+    note = "for `reqwest::Request`, enable the `reqwest` feature of llm-tower (or of llm-core)"
+)]
 pub trait RequestExtensions {
     /// The request's extensions, when it has any.
     fn request_extensions(&self) -> Option<&Extensions> {

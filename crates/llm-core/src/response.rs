@@ -65,6 +65,11 @@ impl Default for ResponseMeta {
 ///
 /// assert!(Pong.metadata().is_none());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "the layers cannot record attempts on `{Self}`",
+    note = "implement `ResponseMetadata` for it (every method has a default)",
+    note = "for `reqwest::Response`, enable the `reqwest` feature of llm-tower (or of llm-core)"
+)]
 pub trait ResponseMetadata {
     /// The response's metadata, if any was recorded.
     fn metadata(&self) -> Option<&ResponseMeta> {
