@@ -37,10 +37,11 @@
 //! # let _ = (chat, stream); Ok(()) }
 //! ```
 //!
-//! The services are type-erased ([`ChatService`], [`StreamService`]: one
-//! `BoxCloneSyncService` per upstream, `Clone + Send + Sync` so they serve as axum state),
-//! so upstreams over different stores, breaker scopes and providers share one type. The cost
-//! is one boxed future per attempt, next to an HTTP call (BENCHMARKS.md, "Issue 23").
+//! The services are type-erased ([`ChatService`], [`StreamService`]: `BoxCloneSyncService`,
+//! `Clone + Send + Sync` so they serve as axum state), so upstreams over different stores,
+//! breaker scopes and providers share one type. The cost: a boxed future per call and one
+//! per attempt (two per attempt with [`around_attempts`](UpstreamBuilder::around_attempts)),
+//! next to an HTTP call (BENCHMARKS.md, "Issue 23").
 
 use std::fmt;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ use llm_providers::{
 };
 use llm_ratelimit_layer::{RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use llm_retry_layer::{GiveUp, RetryConfig, RetryEvent, RetryLayer};
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower_layer::Layer;
 
 /// Complete answers from one upstream's stack: `Clone + Send + Sync`, one type for every
@@ -397,45 +398,35 @@ impl UpstreamBuilder {
         let provider = self.provider.renamed(&name);
         let kind = provider.kind();
 
-        let (limiter, chat, stream) = {
-            let mut builder = RateLimitLayer::builder()
-                .config(self.rate_limit)
-                .token_cost(EstimatedCost::approximate());
-            if let Some(hook) = self.on_rate_limited {
-                builder = builder.on_rejected(move |rejected| hook(rejected));
-            }
-            if let Some(hook) = self.on_rate_limit_wait {
-                builder = builder.on_wait(move |wait| hook(wait));
-            }
-            let streaming = provider.streaming();
-            #[cfg(feature = "redis")]
-            if let Some(redis) = &self.shared_limit {
-                let layer = builder
+        // NOTE: tower's `Either` chooses between the store kinds and breaker scopes, so a
+        // stack is boxed once under the retry layer, not at every choice.
+        let mut builder = RateLimitLayer::builder()
+            .config(self.rate_limit)
+            .token_cost(EstimatedCost::approximate());
+        if let Some(hook) = self.on_rate_limited {
+            builder = builder.on_rejected(move |rejected| hook(rejected));
+        }
+        if let Some(hook) = self.on_rate_limit_wait {
+            builder = builder.on_wait(move |wait| hook(wait));
+        }
+        #[cfg(feature = "redis")]
+        let limit = match &self.shared_limit {
+            Some(redis) => Either::Right(
+                builder
                     .build_redis(redis)
-                    .map_err(|e| e.in_section("rate_limit"))?;
-                (
-                    layer.handle(),
-                    ChatService::new(layer.layer(provider)),
-                    StreamService::new(layer.layer(streaming)),
-                )
-            } else {
-                let layer = builder.build().map_err(|e| e.in_section("rate_limit"))?;
-                (
-                    layer.handle(),
-                    ChatService::new(layer.layer(provider)),
-                    StreamService::new(layer.layer(streaming)),
-                )
-            }
-            #[cfg(not(feature = "redis"))]
-            {
-                let layer = builder.build().map_err(|e| e.in_section("rate_limit"))?;
-                (
-                    layer.handle(),
-                    ChatService::new(layer.layer(provider)),
-                    StreamService::new(layer.layer(streaming)),
-                )
-            }
+                    .map_err(|e| e.in_section("rate_limit"))?,
+            ),
+            None => Either::Left(builder.build().map_err(|e| e.in_section("rate_limit"))?),
         };
+        #[cfg(feature = "redis")]
+        let limiter = match &limit {
+            Either::Left(local) => local.handle(),
+            Either::Right(shared) => shared.handle(),
+        };
+        #[cfg(not(feature = "redis"))]
+        let limit = builder.build().map_err(|e| e.in_section("rate_limit"))?;
+        #[cfg(not(feature = "redis"))]
+        let limiter = limit.handle();
 
         let mut breaker = BreakerLayer::builder()
             .config(self.breaker)
@@ -451,14 +442,10 @@ impl UpstreamBuilder {
         if let Some(redis) = self.shared_breaker {
             breaker = breaker.shared(redis);
         }
-        let (breakers, chat, stream) = match self.breaker_scope {
+        let (breakers, breaker) = match self.breaker_scope {
             BreakerScope::Provider => {
                 let layer = breaker.build().map_err(|e| e.in_section("breaker"))?;
-                (
-                    Breakers::Provider(layer.handle()),
-                    ChatService::new(layer.layer(chat)),
-                    StreamService::new(layer.layer(stream)),
-                )
+                (Breakers::Provider(layer.handle()), Either::Left(layer))
             }
             BreakerScope::PerModel => {
                 // NOTE: the key names the upstream too: a keyed breaker is named by its key,
@@ -474,13 +461,12 @@ impl UpstreamBuilder {
                 for model in &self.known_models {
                     handle.get_or_create(&format!("{prefix}{model}"));
                 }
-                (
-                    Breakers::PerModel { prefix, handle },
-                    ChatService::new(layer.layer(chat)),
-                    StreamService::new(layer.layer(stream)),
-                )
+                (Breakers::PerModel { prefix, handle }, Either::Right(layer))
             }
         };
+        let streaming = provider.streaming();
+        let chat = ChatService::new(breaker.layer(limit.layer(provider)));
+        let stream = StreamService::new(breaker.layer(limit.layer(streaming)));
         let attempt_chat = match &self.around_chat {
             Some(around) => around(chat),
             None => chat,
