@@ -55,7 +55,8 @@ fn admission(c: &mut Criterion) {
     );
     let fast = RateLimitLayer::builder()
         .config(unlimited())
-        .build_with_clock(QuantaClock::new())
+        .clock(QuantaClock::new())
+        .build()
         .unwrap();
     // NOTE: each contender hands the loop whether it admitted (`black_box` of a bool), as a
     // caller branching on it would: black-boxing our whole `StoreReply` (a grant, or a
@@ -95,7 +96,8 @@ fn contention(c: &mut Criterion) {
     let mut group = c.benchmark_group("ratelimit/contended (2 threads)");
     let fast = RateLimitLayer::builder()
         .config(unlimited())
-        .build_with_clock(QuantaClock::new())
+        .clock(QuantaClock::new())
+        .build()
         .unwrap();
     group.bench_function("llm-ratelimit-layer LocalStore<QuantaClock>", |b| {
         contended(b, 2, || {
@@ -133,7 +135,8 @@ fn layer_hop(c: &mut Criterion) {
     });
     let fast = RateLimitLayer::builder()
         .config(unlimited())
-        .build_with_clock(QuantaClock::new())
+        .clock(QuantaClock::new())
+        .build()
         .unwrap();
     let mut svc = fast.layer(ReadyService::new(()));
     group.bench_function("llm-ratelimit-layer (QuantaClock)", |b| {

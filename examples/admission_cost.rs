@@ -32,7 +32,8 @@ impl Clock for Fixed {
 fn admit(config: RateLimitConfig, clock: impl Clock, n: u64) {
     let layer = RateLimitLayer::builder()
         .config(config)
-        .build_with_clock(clock)
+        .clock(clock)
+        .build()
         .expect("valid limits");
     for _ in 0..n {
         black_box(RateLimitStore::<()>::acquire(

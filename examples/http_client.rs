@@ -130,7 +130,8 @@ pub(crate) async fn run(say: impl Fn(String) + Send + Sync + 'static) -> Result<
                 ));
             })
             // One breaker per endpoint: GBP being down must not cut off USD.
-            .build_keyed(|request: &reqwest::Request| request.url().path().to_owned())?
+            .keyed_by(|request: &reqwest::Request| request.url().path().to_owned())
+            .build()?
     };
     let limit = RateLimitLayer::new(RateLimitConfig {
         requests: Some(Rate {

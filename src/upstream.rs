@@ -413,7 +413,8 @@ impl UpstreamBuilder {
         let limit = match &self.shared_limit {
             Some(redis) => Either::Right(
                 builder
-                    .build_redis(redis)
+                    .redis(redis)
+                    .build()
                     .map_err(|e| e.in_section("rate_limit"))?,
             ),
             None => Either::Left(builder.build().map_err(|e| e.in_section("rate_limit"))?),
@@ -453,9 +454,10 @@ impl UpstreamBuilder {
                 let prefix: Arc<str> = Arc::from(format!("{name}/"));
                 let key_prefix = prefix.clone();
                 let layer = breaker
-                    .build_keyed(move |request: &ChatRequest| {
+                    .keyed_by(move |request: &ChatRequest| {
                         format!("{key_prefix}{}", request.model())
                     })
+                    .build()
                     .map_err(|e| e.in_section("breaker"))?;
                 let handle = layer.handle();
                 for model in &self.known_models {

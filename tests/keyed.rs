@@ -25,7 +25,8 @@ async fn one_extractor_keys_the_breaker_and_the_limiter() {
             consecutive_failures: Some(1),
             ..BreakerConfig::standard()
         })
-        .build_keyed(ByModel)
+        .keyed_by(ByModel)
+        .build()
         .unwrap();
     let breakers = breaker.handle();
     let limit = RateLimitLayer::builder()
@@ -34,7 +35,8 @@ async fn one_extractor_keys_the_breaker_and_the_limiter() {
             mode: Mode::Reject,
             ..Default::default()
         })
-        .build_keyed(ByModel)
+        .keyed_by(ByModel)
+        .build()
         .unwrap();
     let limits = limit.store();
     let (provider, _) = ScriptedService::<TestRequest>::new([Step::fail(ErrorKind::Overloaded)]);

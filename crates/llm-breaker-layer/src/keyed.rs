@@ -41,7 +41,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> Registry<K> {
 
 /// Wraps services in a [`KeyedBreaker`]: one circuit breaker per key, so one failing model
 /// or host does not cut off the others. Built by
-/// [`BreakerLayerBuilder::build_keyed`](crate::BreakerLayerBuilder::build_keyed).
+/// [`BreakerLayerBuilder::keyed_by`](crate::BreakerLayerBuilder::keyed_by).
 pub struct KeyedBreakerLayer<K, F, C> {
     registry: Arc<Registry<K>>,
     key_of: F,
@@ -165,7 +165,7 @@ where
 /// ```
 /// use llm_breaker_layer::BreakerLayer;
 ///
-/// let layer = BreakerLayer::builder().build_keyed(|model: &String| model.clone()).unwrap();
+/// let layer = BreakerLayer::builder().keyed_by(|model: &String| model.clone()).build().unwrap();
 /// let handle = layer.handle();
 /// assert!(handle.get(&"gpt-4o".to_owned()).is_none(), "a key has a breaker once it was used");
 /// ```
@@ -218,7 +218,7 @@ impl<K: Hash + Eq + Clone + fmt::Display> KeyedBreakerHandle<K> {
     /// ```
     /// use llm_breaker_layer::{BreakerLayer, State};
     ///
-    /// let layer = BreakerLayer::builder().build_keyed(|model: &String| model.clone()).unwrap();
+    /// let layer = BreakerLayer::builder().keyed_by(|model: &String| model.clone()).build().unwrap();
     /// let handle = layer.handle();
     /// let gpt4o = handle.get_or_create(&"gpt-4o".to_owned());
     /// assert_eq!(gpt4o.state(), State::Closed);

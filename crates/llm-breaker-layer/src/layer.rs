@@ -1,11 +1,12 @@
 //! [`BreakerLayer`], its builder, and [`BreakerHandle`].
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use llm_core::KeyOf;
 use llm_core::{CircuitOpen, ConfigError, DefaultClassifier};
+use llm_core::{KeyOf, NoKey};
 use tokio::time::Instant;
 use tower_layer::Layer;
 
@@ -55,6 +56,7 @@ impl BreakerLayer {
     /// A builder starting from [`BreakerConfig::standard`].
     pub fn builder() -> BreakerLayerBuilder {
         BreakerLayerBuilder {
+            key_of: NoKey,
             config: BreakerConfig::standard(),
             name: None,
             on_state_change: None,
@@ -110,7 +112,7 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
     }
 }
 
-/// Builds a [`BreakerLayer`] (or, with [`build_keyed`](Self::build_keyed), a breaker per key).
+/// Builds a [`BreakerLayer`] (or, after [`keyed_by`](Self::keyed_by), a breaker per key).
 /// [`build`](Self::build) checks every setting and names the field at fault.
 ///
 /// ```
@@ -122,7 +124,8 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
 ///     .unwrap_err();
 /// assert_eq!(err.field(), "half_open_probes");
 /// ```
-pub struct BreakerLayerBuilder<C = DefaultClassifier> {
+pub struct BreakerLayerBuilder<C = DefaultClassifier, KF = NoKey> {
+    key_of: KF,
     config: BreakerConfig,
     name: Option<Arc<str>>,
     on_state_change: Option<crate::state::OnStateChange>,
@@ -134,7 +137,7 @@ pub struct BreakerLayerBuilder<C = DefaultClassifier> {
     shared: Option<crate::RedisConfig>,
 }
 
-impl<C> fmt::Debug for BreakerLayerBuilder<C> {
+impl<C, KF> fmt::Debug for BreakerLayerBuilder<C, KF> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BreakerLayerBuilder")
             .field("config", &self.config)
@@ -143,7 +146,7 @@ impl<C> fmt::Debug for BreakerLayerBuilder<C> {
     }
 }
 
-impl<C> BreakerLayerBuilder<C> {
+impl<C, KF> BreakerLayerBuilder<C, KF> {
     /// Replaces every setting with `config`.
     #[must_use]
     pub fn config(mut self, config: BreakerConfig) -> Self {
@@ -217,13 +220,38 @@ impl<C> BreakerLayerBuilder<C> {
     }
 
     /// Classifies results with `classifier` instead of [`DefaultClassifier`].
-    pub fn classifier<C2>(self, classifier: C2) -> BreakerLayerBuilder<C2> {
+    pub fn classifier<C2>(self, classifier: C2) -> BreakerLayerBuilder<C2, KF> {
         BreakerLayerBuilder {
+            key_of: self.key_of,
             config: self.config,
             name: self.name,
             on_state_change: self.on_state_change,
             on_rejected: self.on_rejected,
             classifier,
+            max_keys: self.max_keys,
+            idle_after: self.idle_after,
+            #[cfg(feature = "redis")]
+            shared: self.shared,
+        }
+    }
+
+    /// One breaker per key that `key_of` extracts from each request (per model, per
+    /// host), created on first use, with bounded memory (`max_keys`, `idle_after`); each is
+    /// named by its key.
+    pub fn keyed_by<Req, K, F>(self, key_of: F) -> BreakerLayerBuilder<C, PerKey<K, F>>
+    where
+        F: KeyOf<Req, Key = K>,
+    {
+        BreakerLayerBuilder {
+            key_of: PerKey {
+                key_of,
+                key: PhantomData,
+            },
+            config: self.config,
+            name: self.name,
+            on_state_change: self.on_state_change,
+            on_rejected: self.on_rejected,
+            classifier: self.classifier,
             max_keys: self.max_keys,
             idle_after: self.idle_after,
             #[cfg(feature = "redis")]
@@ -241,7 +269,9 @@ impl<C> BreakerLayerBuilder<C> {
         }
         Ok(Arc::new(settings))
     }
+}
 
+impl<C> BreakerLayerBuilder<C, NoKey> {
     /// Checks the settings and builds the layer.
     pub fn build(self) -> Result<BreakerLayer<C>, ConfigError> {
         #[cfg(feature = "redis")]
@@ -263,7 +293,9 @@ impl<C> BreakerLayerBuilder<C> {
             classifier: self.classifier,
         })
     }
+}
 
+impl<C, K, F> BreakerLayerBuilder<C, PerKey<K, F>> {
     /// Builds a layer keeping one breaker per key that `key_of` extracts from each request
     /// (a provider and model, a host), each named by its key.
     ///
@@ -272,27 +304,34 @@ impl<C> BreakerLayerBuilder<C> {
     ///
     /// let per_host = BreakerLayer::builder()
     ///     .max_keys(1_000)
-    ///     .build_keyed(|req: &http::Request<String>| req.uri().host().unwrap_or("").to_owned())
+    ///     .keyed_by(|req: &http::Request<String>| req.uri().host().unwrap_or("").to_owned()).build()
     ///     .unwrap();
     /// assert_eq!(per_host.handle().len(), 0);
     /// ```
-    pub fn build_keyed<Req, K, F>(
-        self,
-        key_of: F,
-    ) -> Result<KeyedBreakerLayer<K, F, C>, ConfigError>
-    where
-        F: KeyOf<Req, Key = K>,
-    {
+    pub fn build(self) -> Result<KeyedBreakerLayer<K, F, C>, ConfigError> {
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
         }
         let settings = self.settings()?;
         Ok(KeyedBreakerLayer::new(
             settings,
-            key_of,
+            self.key_of.key_of,
             self.classifier,
             self.max_keys,
             self.idle_after,
         ))
+    }
+}
+
+/// A builder's keying: one breaker per key of type `K` that `F` extracts from each request
+/// (see [`BreakerLayerBuilder::keyed_by`]).
+pub struct PerKey<K, F> {
+    key_of: F,
+    key: PhantomData<fn() -> K>,
+}
+
+impl<K, F> fmt::Debug for PerKey<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PerKey(..)")
     }
 }

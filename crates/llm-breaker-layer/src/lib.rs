@@ -16,7 +16,7 @@ pub use config::{BreakerConfig, WindowConfig};
 pub use future::ResponseFuture;
 pub use handle::BreakerHandle;
 pub use keyed::{KeyedBreaker, KeyedBreakerHandle, KeyedBreakerLayer};
-pub use layer::{BreakerLayer, BreakerLayerBuilder};
+pub use layer::{BreakerLayer, BreakerLayerBuilder, PerKey};
 pub use service::Breaker;
 #[cfg(feature = "redis")]
 pub use shared::RedisConfig;

@@ -244,7 +244,8 @@ fn from_env_without_variables_is_the_standard_preset() {
 fn zero_max_keys_is_rejected() {
     let err = BreakerLayer::builder()
         .max_keys(0)
-        .build_keyed(|k: &u32| *k)
+        .keyed_by(|k: &u32| *k)
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "max_keys");
 }

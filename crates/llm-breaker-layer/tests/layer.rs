@@ -356,7 +356,8 @@ async fn works_under_the_contract_probe() {
 async fn keyed_breakers_isolate_keys() {
     let layer = BreakerLayer::builder()
         .config(config(1))
-        .build_keyed(|req: &(String, u32)| req.0.clone())
+        .keyed_by(|req: &(String, u32)| req.0.clone())
+        .build()
         .unwrap();
     let handle = layer.handle();
     let (svc, _) =
@@ -396,7 +397,8 @@ async fn keyed_breakers_keep_memory_bounded() {
     let layer = BreakerLayer::builder()
         .max_keys(3)
         .idle_after(S(60))
-        .build_keyed(|key: &u32| *key)
+        .keyed_by(|key: &u32| *key)
+        .build()
         .unwrap();
     let handle = layer.handle();
     let (svc, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));

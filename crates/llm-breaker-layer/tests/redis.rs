@@ -310,7 +310,8 @@ fn keyed_breakers_share_state_per_key_and_records_expire() {
             BreakerLayer::builder()
                 .config(config(Duration::from_secs(30)))
                 .shared(shared.clone())
-                .build_keyed(|model: &u32| format!("model-{model}"))
+                .keyed_by(|model: &u32| format!("model-{model}"))
+                .build()
                 .unwrap()
         });
         let handle = layer.handle();

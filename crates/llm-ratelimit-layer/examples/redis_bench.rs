@@ -41,7 +41,8 @@ fn instance(url: String, tasks: usize) -> Vec<Duration> {
                 mode: Mode::Reject,
                 ..RateLimitConfig::default()
             })
-            .build_redis(&redis)
+            .redis(&redis)
+            .build()
             .expect("valid settings");
         let until = Instant::now() + Duration::from_secs(SECONDS);
         let mut set = tokio::task::JoinSet::new();

@@ -1,7 +1,6 @@
 //! [`RateLimitLayer`], its builder, [`RateLimit`], and [`RateLimitHandle`].
 
 use std::fmt;
-use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,13 +9,14 @@ use llm_core::{KeyOf, NoKey};
 use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
-use crate::clock::{Clock, TokioClock};
+use crate::clock::Clock;
 use crate::config::RateLimitConfig;
 use crate::cost::NoTokenCost;
 use crate::handle::RateLimitHandle;
 use crate::service::RateLimit;
 use crate::shared::{Concurrency, OnRejected, OnWait, Shared, Stats};
-use crate::store::{KeyedLocalStore, LocalStore, StoreStatus};
+use crate::spec::{Custom, InProcess, KeyedBy, StoreSpec};
+use crate::store::{LocalStore, StoreStatus};
 
 /// Applies requests-per-interval, tokens-per-interval and concurrency limits to a service.
 /// Every clone of the layer and of its services shares one store: axum's per-request clones
@@ -55,6 +55,8 @@ impl RateLimitLayer {
             classifier: DefaultClassifier,
             on_rejected: None,
             on_wait: None,
+            store: InProcess::default(),
+            key_of: NoKey,
         }
     }
 
@@ -108,16 +110,40 @@ impl<S, St, KF, C, Cl> Layer<S> for RateLimitLayer<St, KF, C, Cl> {
     }
 }
 
-/// Builds a [`RateLimitLayer`]; the build checks every setting and names the field at fault.
-pub struct RateLimitLayerBuilder<C = NoTokenCost, Cl = DefaultClassifier> {
+/// Builds a [`RateLimitLayer`]. Where its state lives and how requests are keyed are chosen
+/// on the builder — [`keyed_by`](Self::keyed_by), [`redis`](Self::redis),
+/// [`clock`](Self::clock), [`store`](Self::store) — and one [`build`](Self::build) makes the
+/// layer; it checks every setting and names the field at fault.
+///
+/// ```
+/// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+///
+/// // One limit for every request, in this process (the default).
+/// let one = RateLimitLayer::builder().config(RateLimitConfig::per_minute(500, 30_000)).build().unwrap();
+/// // One limit per model.
+/// let per_model = RateLimitLayer::builder()
+///     .config(RateLimitConfig::per_minute(60, 10_000))
+///     .keyed_by(|model: &String| model.clone())
+///     .build()
+///     .unwrap();
+/// # let _ = (one, per_model);
+/// ```
+pub struct RateLimitLayerBuilder<
+    C = NoTokenCost,
+    Cl = DefaultClassifier,
+    St = InProcess,
+    KF = NoKey,
+> {
     config: RateLimitConfig,
     cost: C,
     classifier: Cl,
     on_rejected: Option<OnRejected>,
     on_wait: Option<OnWait>,
+    store: St,
+    key_of: KF,
 }
 
-impl<C, Cl> fmt::Debug for RateLimitLayerBuilder<C, Cl> {
+impl<C, Cl, St, KF> fmt::Debug for RateLimitLayerBuilder<C, Cl, St, KF> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayerBuilder")
             .field("config", &self.config)
@@ -125,7 +151,7 @@ impl<C, Cl> fmt::Debug for RateLimitLayerBuilder<C, Cl> {
     }
 }
 
-impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
+impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
     /// The limits and mode.
     #[must_use]
     pub fn config(mut self, config: RateLimitConfig) -> Self {
@@ -135,24 +161,28 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
 
     /// Prices requests in tokens before the call (for chat requests: `EstimatedCost`, the
     /// prompt's estimate plus `max_tokens`).
-    pub fn token_cost<C2>(self, cost: C2) -> RateLimitLayerBuilder<C2, Cl> {
+    pub fn token_cost<C2>(self, cost: C2) -> RateLimitLayerBuilder<C2, Cl, St, KF> {
         RateLimitLayerBuilder {
             config: self.config,
             cost,
             classifier: self.classifier,
             on_rejected: self.on_rejected,
             on_wait: self.on_wait,
+            store: self.store,
+            key_of: self.key_of,
         }
     }
 
     /// Classifies responses (for provider feedback) with `classifier`.
-    pub fn classifier<Cl2>(self, classifier: Cl2) -> RateLimitLayerBuilder<C, Cl2> {
+    pub fn classifier<Cl2>(self, classifier: Cl2) -> RateLimitLayerBuilder<C, Cl2, St, KF> {
         RateLimitLayerBuilder {
             config: self.config,
             cost: self.cost,
             classifier,
             on_rejected: self.on_rejected,
             on_wait: self.on_wait,
+            store: self.store,
+            key_of: self.key_of,
         }
     }
 
@@ -170,81 +200,74 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
         self
     }
 
-    /// One limiter for every request.
-    pub fn build(self) -> Result<RateLimitLayer<LocalStore, NoKey, C, Cl>, ConfigError> {
-        self.build_with_clock(TokioClock::new())
+    /// A limit per key that `key_of` extracts from each request (an API key, a user, a
+    /// model): in this process with bounded memory (`max_keys`, `idle_after`), or through
+    /// Redis with [`redis`](Self::redis), where idle keys expire.
+    pub fn keyed_by<Req, K, F>(self, key_of: F) -> RateLimitLayerBuilder<C, Cl, St::Keyed, F>
+    where
+        F: KeyOf<Req, Key = K>,
+        St: KeyedBy<K>,
+    {
+        RateLimitLayerBuilder {
+            config: self.config,
+            cost: self.cost,
+            classifier: self.classifier,
+            on_rejected: self.on_rejected,
+            on_wait: self.on_wait,
+            store: self.store.keyed(),
+            key_of,
+        }
     }
 
-    /// One limiter for every request, reading the time from `clock` (with the `quanta`
-    /// feature, `QuantaClock` makes admission several times cheaper).
-    pub fn build_with_clock<Clk: Clock>(
-        self,
-        clock: Clk,
-    ) -> Result<RateLimitLayer<LocalStore<Clk>, NoKey, C, Cl>, ConfigError> {
-        let limits = self.config.limits()?;
-        self.build_with_store(LocalStore::new(limits, clock), NoKey)
-    }
-
-    /// One limit shared through Redis by every instance using the same URL and key prefix
-    /// (feature `redis`). See [`RedisStore`](crate::RedisStore).
+    /// Keeps the state in Redis: one limit shared by every instance using the same URL and
+    /// key prefix (feature `redis`). See [`RedisStore`](crate::RedisStore).
     ///
     /// ```no_run
     /// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer, RedisConfig};
     ///
     /// let shared = RateLimitLayer::builder()
     ///     .config(RateLimitConfig::per_minute(500, 30_000))
-    ///     .build_redis(&RedisConfig::new("redis://127.0.0.1:6379"))
+    ///     .redis(&RedisConfig::new("redis://127.0.0.1:6379"))
+    ///     .build()
     ///     .unwrap();
     /// ```
     #[cfg(feature = "redis")]
-    pub fn build_redis(
-        self,
-        redis: &crate::RedisConfig,
-    ) -> Result<RateLimitLayer<crate::RedisStore<()>, NoKey, C, Cl>, ConfigError> {
-        let limits = self.config.limits()?;
-        let store = crate::RedisStore::new(redis, limits).map_err(|e| e.in_section("redis"))?;
-        self.build_with_store(store, NoKey)
-    }
-
-    /// A limit per key that `key_of` extracts from each request, shared through Redis
-    /// (feature `redis`); idle keys expire in Redis.
-    #[cfg(feature = "redis")]
-    pub fn build_redis_keyed<Req, K, F>(
-        self,
-        redis: &crate::RedisConfig,
-        key_of: F,
-    ) -> Result<RateLimitLayer<crate::RedisStore<K>, F, C, Cl>, ConfigError>
+    pub fn redis(self, redis: &crate::RedisConfig) -> RateLimitLayerBuilder<C, Cl, St::Shared, KF>
     where
-        F: KeyOf<Req, Key = K>,
+        St: crate::spec::ThroughRedis,
     {
-        let limits = self.config.limits()?;
-        let store = crate::RedisStore::new(redis, limits).map_err(|e| e.in_section("redis"))?;
-        self.build_with_store(store, key_of)
+        RateLimitLayerBuilder {
+            config: self.config,
+            cost: self.cost,
+            classifier: self.classifier,
+            on_rejected: self.on_rejected,
+            on_wait: self.on_wait,
+            store: self.store.through(redis.clone()),
+            key_of: self.key_of,
+        }
     }
 
-    /// A limiter per key that `key_of` extracts from each request, with bounded memory
-    /// (`max_keys`, `idle_after`).
-    pub fn build_keyed<Req, K, F>(
-        self,
-        key_of: F,
-    ) -> Result<RateLimitLayer<KeyedLocalStore<K>, F, C, Cl>, ConfigError>
+    /// Keeps the state in `store`, a [`RateLimitStore`](crate::RateLimitStore) of your own
+    /// (the seam another shared store plugs into); it handles the keys, if any.
+    pub fn store<St2>(self, store: St2) -> RateLimitLayerBuilder<C, Cl, Custom<St2>, KF> {
+        RateLimitLayerBuilder {
+            config: self.config,
+            cost: self.cost,
+            classifier: self.classifier,
+            on_rejected: self.on_rejected,
+            on_wait: self.on_wait,
+            store: Custom(store),
+            key_of: self.key_of,
+        }
+    }
+
+    /// Checks every setting and builds the layer over the chosen store.
+    pub fn build(self) -> Result<RateLimitLayer<St::Store, KF, C, Cl>, ConfigError>
     where
-        F: KeyOf<Req, Key = K>,
-        K: Hash + Eq + Clone,
+        St: StoreSpec,
     {
-        let limits = self.config.limits()?;
-        let store = KeyedLocalStore::new(limits, self.config.max_keys, self.config.idle_after);
-        self.build_with_store(store, key_of)
-    }
-
-    /// A limiter whose state lives in `store` (another process's view of the same limits:
-    /// the seam a shared store plugs into).
-    pub fn build_with_store<St, KF>(
-        self,
-        store: St,
-        key_of: KF,
-    ) -> Result<RateLimitLayer<St, KF, C, Cl>, ConfigError> {
         self.config.limits()?;
+        let store = self.store.make(&self.config)?;
         let concurrency = self.config.max_concurrency.map(|n| Concurrency {
             semaphore: Arc::new(Semaphore::new(n as usize)),
             max: n as usize,
@@ -252,7 +275,7 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
                 store: Arc::new(store),
-                key_of,
+                key_of: self.key_of,
                 cost: self.cost,
                 classifier: self.classifier,
                 mode: self.config.mode,
@@ -263,5 +286,25 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl> {
                 on_wait: self.on_wait,
             }),
         })
+    }
+}
+
+impl<C, Cl> RateLimitLayerBuilder<C, Cl, InProcess, NoKey> {
+    /// Reads the time from `clock` instead of tokio's (with the `quanta` feature,
+    /// `QuantaClock` makes admission several times cheaper). For a limit in this process
+    /// under one key.
+    pub fn clock<Clk: Clock>(
+        self,
+        clock: Clk,
+    ) -> RateLimitLayerBuilder<C, Cl, InProcess<Clk>, NoKey> {
+        RateLimitLayerBuilder {
+            config: self.config,
+            cost: self.cost,
+            classifier: self.classifier,
+            on_rejected: self.on_rejected,
+            on_wait: self.on_wait,
+            store: InProcess(clock),
+            key_of: self.key_of,
+        }
     }
 }

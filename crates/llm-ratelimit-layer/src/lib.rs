@@ -12,6 +12,7 @@ mod layer;
 mod redis;
 mod service;
 mod shared;
+mod spec;
 mod store;
 
 #[cfg(feature = "quanta")]
@@ -27,6 +28,9 @@ pub use llm_core::{KeyOf, NoKey};
 #[cfg(feature = "redis")]
 pub use redis::{FailurePolicy, RedisConfig, RedisKey, RedisStore};
 pub use service::RateLimit;
+pub use spec::{Custom, InProcess, InProcessKeyed, KeyedBy, StoreSpec};
+#[cfg(feature = "redis")]
+pub use spec::{Redis, ThroughRedis};
 pub use store::{
     KeyedLocalStore, LocalStore, RateLimitStore, StoreLocation, StoreReply, StoreStatus,
 };

@@ -270,14 +270,14 @@ struct Shared {
 
 /// Rate-limit state in Redis, shared by every instance using the same URL and prefix.
 /// Build a layer over it with
-/// [`RateLimitLayerBuilder::build_redis`](crate::RateLimitLayerBuilder::build_redis).
+/// [`RateLimitLayerBuilder::redis`](crate::RateLimitLayerBuilder::redis).
 ///
 /// ```no_run
 /// use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer, RedisConfig};
 ///
 /// let layer = RateLimitLayer::builder()
 ///     .config(RateLimitConfig::per_minute(500, 30_000))
-///     .build_redis(&RedisConfig::new("redis://127.0.0.1:6379"))
+///     .redis(&RedisConfig::new("redis://127.0.0.1:6379")).build()
 ///     .unwrap();
 /// assert!(!layer.store().is_degraded());
 /// ```

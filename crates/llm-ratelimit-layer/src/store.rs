@@ -39,7 +39,7 @@ impl fmt::Debug for StoreReply {
 /// its API.
 ///
 /// A store of your own — here one that admits everything and counts what it saw — plugs in
-/// with `build_with_store`:
+/// with the builder's `store`:
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -66,7 +66,7 @@ impl fmt::Debug for StoreReply {
 ///
 /// let layer = RateLimitLayer::builder()
 ///     .config(RateLimitConfig::per_minute(60, 1_000))
-///     .build_with_store(Counting::default(), NoKey)
+///     .store(Counting::default()).build()
 ///     .unwrap();
 /// assert_eq!(layer.store().admitted.load(Ordering::Relaxed), 0);
 /// ```

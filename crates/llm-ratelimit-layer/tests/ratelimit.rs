@@ -280,7 +280,8 @@ async fn provider_headers_resynchronise_the_limiter() {
 async fn keyed_limits_keep_keys_apart() {
     let layer = RateLimitLayer::builder()
         .config(requests(60, 1, Mode::Reject))
-        .build_keyed(|req: &TestRequest| req.model.clone())
+        .keyed_by(|req: &TestRequest| req.model.clone())
+        .build()
         .unwrap();
     assert_eq!(
         layer.handle().capacity(),
@@ -318,7 +319,8 @@ async fn keyed_limits_keep_memory_bounded() {
     };
     let layer = RateLimitLayer::builder()
         .config(config)
-        .build_keyed(|key: &u32| *key)
+        .keyed_by(|key: &u32| *key)
+        .build()
         .unwrap();
     let (svc, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
     let svc = layer.layer(svc);
@@ -495,7 +497,8 @@ async fn rejections_reach_box_error_stacks_and_the_hook() {
 async fn the_quanta_clock_limits_like_tokios() {
     let layer = RateLimitLayer::builder()
         .config(requests(60, 3, Mode::Reject))
-        .build_with_clock(llm_ratelimit_layer::QuantaClock::new())
+        .clock(llm_ratelimit_layer::QuantaClock::new())
+        .build()
         .unwrap();
     let (svc, _) = ScriptedService::<u32>::always(Step::ok(TestResponse::new("ok")));
     let svc = layer.layer(svc);

@@ -26,7 +26,8 @@ fn limiter(
 ) -> RateLimitLayer<RedisStore<()>, llm_ratelimit_layer::NoKey> {
     RateLimitLayer::builder()
         .config(config)
-        .build_redis(redis)
+        .redis(redis)
+        .build()
         .unwrap()
 }
 
@@ -380,14 +381,16 @@ fn invalid_redis_settings_name_the_field() {
     let mut config = RedisConfig::new("not a url");
     let err = RateLimitLayer::builder()
         .config(per_second(1, 1))
-        .build_redis(&config)
+        .redis(&config)
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "redis.url");
     config.url = "redis://127.0.0.1:1".to_owned();
     config.on_failure = FailurePolicy::Open { share: 0.0 };
     let err = RateLimitLayer::builder()
         .config(per_second(1, 1))
-        .build_redis(&config)
+        .redis(&config)
+        .build()
         .unwrap_err();
     assert_eq!(err.field(), "redis.on_failure.share");
 }
