@@ -162,28 +162,12 @@ impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
     /// Prices requests in tokens before the call (for chat requests: `EstimatedCost`, the
     /// prompt's estimate plus `max_tokens`).
     pub fn token_cost<C2>(self, cost: C2) -> RateLimitLayerBuilder<C2, Cl, St, KF> {
-        RateLimitLayerBuilder {
-            config: self.config,
-            cost,
-            classifier: self.classifier,
-            on_rejected: self.on_rejected,
-            on_wait: self.on_wait,
-            store: self.store,
-            key_of: self.key_of,
-        }
+        self.map(|_, classifier, store, key_of| (cost, classifier, store, key_of))
     }
 
     /// Classifies responses (for provider feedback) with `classifier`.
     pub fn classifier<Cl2>(self, classifier: Cl2) -> RateLimitLayerBuilder<C, Cl2, St, KF> {
-        RateLimitLayerBuilder {
-            config: self.config,
-            cost: self.cost,
-            classifier,
-            on_rejected: self.on_rejected,
-            on_wait: self.on_wait,
-            store: self.store,
-            key_of: self.key_of,
-        }
+        self.map(|cost, _, store, key_of| (cost, classifier, store, key_of))
     }
 
     /// Called for every request the limiter turns away.
@@ -208,15 +192,7 @@ impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
         F: KeyOf<Req, Key = K>,
         St: KeyedBy<K>,
     {
-        RateLimitLayerBuilder {
-            config: self.config,
-            cost: self.cost,
-            classifier: self.classifier,
-            on_rejected: self.on_rejected,
-            on_wait: self.on_wait,
-            store: self.store.keyed(),
-            key_of,
-        }
+        self.map(|cost, classifier, store, _| (cost, classifier, store.keyed(), key_of))
     }
 
     /// Keeps the state in Redis: one limit shared by every instance using the same URL and
@@ -236,28 +212,32 @@ impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
     where
         St: crate::spec::ThroughRedis,
     {
-        RateLimitLayerBuilder {
-            config: self.config,
-            cost: self.cost,
-            classifier: self.classifier,
-            on_rejected: self.on_rejected,
-            on_wait: self.on_wait,
-            store: self.store.through(redis.clone()),
-            key_of: self.key_of,
-        }
+        self.map(|cost, classifier, store, key_of| {
+            (cost, classifier, store.through(redis.clone()), key_of)
+        })
     }
 
     /// Keeps the state in `store`, a [`RateLimitStore`](crate::RateLimitStore) of your own
     /// (the seam another shared store plugs into); it handles the keys, if any.
     pub fn store<St2>(self, store: St2) -> RateLimitLayerBuilder<C, Cl, Custom<St2>, KF> {
+        self.map(|cost, classifier, _store, key_of| (cost, classifier, Custom(store), key_of))
+    }
+
+    /// The builder with its type-changing parts replaced; the settings and hooks stay.
+    fn map<C2, Cl2, St2, KF2>(
+        self,
+        parts: impl FnOnce(C, Cl, St, KF) -> (C2, Cl2, St2, KF2),
+    ) -> RateLimitLayerBuilder<C2, Cl2, St2, KF2> {
+        let (cost, classifier, store, key_of) =
+            parts(self.cost, self.classifier, self.store, self.key_of);
         RateLimitLayerBuilder {
             config: self.config,
-            cost: self.cost,
-            classifier: self.classifier,
+            cost,
+            classifier,
             on_rejected: self.on_rejected,
             on_wait: self.on_wait,
-            store: Custom(store),
-            key_of: self.key_of,
+            store,
+            key_of,
         }
     }
 
@@ -297,14 +277,6 @@ impl<C, Cl> RateLimitLayerBuilder<C, Cl, InProcess, NoKey> {
         self,
         clock: Clk,
     ) -> RateLimitLayerBuilder<C, Cl, InProcess<Clk>, NoKey> {
-        RateLimitLayerBuilder {
-            config: self.config,
-            cost: self.cost,
-            classifier: self.classifier,
-            on_rejected: self.on_rejected,
-            on_wait: self.on_wait,
-            store: InProcess(clock),
-            key_of: self.key_of,
-        }
+        self.map(|cost, classifier, _store, key_of| (cost, classifier, InProcess(clock), key_of))
     }
 }

@@ -325,6 +325,26 @@ impl<C, R, P> RetryLayerBuilder<C, R, P> {
 
     /// Classifies results with `classifier` instead of [`DefaultClassifier`].
     pub fn classifier<C2>(self, classifier: C2) -> RetryLayerBuilder<C2, R, P> {
+        self.map(|_, cloner, prepare| (classifier, cloner, prepare))
+    }
+
+    /// Copies requests for further attempts with `cloner` (see [`CloneRequest`](llm_core::CloneRequest)).
+    pub fn clone_requests_with<R2>(self, cloner: R2) -> RetryLayerBuilder<C, R2, P> {
+        self.map(|classifier, _, prepare| (classifier, cloner, prepare))
+    }
+
+    /// Prepares each retry's request with `policy` — change it (a smaller `max_tokens`, a
+    /// fresh credential) or refuse the retry, asynchronously. See [`RetryPolicy`](crate::RetryPolicy).
+    pub fn retry_policy<P2>(self, policy: P2) -> RetryLayerBuilder<C, R, P2> {
+        self.map(|classifier, cloner, _| (classifier, cloner, policy))
+    }
+
+    /// The builder with its type-changing parts replaced; the settings and hooks stay.
+    fn map<C2, R2, P2>(
+        self,
+        parts: impl FnOnce(C, R, P) -> (C2, R2, P2),
+    ) -> RetryLayerBuilder<C2, R2, P2> {
+        let (classifier, cloner, prepare) = parts(self.classifier, self.cloner, self.prepare);
         RetryLayerBuilder {
             config: self.config,
             custom_backoff: self.custom_backoff,
@@ -333,39 +353,8 @@ impl<C, R, P> RetryLayerBuilder<C, R, P> {
             on_retry: self.on_retry,
             on_give_up: self.on_give_up,
             classifier,
-            cloner: self.cloner,
-            prepare: self.prepare,
-        }
-    }
-
-    /// Copies requests for further attempts with `cloner` (see [`CloneRequest`](llm_core::CloneRequest)).
-    pub fn clone_requests_with<R2>(self, cloner: R2) -> RetryLayerBuilder<C, R2, P> {
-        RetryLayerBuilder {
-            config: self.config,
-            custom_backoff: self.custom_backoff,
-            budget: self.budget,
-            retry_if: self.retry_if,
-            on_retry: self.on_retry,
-            on_give_up: self.on_give_up,
-            classifier: self.classifier,
             cloner,
-            prepare: self.prepare,
-        }
-    }
-
-    /// Prepares each retry's request with `policy` — change it (a smaller `max_tokens`, a
-    /// fresh credential) or refuse the retry, asynchronously. See [`RetryPolicy`](crate::RetryPolicy).
-    pub fn retry_policy<P2>(self, policy: P2) -> RetryLayerBuilder<C, R, P2> {
-        RetryLayerBuilder {
-            config: self.config,
-            custom_backoff: self.custom_backoff,
-            budget: self.budget,
-            retry_if: self.retry_if,
-            on_retry: self.on_retry,
-            on_give_up: self.on_give_up,
-            classifier: self.classifier,
-            cloner: self.cloner,
-            prepare: policy,
+            prepare,
         }
     }
 
