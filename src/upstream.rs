@@ -58,7 +58,7 @@ use llm_providers::{
     ChatRequest, ChatResponse, ChatStream, ChatTarget, Provider, ProviderKind, StreamTarget,
 };
 use llm_ratelimit_layer::{RateLimitConfig, RateLimitHandle, RateLimitLayer};
-use llm_retry_layer::{GiveUp, RetryConfig, RetryEvent, RetryLayer};
+use llm_retry_layer::{GiveUp, RetryBudget, RetryConfig, RetryEvent, RetryLayer};
 use tower::util::{BoxCloneSyncService, Either};
 use tower_layer::Layer;
 
@@ -103,6 +103,9 @@ pub struct Upstream {
     retry: RetryConfig,
     on_retry: Option<OnRetry>,
     on_give_up: Option<OnGiveUp>,
+    /// The retry budget every retry layer of this upstream spends: retries under other
+    /// settings (`chat_with_retry`, a chain's `map_retry`) add no budget of their own.
+    budget: Option<RetryBudget>,
     /// The stack under the retry layer: what each attempt calls.
     attempt_chat: ChatService,
     attempt_stream: StreamService,
@@ -173,14 +176,15 @@ impl Upstream {
     }
 
     /// Complete answers through the same breaker and limiter, retried under `config`
-    /// instead of the upstream's own retry settings (its retry hooks still apply).
+    /// instead of the upstream's own retry settings (its retry hooks and its retry budget
+    /// still apply).
     pub fn chat_with_retry(&self, config: RetryConfig) -> Result<ChatService, ConfigError> {
         let retry = self.retry_layer(config)?;
         Ok(ChatService::new(retry.layer(self.attempt_chat.clone())))
     }
 
     /// Streams through the same breaker and limiter, retried under `config` instead of the
-    /// upstream's own retry settings (its retry hooks still apply).
+    /// upstream's own retry settings (its retry hooks and its retry budget still apply).
     pub fn stream_with_retry(&self, config: RetryConfig) -> Result<StreamService, ConfigError> {
         let retry = self.retry_layer(config)?;
         Ok(StreamService::new(retry.layer(self.attempt_stream.clone())))
@@ -196,10 +200,17 @@ impl Upstream {
         self.prefill
     }
 
+    /// The retry budget its retries spend, whatever retry settings they run under (`None`:
+    /// its retry settings have none).
+    pub fn retry_budget(&self) -> Option<&RetryBudget> {
+        self.budget.as_ref()
+    }
+
     fn retry_layer(&self, config: RetryConfig) -> Result<RetryLayer, ConfigError> {
         retry_layer(
             &self.name,
             config,
+            self.budget.clone(),
             self.on_retry.clone(),
             self.on_give_up.clone(),
         )
@@ -209,10 +220,14 @@ impl Upstream {
 fn retry_layer(
     name: &Arc<str>,
     config: RetryConfig,
+    budget: Option<RetryBudget>,
     on_retry: Option<OnRetry>,
     on_give_up: Option<OnGiveUp>,
 ) -> Result<RetryLayer, ConfigError> {
     let mut builder = RetryLayer::builder().config(config);
+    if let Some(budget) = budget {
+        builder = builder.budget(budget);
+    }
     if let Some(hook) = on_retry {
         let name = name.clone();
         builder = builder.on_retry(move |event| hook(&name, event));
@@ -481,9 +496,11 @@ impl UpstreamBuilder {
         let retry = retry_layer(
             &name,
             self.retry.clone(),
+            None,
             self.on_retry.clone(),
             self.on_give_up.clone(),
         )?;
+        let budget = retry.budget().cloned();
         Ok(Upstream {
             chat: ChatService::new(retry.layer(attempt_chat.clone())),
             stream: StreamService::new(retry.layer(attempt_stream.clone())),
@@ -501,6 +518,7 @@ impl UpstreamBuilder {
             retry: self.retry,
             on_retry: self.on_retry,
             on_give_up: self.on_give_up,
+            budget,
         })
     }
 }

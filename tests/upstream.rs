@@ -294,3 +294,37 @@ async fn an_attempt_layer_sees_every_attempt_and_a_chain_may_retry_otherwise() {
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
     assert_eq!(attempts.load(Ordering::Relaxed), 1);
 }
+
+#[tokio::test]
+async fn retries_under_other_settings_spend_the_upstream_s_one_budget() {
+    let mock = MockProvider::builder()
+        .rule(Rule::any().fault(Fault::status(503)))
+        .start()
+        .await
+        .unwrap();
+    let quick = RetryConfig {
+        base_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(2),
+        ..RetryConfig::standard()
+    };
+    let up = Upstream::builder("openai", openai(&mock))
+        .retry(quick.clone())
+        .build()
+        .unwrap();
+    let budget = up
+        .retry_budget()
+        .expect("the standard settings have a budget");
+    let before = budget.balance();
+    // A chain retrying under other settings, as the gateway's /api/chat does.
+    let other = up
+        .chat_with_retry(RetryConfig {
+            max_retries: 1,
+            ..quick
+        })
+        .unwrap();
+    other.oneshot(ask("gpt-4o-mini")).await.unwrap_err();
+    assert_eq!(mock.attempts().len(), 2, "one retry");
+    // The request's deposit landed in the upstream's budget (the retry drew on the budget's
+    // per-second floor): a retry layer of its own would have left this one untouched.
+    assert!(budget.balance() > before, "{} > {before}", budget.balance());
+}
