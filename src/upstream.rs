@@ -249,10 +249,10 @@ pub struct UpstreamBuilder {
     breaker_scope: BreakerScope,
     known_models: Vec<String>,
     #[cfg(feature = "redis")]
-    shared_breaker: Option<llm_breaker_layer::RedisConfig>,
+    shared_breaker: Option<llm_core::RedisConfig>,
     rate_limit: RateLimitConfig,
     #[cfg(feature = "redis")]
-    shared_limit: Option<llm_ratelimit_layer::RedisConfig>,
+    shared_limit: Option<llm_core::RedisConfig>,
     prefill: Prefill,
     on_retry: Option<OnRetry>,
     on_give_up: Option<OnGiveUp>,
@@ -314,7 +314,7 @@ impl UpstreamBuilder {
     /// (feature `redis`).
     #[cfg(feature = "redis")]
     #[must_use]
-    pub fn shared_breaker(mut self, redis: llm_breaker_layer::RedisConfig) -> Self {
+    pub fn shared_breaker(mut self, redis: llm_core::RedisConfig) -> Self {
         self.shared_breaker = Some(redis);
         self
     }
@@ -331,7 +331,7 @@ impl UpstreamBuilder {
     /// Shares the rate limit with every instance through Redis (feature `redis`).
     #[cfg(feature = "redis")]
     #[must_use]
-    pub fn shared_rate_limit(mut self, redis: llm_ratelimit_layer::RedisConfig) -> Self {
+    pub fn shared_rate_limit(mut self, redis: llm_core::RedisConfig) -> Self {
         self.shared_limit = Some(redis);
         self
     }

@@ -919,6 +919,11 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         "longer than 0s",
     );
     check(
+        "[[providers]]\nname = \"openai\"\nrate_limit = { on_redis_failure = { policy = \"open\", share = 2.0 } }",
+        "providers[0].rate_limit.on_redis_failure.share",
+        "must be in (0, 1]",
+    );
+    check(
         "[[providers]]\nname = \"openai\"\nbse_url = \"http://x\"",
         "providers[0].bse_url",
         "unknown field `bse_url`",

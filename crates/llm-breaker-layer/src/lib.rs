@@ -17,7 +17,8 @@ pub use future::ResponseFuture;
 pub use handle::BreakerHandle;
 pub use keyed::{KeyedBreaker, KeyedBreakerHandle, KeyedBreakerLayer};
 pub use layer::{BreakerLayer, BreakerLayerBuilder, PerKey};
-pub use service::Breaker;
 #[cfg(feature = "redis")]
-pub use shared::RedisConfig;
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use llm_core::RedisConfig;
+pub use service::Breaker;
 pub use state::{CallResult, CircuitBreaker, Metrics, Permit, State, StateChange};

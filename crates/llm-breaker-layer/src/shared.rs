@@ -22,88 +22,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use llm_core::__private::{RedisLink, integers};
-use llm_core::ConfigError;
-use serde::{Deserialize, Serialize};
+use llm_core::{ConfigError, RedisConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::state::{CircuitBreaker, PeerState, Peers, State, StateChange};
 
-/// Where breaker state is shared, and how.
-///
-/// ```
-/// use std::time::Duration;
-/// use llm_breaker_layer::RedisConfig;
-///
-/// let config: RedisConfig = serde_json::from_str(
-///     r#"{"url": "redis://127.0.0.1:6379", "key_prefix": "gw:breaker:", "resync_every": "500ms"}"#,
-/// ).unwrap();
-/// assert_eq!(config.resync_every, Duration::from_millis(500));
-/// config.validate().unwrap();
-///
-/// let bad = RedisConfig { resync_every: Duration::ZERO, ..RedisConfig::new("redis://127.0.0.1") };
-/// assert_eq!(bad.validate().unwrap_err().field(), "resync_every");
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port/db`.
-    pub url: String,
-    /// Prefixes every key and the channel: breakers with the same prefix and name share
-    /// one state.
-    #[serde(default = "default_prefix")]
-    pub key_prefix: String,
-    /// The longest any Redis call may take.
-    #[serde(default = "default_timeout", with = "llm_core::config::duration")]
-    pub timeout: Duration,
-    /// How often the shared records are read again, to catch changes whose message was
-    /// lost (a dropped subscription, a Redis restart).
-    #[serde(default = "default_resync", with = "llm_core::config::duration")]
-    pub resync_every: Duration,
-}
-
-fn default_prefix() -> String {
-    "llm-tower:breaker:".to_owned()
-}
-
-fn default_timeout() -> Duration {
-    llm_core::__private::DEFAULT_TIMEOUT
-}
-
-fn default_resync() -> Duration {
-    Duration::from_secs(1)
-}
-
-impl RedisConfig {
-    /// A configuration for `url` with the defaults: prefix `llm-tower:breaker:`, 100 ms
-    /// timeout, records read again every second.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig {
-            url: url.into(),
-            key_prefix: default_prefix(),
-            timeout: default_timeout(),
-            resync_every: default_resync(),
-        }
-    }
-
-    /// Checks every field; the error names the first one at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.link()?;
-        if self.resync_every.is_zero() {
-            return Err(ConfigError::new("resync_every", "must be longer than 0s"));
-        }
-        Ok(())
-    }
-
-    fn link(&self) -> Result<RedisLink, ConfigError> {
-        RedisLink::new(
-            &self.url,
-            self.timeout,
-            format!("breaker state {}", self.key_prefix),
-            "each instance's breaker decides alone",
-        )
-    }
-}
+/// The key prefix of breakers whose [`RedisConfig`] names none.
+const DEFAULT_PREFIX: &str = "llm-tower:breaker:";
 
 /// How long a record outlives its open duration: a late instance still sees that the target
 /// was failing (and probes before sending everything), and idle records expire.
@@ -174,13 +100,17 @@ impl SharedLink {
                 "a shared breaker keeps a background task: build it inside a Tokio runtime",
             )
         })?;
-        let link = Arc::new(config.link()?);
+        let prefix = config.prefix_or(DEFAULT_PREFIX).to_owned();
+        let link = Arc::new(config.link(
+            format!("breaker state {prefix}"),
+            "each instance's breaker decides alone",
+        )?);
         let (commands, receiver) = mpsc::unbounded_channel();
         let task = Task {
             link: link.clone(),
             script: redis::Script::new(SCRIPT),
-            prefix: config.key_prefix.clone(),
-            channel: format!("{}changes", config.key_prefix),
+            channel: format!("{prefix}changes"),
+            prefix,
             resync_every: config.resync_every,
             followed: HashMap::new(),
             pending: HashMap::new(),

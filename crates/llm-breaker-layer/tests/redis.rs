@@ -40,8 +40,7 @@ fn config(open: Duration) -> BreakerConfig {
 }
 
 fn redis(server: &RedisServer, prefix: &str) -> RedisConfig {
-    let mut config = RedisConfig::new(server.url());
-    config.key_prefix = format!("test:{prefix}:");
+    let mut config = RedisConfig::new(server.url()).with_key_prefix(format!("test:{prefix}:"));
     config.resync_every = Duration::from_millis(200);
     config
 }

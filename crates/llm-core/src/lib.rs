@@ -52,8 +52,8 @@
 //!
 //! - `reqwest`: classify `reqwest::Error` and `reqwest::Response`.
 //! - `hyper`: classify `hyper::Error` found in an error chain.
-//! - `redis`: the Redis connection the layers' shared state goes through (internal to the
-//!   llm-tower crates).
+//! - `redis`: [`RedisConfig`], where the layers share their state (the connection itself is
+//!   internal to the llm-tower crates).
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod backoff;
@@ -70,6 +70,8 @@ mod kind;
 mod outcome;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod redis_config;
 mod request;
 mod response;
 mod transport;
@@ -88,6 +90,9 @@ pub use error::{
 pub use keyed::{KeyOf, NoKey};
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};
 pub use outcome::{ErrorOutcome, Outcome, ResponseOutcome};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis_config::RedisConfig;
 pub use request::{
     AttemptBudget, Deadline, EarlierFailures, ModelRequest, RemainingTargets, RequestExtensions,
 };

@@ -27,9 +27,7 @@ fn instance(url: String, tasks: usize) -> Vec<Duration> {
         .build()
         .expect("a runtime");
     runtime.block_on(async move {
-        let mut redis = RedisConfig::new(url);
-        redis.key_prefix = "bench:".to_owned();
-        redis.on_failure = FailurePolicy::Closed;
+        let mut redis = RedisConfig::new(url).with_key_prefix("bench:");
         redis.timeout = Duration::from_secs(1);
         let layer = RateLimitLayer::builder()
             .config(RateLimitConfig {
@@ -39,6 +37,7 @@ fn instance(url: String, tasks: usize) -> Vec<Duration> {
                     burst: Some(1_000_000_000),
                 }),
                 mode: Mode::Reject,
+                on_redis_failure: FailurePolicy::Closed,
                 ..RateLimitConfig::default()
             })
             .redis(&redis)

@@ -80,6 +80,38 @@ pub enum Mode {
     Reject,
 }
 
+/// What a limiter sharing its state through Redis does while Redis cannot be reached
+/// ([`RateLimitConfig::on_redis_failure`]; feature `redis`).
+///
+/// ```
+/// use llm_ratelimit_layer::FailurePolicy;
+///
+/// // Four instances: each keeps a quarter of the quota while they cannot coordinate.
+/// let policy: FailurePolicy = serde_json::from_str(r#"{"policy": "open", "share": 0.25}"#).unwrap();
+/// assert_eq!(policy, FailurePolicy::Open { share: 0.25 });
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Admit through a limiter in this process holding `share` (0 to 1) of the limits: the
+    /// service keeps working, each instance taking its part of the quota.
+    Open {
+        /// The share of the configured limits this instance may use alone.
+        share: f64,
+    },
+    /// Refuse with `LocalRateLimited`: never exceed the quota, at the price of availability.
+    Closed,
+}
+
+impl Default for FailurePolicy {
+    /// Open with half the quota: two instances that cannot coordinate together stay within
+    /// it, and a lone instance keeps serving.
+    fn default() -> Self {
+        FailurePolicy::Open { share: 0.5 }
+    }
+}
+
 /// The rate limiter's settings. Durations are written as `"60s"`, `"1m"`.
 ///
 /// With no limit set (the default), the limiter only follows the provider: a 429 with a
@@ -124,6 +156,8 @@ pub struct RateLimitConfig {
     /// For keyed limits: a key unused this long may be evicted.
     #[serde(with = "llm_core::config::duration")]
     pub idle_after: Duration,
+    /// With the state in Redis: what happens while Redis cannot be reached.
+    pub on_redis_failure: FailurePolicy,
 }
 
 impl Default for RateLimitConfig {
@@ -136,6 +170,7 @@ impl Default for RateLimitConfig {
             max_wait: Duration::from_secs(30),
             max_keys: 10_000,
             idle_after: Duration::from_secs(600),
+            on_redis_failure: FailurePolicy::default(),
         }
     }
 }
@@ -164,6 +199,14 @@ impl RateLimitConfig {
         }
         if self.max_keys == 0 {
             return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        if let FailurePolicy::Open { share } = self.on_redis_failure {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(ConfigError::new(
+                    "on_redis_failure.share",
+                    format!("must be in (0, 1] (got {share})"),
+                ));
+            }
         }
         Ok(Limits { requests, tokens })
     }

@@ -18,15 +18,17 @@ mod store;
 #[cfg(feature = "quanta")]
 pub use clock::QuantaClock;
 pub use clock::{Clock, TokioClock};
-pub use config::{Mode, Rate, RateLimitConfig};
+pub use config::{FailurePolicy, Mode, Rate, RateLimitConfig};
 pub use cost::NoTokenCost;
 pub use future::ResponseFuture;
 pub use gcra::{Capacity, Grant, Limiter};
 pub use handle::RateLimitHandle;
 pub use layer::{RateLimitLayer, RateLimitLayerBuilder};
+#[cfg(feature = "redis")]
+pub use llm_core::RedisConfig;
 pub use llm_core::{KeyOf, NoKey};
 #[cfg(feature = "redis")]
-pub use redis::{FailurePolicy, RedisConfig, RedisKey, RedisStore};
+pub use redis::{RedisKey, RedisStore};
 pub use service::RateLimit;
 pub use spec::{Custom, InProcess, InProcessKeyed, KeyedBy, StoreSpec};
 #[cfg(feature = "redis")]

@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use llm_core::__private::{RedisLink, RedisUnavailable, integers};
-use llm_core::{ConfigError, LimitReason, LocalRateLimited, RateLimitInfo};
-use serde::{Deserialize, Serialize};
+use llm_core::{ConfigError, LimitReason, LocalRateLimited, RateLimitInfo, RedisConfig};
 use tokio::time::Instant;
 
+use crate::config::FailurePolicy;
 use crate::gcra::{Capacity, Grant, Limiter};
 use crate::store::{Limits, RateLimitStore, StoreLocation, StoreReply, StoreStatus};
 
@@ -89,110 +89,8 @@ end
 return 1
 ";
 
-/// What the store does while Redis cannot be reached.
-///
-/// ```
-/// use llm_ratelimit_layer::FailurePolicy;
-///
-/// // Four instances: each keeps a quarter of the quota while they cannot coordinate.
-/// let policy: FailurePolicy = serde_json::from_str(r#"{"policy": "open", "share": 0.25}"#).unwrap();
-/// assert_eq!(policy, FailurePolicy::Open { share: 0.25 });
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "policy")]
-#[non_exhaustive]
-pub enum FailurePolicy {
-    /// Admit through a limiter in this process holding `share` (0 to 1) of the limits: the
-    /// service keeps working, each instance taking its part of the quota.
-    Open {
-        /// The share of the configured limits this instance may use alone.
-        share: f64,
-    },
-    /// Refuse with `LocalRateLimited`: never exceed the quota, at the price of availability.
-    Closed,
-}
-
-/// Where and how the limiter's state is shared.
-///
-/// ```
-/// use llm_ratelimit_layer::{FailurePolicy, RedisConfig};
-///
-/// let config: RedisConfig = serde_json::from_str(
-///     r#"{"url": "redis://127.0.0.1:6379", "key_prefix": "gw:openai:", "timeout": "50ms",
-///         "on_failure": {"policy": "open", "share": 0.25}}"#,
-/// ).unwrap();
-/// assert_eq!(config.on_failure, FailurePolicy::Open { share: 0.25 });
-/// config.validate().unwrap();
-/// ```
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://` with the `redis` crate's TLS features).
-    pub url: String,
-    /// Prefixes every key: one prefix per shared limit (a provider, an account).
-    #[serde(default = "default_prefix")]
-    pub key_prefix: String,
-    /// The longest any Redis call may take before the failure policy applies.
-    #[serde(default = "default_timeout", with = "llm_core::config::duration")]
-    pub timeout: Duration,
-    /// What happens while Redis cannot be reached.
-    #[serde(default = "default_policy")]
-    pub on_failure: FailurePolicy,
-}
-
-fn default_prefix() -> String {
-    "llm-tower:ratelimit:".to_owned()
-}
-
-fn default_timeout() -> Duration {
-    llm_core::__private::DEFAULT_TIMEOUT
-}
-
-fn default_policy() -> FailurePolicy {
-    FailurePolicy::Open { share: 0.5 }
-}
-
-impl RedisConfig {
-    /// A configuration for `url` with the defaults: prefix `llm-tower:ratelimit:`, 100 ms
-    /// timeout, fail open with half the quota.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisConfig {
-            url: url.into(),
-            key_prefix: default_prefix(),
-            timeout: default_timeout(),
-            on_failure: default_policy(),
-        }
-    }
-
-    /// Checks every field; the error names the first one at fault.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.link()?;
-        if let FailurePolicy::Open { share } = self.on_failure {
-            if !(share > 0.0 && share <= 1.0) {
-                return Err(ConfigError::new(
-                    "on_failure.share",
-                    format!("must be in (0, 1] (got {share})"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn link(&self) -> Result<RedisLink, ConfigError> {
-        let meanwhile = match self.on_failure {
-            FailurePolicy::Open { share } => {
-                format!("rate limiting admits through a local limiter with {share} of the quota")
-            }
-            FailurePolicy::Closed => "rate limiting refuses every call".to_owned(),
-        };
-        RedisLink::new(
-            &self.url,
-            self.timeout,
-            format!("rate limit {}", self.key_prefix),
-            meanwhile,
-        )
-    }
-}
+/// The key prefix of limiters whose [`RedisConfig`] names none.
+const DEFAULT_PREFIX: &str = "llm-tower:ratelimit:";
 
 /// Turns a key into the part of a Redis key after the prefix.
 ///
@@ -298,10 +196,21 @@ impl<K> fmt::Debug for RedisStore<K> {
 }
 
 impl<K> RedisStore<K> {
-    pub(crate) fn new(config: &RedisConfig, limits: Limits) -> Result<Self, ConfigError> {
+    pub(crate) fn new(
+        config: &RedisConfig,
+        limits: Limits,
+        policy: FailurePolicy,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
-        let link = config.link()?;
-        let fallback = match config.on_failure {
+        let prefix = config.prefix_or(DEFAULT_PREFIX).to_owned();
+        let meanwhile = match policy {
+            FailurePolicy::Open { share } => {
+                format!("rate limiting admits through a local limiter with {share} of the quota")
+            }
+            FailurePolicy::Closed => "rate limiting refuses every call".to_owned(),
+        };
+        let link = config.link(format!("rate limit {prefix}"), meanwhile)?;
+        let fallback = match policy {
             FailurePolicy::Open { share } => {
                 let scale = |(limit, per, burst): (u64, Duration, u64)| {
                     let part = |n: u64| ((n as f64 * share).floor() as u64).max(1);
@@ -320,8 +229,8 @@ impl<K> RedisStore<K> {
             shared: Arc::new(Shared {
                 link,
                 script: redis::Script::new(SCRIPT),
-                prefix: config.key_prefix.clone(),
-                policy: config.on_failure,
+                prefix,
+                policy,
                 micros,
                 fallback,
                 requests_available: AtomicU64::new(limits.requests.map_or(0, |r| r.2)),

@@ -95,11 +95,11 @@ pub use shared::{Redis, ThroughRedis};
 mod shared {
     use std::marker::PhantomData;
 
-    use llm_core::ConfigError;
+    use llm_core::{ConfigError, RedisConfig};
 
     use super::{InProcess, InProcessKeyed, KeyedBy, StoreSpec, sealed};
     use crate::config::RateLimitConfig;
-    use crate::redis::{RedisConfig, RedisStore};
+    use crate::redis::RedisStore;
 
     /// The state in Redis, shared by every instance, one limit per key of type `K` (`()`:
     /// one limit).
@@ -114,7 +114,8 @@ mod shared {
     impl<K> StoreSpec for Redis<K> {
         type Store = RedisStore<K>;
         fn make(self, config: &RateLimitConfig) -> Result<RedisStore<K>, ConfigError> {
-            RedisStore::new(&self.config, config.limits()?).map_err(|e| e.in_section("redis"))
+            RedisStore::new(&self.config, config.limits()?, config.on_redis_failure)
+                .map_err(|e| e.in_section("redis"))
         }
     }
 

@@ -13,20 +13,28 @@ use llm_ratelimit_layer::{
 };
 use llm_testkit::RedisServer;
 
-fn redis(server: &RedisServer, prefix: &str, policy: FailurePolicy) -> RedisConfig {
-    let mut config = RedisConfig::new(server.url());
-    config.key_prefix = format!("test:{prefix}:");
-    config.on_failure = policy;
-    config
+/// Where a test's limiters share their state, and what they do while Redis is down.
+#[derive(Clone)]
+struct Shared {
+    redis: RedisConfig,
+    policy: FailurePolicy,
+}
+
+fn redis(server: &RedisServer, prefix: &str, policy: FailurePolicy) -> Shared {
+    let redis = RedisConfig::new(server.url()).with_key_prefix(format!("test:{prefix}:"));
+    Shared { redis, policy }
 }
 
 fn limiter(
     config: RateLimitConfig,
-    redis: &RedisConfig,
+    shared: &Shared,
 ) -> RateLimitLayer<RedisStore<()>, llm_ratelimit_layer::NoKey> {
     RateLimitLayer::builder()
-        .config(config)
-        .redis(redis)
+        .config(RateLimitConfig {
+            on_redis_failure: shared.policy,
+            ..config
+        })
+        .redis(&shared.redis)
         .build()
         .unwrap()
 }
@@ -386,11 +394,13 @@ fn invalid_redis_settings_name_the_field() {
         .unwrap_err();
     assert_eq!(err.field(), "redis.url");
     config.url = "redis://127.0.0.1:1".to_owned();
-    config.on_failure = FailurePolicy::Open { share: 0.0 };
     let err = RateLimitLayer::builder()
-        .config(per_second(1, 1))
+        .config(RateLimitConfig {
+            on_redis_failure: FailurePolicy::Open { share: 0.0 },
+            ..per_second(1, 1)
+        })
         .redis(&config)
         .build()
         .unwrap_err();
-    assert_eq!(err.field(), "redis.on_failure.share");
+    assert_eq!(err.field(), "on_redis_failure.share");
 }

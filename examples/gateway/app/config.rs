@@ -37,8 +37,9 @@ use std::time::Duration;
 use llm_providers::recovery::{Prefill, RecoveryPolicy};
 use llm_providers::{ProviderConfig, ProviderKind};
 use llm_tower::__private::parse_duration;
-use llm_tower::breaker::{BreakerConfig, RedisConfig as SharedBreakerConfig};
-use llm_tower::ratelimit::{Mode, RateLimitConfig, RedisConfig};
+use llm_tower::RedisConfig;
+use llm_tower::breaker::BreakerConfig;
+use llm_tower::ratelimit::{Mode, RateLimitConfig};
 use llm_tower::retry::{Jitter, RetryConfig};
 use llm_tower::{ConfigError, ErrorKind, ErrorKinds};
 use serde::{Deserialize, Serialize};
@@ -174,7 +175,7 @@ pub(crate) struct ProviderSettings {
     /// A Redis through which every gateway instance shares that rate limit.
     pub(crate) shared_limit: Option<RedisConfig>,
     /// A Redis through which every gateway instance shares the breaker's trips and recoveries.
-    pub(crate) shared_breaker: Option<SharedBreakerConfig>,
+    pub(crate) shared_breaker: Option<RedisConfig>,
     /// Whether it takes an assistant prefill when a broken stream is continued on it.
     pub(crate) prefill: Prefill,
 }
@@ -593,7 +594,7 @@ fn provider_settings(
     // gateway's keys, not the layer configs'.
     let mut breaker_table = table.remove("breaker");
     let shared_breaker = take_shared(&mut breaker_table, &field("breaker.shared"))?
-        .map(|shared: SharedBreakerConfig| shared.validate().map(|()| shared))
+        .map(|shared: RedisConfig| shared.validate().map(|()| shared))
         .transpose()
         .map_err(|e| e.in_section(&field("breaker.shared")))?;
     let breaker_scope =
