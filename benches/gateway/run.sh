@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The gateway load test of BENCHMARKS.md ("The gateway under load"): a private nginx answering
-# chat completions at once, the gateway example (release build) in front of it with its full
+# chat completions at once, the gateway binary (llm-gateway, release build) in front of it with its full
 # stack on the route, and — when `litellm` is on the PATH — LiteLLM's proxy in front of the
 # same nginx. wrk drives each closed-loop at 1, 8 and 32 connections; oha at a fixed 100 and
 # 500 requests/s; the upstream is measured directly with the same generators.
@@ -69,7 +69,7 @@ measure() {
     done
 }
 
-(cd ../.. && cargo build --quiet --release --example gateway)
+(cd ../.. && cargo build --quiet --release -p llm-gateway)
 nginx -p "$work" -c "$here/nginx.conf" &
 pids+=($!)
 wait_for 18080
@@ -77,7 +77,7 @@ upstream=http://127.0.0.1:18080/v1/chat/completions
 # It answers before it is measured.
 check() { curl -sf "$1" -H 'content-type: application/json' -H "authorization: Bearer $key" -d "$body" > /dev/null; }
 
-../../target/release/examples/gateway --config gateway.toml > "$work/gateway.log" 2>&1 &
+../../target/release/llm-gateway --config gateway.toml > "$work/gateway.log" 2>&1 &
 pids+=($!)
 gateway_pid=$!
 wait_for 18081

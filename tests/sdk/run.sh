@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The official openai Python SDK (pinned in requirements.txt, in a virtual environment made
-# here) against the gateway example, started as a user starts it: the README's quick-start
+# here) against the gateway binary (llm-gateway), started as a user starts it: the README's quick-start
 # configuration, unmodified, with the server's address and key from the environment, in
 # front of the test kit's mock-provider binary. `bash tests/sdk/run.sh`; CI runs it.
 set -euo pipefail
@@ -11,9 +11,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check -r tests/sdk/requirements.txt
 
-# The same features as the test build, so its artifacts are reused.
-cargo build -q --all-features --example gateway -p llm-tower
-cargo build -q --all-features --bin mock-provider -p llm-testkit
+# The gateway and the mock-provider binaries, with the test build's features so that its
+# artifacts are reused.
+cargo build -q --workspace --all-features --bins
 
 work=$(mktemp -d)
 pids=()
@@ -51,10 +51,10 @@ pids+=($!)
 wait_for "$mock_port"
 
 # The README's quick-start configuration, as written there.
-awk '/<!-- quick-start -->/ { on = 1; next } on && /^```toml/ { inside = 1; next } inside && /^```/ { exit } inside { print }' README.md > "$work/gateway.toml"
+awk '/<!-- quick-start -->/ { on = 1; next } on && /^```toml/ { inside = 1; next } inside && /^```/ { exit } inside { print }' crates/llm-gateway/README.md > "$work/gateway.toml"
 gateway_port=$(free_port)
 GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_LLM_BASE_URL="http://127.0.0.1:$mock_port/v1" LLM_API_KEY=sdk-key \
-    target/debug/examples/gateway --config "$work/gateway.toml" > "$work/gateway.log" 2>&1 &
+    target/debug/llm-gateway --config "$work/gateway.toml" > "$work/gateway.log" 2>&1 &
 pids+=($!)
 wait_for "$gateway_port"
 

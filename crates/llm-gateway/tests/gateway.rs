@@ -1,22 +1,18 @@
-//! The gateway example (`examples/gateway`) over real loopback HTTP: the gateway on an
+//! The gateway (`llm-gateway`) over real loopback HTTP: the gateway on an
 //! ephemeral port, mock providers from llm-testkit behind it, every endpoint driven with
 //! reqwest and streams decoded by an independent SSE parser (`eventsource-stream`).
 //!
 //! Timings are real but short (retry delays of milliseconds, first-token timeouts of a few
 //! hundred): a paused tokio clock races real sockets.
 
-#[path = "../examples/gateway/app/mod.rs"]
-#[allow(dead_code)] // the example's binary uses parts these tests do not
-mod app;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use app::Gateway;
-use app::config::GatewayConfig;
-use app::demo::DemoProviders;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
+use llm_gateway::Gateway;
+use llm_gateway::config::GatewayConfig;
+use llm_gateway::demo::DemoProviders;
 use llm_testkit::server::{MockProvider, Plan, canonical_answer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

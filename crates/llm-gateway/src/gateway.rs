@@ -16,10 +16,12 @@ use super::metrics::Metrics;
 use super::openai::{self};
 use super::stack::{self, AttemptLog, Configured};
 
-/// The gateway's state; axum clones it per request, and every clone shares the providers'
+/// The gateway: its providers' stacks, routes and metrics, served by
+/// [`serve`](Gateway::serve) or mounted in your own axum app through
+/// [`router`](Gateway::router). Cloning it is cheap; every clone shares the providers'
 /// breakers, limiters and the metrics.
 #[derive(Clone)]
-pub(crate) struct Gateway {
+pub struct Gateway {
     pub(crate) inner: Arc<Inner>,
 }
 
@@ -48,9 +50,27 @@ pub(crate) struct Route {
     pub(crate) recovery: RecoveryPolicy,
 }
 
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // NOTE: the providers' keys live in their services and are never printed.
+        f.debug_struct("Gateway")
+            .field("providers", &self.provider_names())
+            .field(
+                "routes",
+                &self
+                    .inner
+                    .routes
+                    .iter()
+                    .map(|r| &r.model)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl Gateway {
     /// Builds every provider and stack of `config`, reading API keys through `vars`.
-    pub(crate) fn new(config: &GatewayConfig, vars: Lookup<'_>) -> Result<Gateway, ConfigError> {
+    pub fn new(config: &GatewayConfig, vars: Lookup<'_>) -> Result<Gateway, ConfigError> {
         let metrics = Metrics::default();
         let mut upstreams = Vec::with_capacity(config.providers.len());
         for (i, settings) in config.providers.iter().enumerate() {
@@ -139,7 +159,7 @@ impl Gateway {
     }
 
     /// As [`new`](Self::new), with errors naming where the configuration came from.
-    pub(crate) fn from_config(
+    pub fn from_config(
         config: &GatewayConfig,
         source: &str,
         vars: Lookup<'_>,
@@ -151,7 +171,7 @@ impl Gateway {
     }
 
     /// The providers' names, in order.
-    pub(crate) fn provider_names(&self) -> Vec<&str> {
+    pub fn provider_names(&self) -> Vec<&str> {
         self.inner
             .upstreams
             .iter()

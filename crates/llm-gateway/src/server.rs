@@ -23,7 +23,10 @@ impl Gateway {
     /// requests at once (one more gets a fast 503), a body that must arrive within
     /// `body_timeout`, and a declared body over `max_body_bytes` refused with 413 before a
     /// byte of it is read.
-    pub(crate) fn router(&self) -> Router {
+    ///
+    /// Merge it into your own axum app to serve the gateway beside your routes (it carries
+    /// its state: a `Router<()>`); [`serve`](Self::serve) adds the connection-level caps.
+    pub fn router(&self) -> Router {
         use axum::error_handling::HandleErrorLayer;
         use tower::ServiceBuilder;
         use tower_http::limit::RequestBodyLimitLayer;
@@ -60,7 +63,7 @@ impl Gateway {
     /// NOTE: an accept loop of its own rather than `axum::serve`, which has no cap on
     /// connections, no header-read timeout and no drain deadline (a half-sent request head
     /// held its graceful shutdown forever).
-    pub(crate) async fn serve(
+    pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,

@@ -46,11 +46,11 @@ use serde::{Deserialize, Serialize};
 
 /// A configuration the gateway refused, with where it came from.
 #[derive(Debug)]
-pub(crate) struct ConfigFileError {
+pub struct ConfigFileError {
     /// The file (or `environment`, or `built-in demo`).
-    pub(crate) source: String,
+    pub source: String,
     /// The field at fault and why.
-    pub(crate) error: ConfigError,
+    pub error: ConfigError,
 }
 
 impl fmt::Display for ConfigFileError {
@@ -69,45 +69,45 @@ impl std::error::Error for ConfigFileError {}
 
 /// Everything the gateway needs to start.
 #[derive(Clone, Debug)]
-pub(crate) struct GatewayConfig {
+pub struct GatewayConfig {
     /// Where to listen.
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// The overall deadline of one gateway request: retries and fallbacks fit inside it.
-    pub(crate) request_timeout: Duration,
+    pub request_timeout: Duration,
     /// Larger request bodies are refused with 413.
-    pub(crate) max_body_bytes: usize,
+    pub max_body_bytes: usize,
     /// Upstream providers, in order: the first is `/api/chat`'s default, and the others are
     /// its fallbacks in this order.
-    pub(crate) providers: Vec<ProviderSettings>,
+    pub providers: Vec<ProviderSettings>,
     /// `/v1/chat/completions` routes: model name → chain of targets.
-    pub(crate) routes: Vec<RouteConfig>,
+    pub routes: Vec<RouteConfig>,
     /// The front door's timeouts and caps.
-    pub(crate) server: ServerLimits,
+    pub server: ServerLimits,
 }
 
 /// What the gateway allows a client connection, as an operator would set it at the edge
 /// (`[server]` in the file). Durations are written as `"10s"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub(crate) struct ServerLimits {
+pub struct ServerLimits {
     /// A request's headers must arrive within this; an idle keep-alive connection is closed
     /// after it too (slowloris, half-open connections).
     #[serde(with = "llm_tower::config::duration")]
-    pub(crate) header_timeout: Duration,
+    pub header_timeout: Duration,
     /// A request's body must arrive within this (a declared body that never comes).
     #[serde(with = "llm_tower::config::duration")]
-    pub(crate) body_timeout: Duration,
+    pub body_timeout: Duration,
     /// Open connections at most; a connection over the cap is closed at once.
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// Requests in flight at most; one over the cap gets a fast 503 with `Retry-After`.
-    pub(crate) max_in_flight: usize,
+    pub max_in_flight: usize,
     /// Request body bytes in flight at most (each request counts its declared length, or
     /// `max_body_bytes` when it declares none); one over the budget gets the same 503.
-    pub(crate) max_in_flight_bytes: usize,
+    pub max_in_flight_bytes: usize,
     /// On shutdown, requests and streams in flight get this long to finish; then their
     /// connections are closed.
     #[serde(with = "llm_tower::config::duration")]
-    pub(crate) shutdown_timeout: Duration,
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -155,35 +155,35 @@ impl ServerLimits {
 
 /// One upstream provider and the resilience settings of its stack.
 #[derive(Clone, Debug)]
-pub(crate) struct ProviderSettings {
+pub struct ProviderSettings {
     /// The name clients and logs use.
-    pub(crate) name: String,
+    pub name: String,
     /// The model `/api/chat` asks it for.
-    pub(crate) model: String,
+    pub model: String,
     /// Kind, endpoint, key variable, timeouts.
-    pub(crate) connection: ProviderConfig,
+    pub connection: ProviderConfig,
     /// Retries on this provider (for `/v1/chat/completions` routes; `/api/chat` also hands
     /// over at once on a rate limit).
-    pub(crate) retry: RetryConfig,
+    pub retry: RetryConfig,
     /// Its circuit breaker.
-    pub(crate) breaker: BreakerConfig,
+    pub breaker: BreakerConfig,
     /// One breaker per upstream model (the default), or one for the whole provider.
-    pub(crate) breaker_scope: BreakerScope,
+    pub breaker_scope: BreakerScope,
     /// Its rate limit: with no limit set, it follows the provider's 429s and
     /// `x-ratelimit-*` headers only.
-    pub(crate) rate_limit: RateLimitConfig,
+    pub rate_limit: RateLimitConfig,
     /// A Redis through which every gateway instance shares that rate limit.
-    pub(crate) shared_limit: Option<RedisConfig>,
+    pub shared_limit: Option<RedisConfig>,
     /// A Redis through which every gateway instance shares the breaker's trips and recoveries.
-    pub(crate) shared_breaker: Option<RedisConfig>,
+    pub shared_breaker: Option<RedisConfig>,
     /// Whether it takes an assistant prefill when a broken stream is continued on it.
-    pub(crate) prefill: Prefill,
+    pub prefill: Prefill,
 }
 
 /// What one circuit breaker covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum BreakerScope {
+pub enum BreakerScope {
     /// One breaker per (provider, upstream model): one model failing never blocks another
     /// model of the same provider, nor a route's fallback to it.
     #[default]
@@ -195,39 +195,39 @@ pub(crate) enum BreakerScope {
 /// A `/v1/chat/completions` route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RouteConfig {
+pub struct RouteConfig {
     /// The model name clients ask for; `"*"` matches any name without a route of its own.
-    pub(crate) model: String,
+    pub model: String,
     /// Tried in order.
-    pub(crate) targets: Vec<RouteTarget>,
+    pub targets: Vec<RouteTarget>,
     /// What a stream that breaks after its first chunk gets. Default: on a route with a
     /// fallback, the answer is continued on the next target that answers
     /// ([`RecoveryPolicy::continuing`]); on a route of one target, it ends with an error
     /// event. `recovery = { after_output = "fail" }` turns continuing off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) recovery: Option<RecoveryPolicy>,
+    pub recovery: Option<RecoveryPolicy>,
 }
 
 /// One target of a route.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RouteTarget {
+pub struct RouteTarget {
     /// A configured provider's name.
-    pub(crate) provider: String,
+    pub provider: String,
     /// The upstream model; absent: the model name the client asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) model: Option<String>,
+    pub model: Option<String>,
 }
 
 impl RouteConfig {
     /// Whether this is the wildcard route.
-    pub(crate) fn is_wildcard(&self) -> bool {
+    pub fn is_wildcard(&self) -> bool {
         self.model == "*"
     }
 
     /// The recovery policy in force: the configured one, else continuing on a route with a
     /// fallback and failing clean on a route of one target.
-    pub(crate) fn recovery_policy(&self) -> RecoveryPolicy {
+    pub fn recovery_policy(&self) -> RecoveryPolicy {
         match &self.recovery {
             Some(policy) => policy.clone(),
             None if self.targets.len() > 1 => RecoveryPolicy::continuing(),
@@ -243,7 +243,7 @@ impl RouteConfig {
 /// limit with a `Retry-After` of 4 s or less is waited out once on the same target; a longer
 /// one, none, or a second 429 moves on (`/api/chat` moves on at the first 429, as documented).
 /// With no target left, everything transient is retried on the schedule within the deadline.
-pub(crate) fn default_retry() -> RetryConfig {
+pub fn default_retry() -> RetryConfig {
     let mut retry = RetryConfig::standard();
     retry.max_retries = 3;
     retry.base_delay = Duration::from_secs(1);
@@ -266,7 +266,7 @@ pub(crate) fn default_retry() -> RetryConfig {
 /// count once) or half the last 20 calls; open 5 s, then 10 s while the target stays down, so
 /// a recovered target gets traffic back within about 10 s and a long outage costs one probe
 /// every 10 s.
-pub(crate) fn default_breaker() -> BreakerConfig {
+pub fn default_breaker() -> BreakerConfig {
     let mut breaker = BreakerConfig::standard();
     breaker.consecutive_failures = Some(3);
     breaker.open_duration = Duration::from_secs(5);
@@ -277,7 +277,7 @@ pub(crate) fn default_breaker() -> BreakerConfig {
 /// The rate limit of every provider: with no limit configured it follows the provider (a 429
 /// with a delay, or an empty bucket in `x-ratelimit-*`, holds requests until the next one
 /// fits); a request that would wait more than 2 s goes to the next target instead.
-pub(crate) fn default_rate_limit() -> RateLimitConfig {
+pub fn default_rate_limit() -> RateLimitConfig {
     RateLimitConfig {
         mode: Mode::Wait,
         max_wait: Duration::from_secs(2),
@@ -315,11 +315,11 @@ struct FileConfig {
 }
 
 /// Where variables come from: the environment, or a test's map.
-pub(crate) type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 impl GatewayConfig {
     /// Reads and checks `path`, with `GATEWAY_*` overrides from `vars` and API keys from it.
-    pub(crate) fn from_file(path: &Path, vars: Lookup<'_>) -> Result<Self, ConfigFileError> {
+    pub fn from_file(path: &Path, vars: Lookup<'_>) -> Result<Self, ConfigFileError> {
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigFileError {
             source: source.clone(),
@@ -329,11 +329,7 @@ impl GatewayConfig {
     }
 
     /// Parses and checks a configuration; `source` names it in errors.
-    pub(crate) fn from_toml(
-        text: &str,
-        source: &str,
-        vars: Lookup<'_>,
-    ) -> Result<Self, ConfigFileError> {
+    pub fn from_toml(text: &str, source: &str, vars: Lookup<'_>) -> Result<Self, ConfigFileError> {
         let at = |error: ConfigError| ConfigFileError {
             source: source.to_owned(),
             error,
@@ -374,7 +370,7 @@ impl GatewayConfig {
     /// One provider for each usual API key variable that is set (`OPENAI_API_KEY`,
     /// `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, `OPENROUTER_API_KEY`), with the gateway's
     /// defaults; `None` when none is set.
-    pub(crate) fn from_env_keys(vars: Lookup<'_>) -> Result<Option<Self>, ConfigFileError> {
+    pub fn from_env_keys(vars: Lookup<'_>) -> Result<Option<Self>, ConfigFileError> {
         let mut text = String::new();
         for (name, var) in [
             ("openai", "OPENAI_API_KEY"),
@@ -396,7 +392,7 @@ impl GatewayConfig {
     /// capitals), `GATEWAY_<NAME>_BASE_URL`, `GATEWAY_<NAME>_MODEL`, the retry variables
     /// `GATEWAY_<NAME>_RETRY_MAX_ATTEMPTS`, `…_RETRY_BASE_DELAY`, `…_RETRY_MAX_DELAY`, and the
     /// breaker's `GATEWAY_<NAME>_CIRCUIT_BREAKER_THRESHOLD`, `…_TIMEOUT`.
-    pub(crate) fn with_overrides(mut self, vars: Lookup<'_>) -> Result<Self, ConfigError> {
+    pub fn with_overrides(mut self, vars: Lookup<'_>) -> Result<Self, ConfigError> {
         let lookup = |key: &str| -> Result<Option<String>, ConfigError> { Ok(vars(key)) };
         if let Some(listen) = vars("GATEWAY_LISTEN") {
             self.listen = listen.parse().map_err(|err| {
@@ -421,7 +417,7 @@ impl GatewayConfig {
     }
 
     /// Checks what serde cannot: names, references between tables, each layer's settings.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.providers.is_empty() {
             return Err(ConfigError::new(
                 "providers",
@@ -510,7 +506,7 @@ impl GatewayConfig {
 
     /// The upstream models the configuration names for `provider`: its own model and every
     /// route target's explicit model on it.
-    pub(crate) fn models_of(&self, provider: &str) -> Vec<&str> {
+    pub fn models_of(&self, provider: &str) -> Vec<&str> {
         let mut models: Vec<&str> = self
             .providers
             .iter()
@@ -530,13 +526,13 @@ impl GatewayConfig {
     }
 
     /// The providers' names, in order.
-    pub(crate) fn provider_names(&self) -> Vec<&str> {
+    pub fn provider_names(&self) -> Vec<&str> {
         self.providers.iter().map(|p| p.name.as_str()).collect()
     }
 
     /// The configured routes, or — with none configured — one per provider: its model first
     /// on that provider, then on each other provider's model in order.
-    pub(crate) fn effective_routes(&self) -> Vec<RouteConfig> {
+    pub fn effective_routes(&self) -> Vec<RouteConfig> {
         if !self.routes.is_empty() {
             return self.routes.clone();
         }

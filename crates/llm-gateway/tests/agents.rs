@@ -3,12 +3,6 @@
 //! README's quick-start configuration, and across a fallback from an OpenAI-format provider
 //! to an Anthropic one in the middle of the loop. Stream and non-stream.
 
-#[path = "../examples/gateway/app/mod.rs"]
-#[allow(dead_code)] // the example's binary uses parts these tests do not
-mod app;
-
-use app::Gateway;
-use app::config::GatewayConfig;
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
@@ -18,6 +12,8 @@ use async_openai::types::chat::{
     FunctionObjectArgs,
 };
 use futures_util::StreamExt;
+use llm_gateway::Gateway;
+use llm_gateway::config::GatewayConfig;
 use llm_testkit::server::{Fault, MockProvider, Rule};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

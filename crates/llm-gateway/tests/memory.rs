@@ -3,14 +3,10 @@
 //! fits and answers the rest at once with a 503; the process's peak resident memory stays
 //! bounded. Its own test binary, so that no other test's memory counts.
 
-#[path = "../examples/gateway/app/mod.rs"]
-#[allow(dead_code)] // the example's binary uses parts these tests do not
-mod app;
-
 use std::time::Duration;
 
-use app::Gateway;
-use app::config::GatewayConfig;
+use llm_gateway::Gateway;
+use llm_gateway::config::GatewayConfig;
 use llm_testkit::server::{MockProvider, Plan};
 use tokio::net::TcpListener;
 

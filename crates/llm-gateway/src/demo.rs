@@ -124,14 +124,15 @@ targets = [
 "#;
 
 /// The running mock providers; they stop when this is dropped.
-pub(crate) struct DemoProviders {
+#[derive(Debug)]
+pub struct DemoProviders {
     /// openai, anthropic, gemini, openrouter.
-    pub(crate) mocks: Vec<(&'static str, MockProvider)>,
+    pub mocks: Vec<(&'static str, MockProvider)>,
 }
 
 impl DemoProviders {
     /// Starts the four mocks on loopback ports.
-    pub(crate) async fn start() -> std::io::Result<DemoProviders> {
+    pub async fn start() -> std::io::Result<DemoProviders> {
         let mut mocks = Vec::new();
         for (name, plan) in [
             ("openai", OPENAI_PLAN),
@@ -151,7 +152,7 @@ impl DemoProviders {
     }
 
     /// The gateway configuration over these mocks.
-    pub(crate) fn config(&self) -> Result<GatewayConfig, ConfigFileError> {
+    pub fn config(&self) -> Result<GatewayConfig, ConfigFileError> {
         let mut text = DEMO_CONFIG.replace("{key}", DEMO_KEY);
         for (name, mock) in &self.mocks {
             text = text.replace(&format!("{{{name}}}"), &mock.base_url());

@@ -7,16 +7,12 @@
 //! received, and a bound on the time taken. Time is real: the defaults are seconds long, so
 //! the scenarios that take tens of seconds run together in one test.
 
-#[path = "../examples/gateway/app/mod.rs"]
-#[allow(dead_code)] // the example's binary uses parts these tests do not
-mod app;
-
 use std::time::{Duration, Instant};
 
-use app::Gateway;
-use app::config::GatewayConfig;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
+use llm_gateway::Gateway;
+use llm_gateway::config::GatewayConfig;
 use llm_testkit::server::{MockProvider, Plan, canonical_answer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;

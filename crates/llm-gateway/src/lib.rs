@@ -1,0 +1,47 @@
+//! A resilient LLM gateway built from llm-tower's public crates: axum in front, one
+//! `Retry → Breaker → RateLimit → Provider` stack per provider, fallback chains across them.
+//!
+//! - `POST /api/chat` — `{"message", "provider"?}` → `{"response", "provider", "model",
+//!   "retryCount", "attempts"}`; the named (or first) provider, then the others in order.
+//! - `POST /v1/chat/completions` — OpenAI-compatible, streaming or not, routed by model name.
+//! - `GET /v1/models` — the routed model names.
+//! - `GET /health` — each provider's breaker state and limiter capacity.
+//! - `GET /metrics` — Prometheus text.
+//!
+//! The binary `llm-gateway` runs it from a TOML file (README.md has the full reference); the
+//! library serves the same gateway from your own `main`:
+//!
+//! ```no_run
+//! use llm_gateway::Gateway;
+//! use llm_gateway::config::GatewayConfig;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let vars = |name: &str| std::env::var(name).ok();
+//! let config = GatewayConfig::from_file("gateway.toml".as_ref(), &vars)?;
+//! let gateway = Gateway::from_config(&config, "gateway.toml", &vars)?;
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! gateway.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod api_chat;
+mod completions;
+pub mod config;
+#[cfg(feature = "demo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "demo")))]
+pub mod demo;
+mod gateway;
+mod metrics;
+mod openai;
+mod respond;
+mod server;
+mod stack;
+mod status;
+
+pub use gateway::Gateway;
+
+// The README's Rust examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

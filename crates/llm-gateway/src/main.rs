@@ -1,0 +1,187 @@
+//! `llm-gateway`: the gateway's command line.
+//!
+//! ```text
+//! cargo run --release -p llm-gateway                          # demo: embedded mock providers
+//! cargo run --release -p llm-gateway -- --config gateway.toml # your providers
+//! ```
+//!
+//! Without `--config` (or `GATEWAY_CONFIG`) it uses the providers whose API keys are set
+//! (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, `OPENROUTER_API_KEY`); with none
+//! set, or with `--mock`, it starts four mock providers with a fault plan that shows retries,
+//! fallbacks and a breaker trip in the log. `RUST_LOG=debug` shows more.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use llm_gateway::Gateway;
+use llm_gateway::config::GatewayConfig;
+use tokio::net::TcpListener;
+
+// NOTE: HTTP and JSON allocate on every request; jemalloc serves that faster than glibc's
+// malloc under load (BENCHMARKS.md, "The gateway under load").
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// A resilient LLM gateway: OpenAI-compatible endpoints in front of retries, circuit
+/// breakers, rate limits and fallbacks per provider.
+#[derive(Debug, Parser)]
+#[command(name = "llm-gateway", version, about)]
+struct Cli {
+    /// TOML configuration file (README.md of llm-gateway has the full reference).
+    #[arg(long, env = "GATEWAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding the file's `listen` (default 127.0.0.1:3000).
+    #[arg(long, env = "GATEWAY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Use the embedded mock providers even if API keys are set.
+    #[cfg(feature = "demo")]
+    #[arg(long)]
+    mock: bool,
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The gateway narrates what the layers do through their hooks (retries, fallbacks, breaker
+/// changes); the layers' own events join in at `RUST_LOG=debug`. `RUST_LOG` takes
+/// `tracing-subscriber`'s `EnvFilter` directives (`info,llm_fallback_layer=debug`).
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+
+    const DEFAULT: &str = "info,llm_retry_layer=error,llm_breaker_layer=error,\
+        llm_fallback_layer=error,llm_ratelimit_layer=error,llm_providers=error";
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let vars = |name: &str| std::env::var(name).ok();
+
+    // The mocks live as long as the gateway serves.
+    #[cfg(feature = "demo")]
+    let mut demo = None;
+    let loaded = match &cli.config {
+        Some(path) => {
+            GatewayConfig::from_file(path, &vars).map(|c| (c, path.display().to_string()))
+        }
+        None => match GatewayConfig::from_env_keys(&vars) {
+            #[cfg(feature = "demo")]
+            Ok(_) if cli.mock => start_demo(&mut demo).await,
+            Ok(Some(config)) => Ok((config, "API keys in the environment".to_owned())),
+            Err(err) => Err(err),
+            #[cfg(feature = "demo")]
+            Ok(None) => start_demo(&mut demo).await,
+            #[cfg(not(feature = "demo"))]
+            Ok(None) => {
+                eprintln!(
+                    "llm-gateway: no --config and no provider API key in the environment \
+                     (this build has no embedded mock providers: feature `demo`)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let (mut config, source) = match loaded {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("llm-gateway: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    let gateway = match Gateway::from_config(&config, &source, &vars) {
+        Ok(gateway) => gateway,
+        Err(err) => {
+            eprintln!("llm-gateway: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("llm-gateway: cannot listen on {}: {err}", config.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().map_or(config.listen, |a| a);
+    tracing::info!(
+        "llm-gateway on http://{addr} — providers: {} ({source})",
+        gateway.provider_names().join(", ")
+    );
+    #[cfg(feature = "demo")]
+    if let Some(demo) = &demo {
+        for (name, mock) in &demo.mocks {
+            tracing::info!("mock {name} at {}", mock.base_url());
+        }
+        println!(
+            "\nTry:\n  curl -s localhost:{port}/api/chat -H 'content-type: application/json' -d '{{\"message\":\"Hello\"}}'\n  curl -s localhost:{port}/health\n  curl -s localhost:{port}/metrics\n",
+            port = addr.port()
+        );
+    }
+    match gateway.serve(listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("llm-gateway: server error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the embedded mock providers and their configuration.
+#[cfg(feature = "demo")]
+async fn start_demo(
+    demo: &mut Option<llm_gateway::demo::DemoProviders>,
+) -> Result<(GatewayConfig, String), llm_gateway::config::ConfigFileError> {
+    let mocks = match llm_gateway::demo::DemoProviders::start().await {
+        Ok(mocks) => mocks,
+        Err(err) => {
+            eprintln!("llm-gateway: cannot start the mock providers: {err}");
+            std::process::exit(1);
+        }
+    };
+    let config = mocks.config()?;
+    *demo = Some(mocks);
+    Ok((config, "embedded mock providers".to_owned()))
+}
