@@ -7,12 +7,14 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use futures_util::future::Either;
 use llm_providers::ChatRequest;
 use llm_tower::ErrorKind;
 use serde::Deserialize;
 use serde_json::json;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
+use super::auth::{CallerKey, check_model};
 use super::gateway::Gateway;
 use super::openai::ApiError;
 use super::respond::{body_error, json_response, observed};
@@ -28,14 +30,19 @@ pub(crate) struct ApiChat {
 
 pub(crate) async fn api_chat(
     State(gw): State<Gateway>,
+    caller: CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = api_chat_inner(&gw, body).await;
+    let response = api_chat_inner(&gw, &caller, body).await;
     observed(&gw, "/api/chat", started, response)
 }
 
-pub(crate) async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesRejection>) -> Response {
+pub(crate) async fn api_chat_inner(
+    gw: &Gateway,
+    caller: &CallerKey,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
@@ -80,9 +87,16 @@ pub(crate) async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesReject
         },
     };
     let upstream = &gw.inner.upstreams[first];
+    if let Err(refused) = check_model(caller, &upstream.model) {
+        return json_response(refused.status, json!({ "error": refused.message }));
+    }
     let (request, log) = gw.prepare(ChatRequest::new(upstream.model.clone()).user(message));
     let chain = gw.inner.chat_chains[first].clone();
-    let result = gw.within_deadline(chain.oneshot(request)).await;
+    let call = match caller.as_ref().and_then(|key| key.limit.as_ref()) {
+        Some(limit) => Either::Left(limit.layer(chain).oneshot(request)),
+        None => Either::Right(chain.oneshot(request)),
+    };
+    let result = gw.within_deadline(call).await;
     let attempts = log.records();
     let retry_count = log.upstream_calls().saturating_sub(1);
     match result {
@@ -122,6 +136,19 @@ pub(crate) async fn api_chat_inner(gw: &Gateway, body: Result<Bytes, BytesReject
                     "attempts": attempts,
                 }),
             )
+        }
+        // The caller's own key is over its limit: no provider was asked.
+        Err(err) if err.kind() == ErrorKind::LocalRateLimited && attempts.is_empty() => {
+            let retry_after = err.retry_after().unwrap_or(Duration::from_secs(1));
+            let mut response = json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({ "error": format!("this key is over its rate limit: {err}") }),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs().max(1)),
+            );
+            response
         }
         Err(err) => {
             let last_error = attempts

@@ -9,20 +9,23 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use llm_providers::ProviderKind;
 use llm_providers::recovery::{AfterOutput, RecoveringStream, RecoveryPolicy};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
+use super::auth::{CallerKey, check_model};
 use super::gateway::Gateway;
 use super::openai::{self, ApiError, CompletionRequest};
 use super::respond::{body_error, observed};
 
 pub(crate) async fn chat_completions(
     State(gw): State<Gateway>,
+    caller: CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match completions_inner(&gw, body).await {
+    let response = match completions_inner(&gw, &caller, body).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
@@ -31,6 +34,7 @@ pub(crate) async fn chat_completions(
 
 pub(crate) async fn completions_inner(
     gw: &Gateway,
+    caller: &CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|rejection| {
@@ -41,6 +45,8 @@ pub(crate) async fn completions_inner(
         .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
     // The body's bytes are parsed: not held for the rest of the request.
     drop(body);
+    check_model(caller, &request.model)?;
+    let limit = caller.as_ref().and_then(|key| key.limit.as_ref());
     let Some(route) = gw.route(&request.model) else {
         let routed: Vec<&str> = gw.inner.routes.iter().map(|r| r.model.as_str()).collect();
         return Err(ApiError {
@@ -73,16 +79,26 @@ pub(crate) async fn completions_inner(
     }
     let id = gw.request_id();
     if !request.stream {
+        let chain = route.chain.chat();
+        let call = match limit {
+            Some(limit) => Either::Left(limit.layer(chain).oneshot(chat)),
+            None => Either::Right(chain.oneshot(chat)),
+        };
         let answer = gw
-            .within_deadline(route.chain.chat().oneshot(chat))
+            .within_deadline(call)
             .await
             .map_err(|err| ApiError::from_llm(&err))?;
         let mut response = axum::Json(openai::completion(&id, &answer)).into_response();
         annotate(&mut response, &answer.provider, log.upstream_calls());
         return Ok(response);
     }
+    let chain = route.chain.stream();
+    let call = match limit {
+        Some(limit) => Either::Left(limit.layer(chain).oneshot(chat)),
+        None => Either::Right(chain.oneshot(chat)),
+    };
     let stream = gw
-        .within_deadline(route.chain.stream().oneshot(chat))
+        .within_deadline(call)
         .await
         .map_err(|err| ApiError::from_llm(&err))?;
     let provider = stream.provider().to_owned();

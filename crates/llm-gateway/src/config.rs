@@ -44,6 +44,8 @@ use llm_tower::retry::{Jitter, RetryConfig};
 use llm_tower::{ConfigError, ErrorKind, ErrorKinds};
 use serde::{Deserialize, Serialize};
 
+pub use crate::keys::{AuthConfig, ENDPOINTS, KeyConfig};
+
 /// A configuration the gateway refused, with where it came from.
 #[derive(Debug)]
 pub struct ConfigFileError {
@@ -83,6 +85,24 @@ pub struct GatewayConfig {
     pub routes: Vec<RouteConfig>,
     /// The front door's timeouts and caps.
     pub server: ServerLimits,
+    /// Who may call: the gateway's API keys.
+    pub auth: AuthConfig,
+    /// Where `/health` and `/metrics` are served and who may read them.
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: `/health` and `/metrics` on a listener of their own, or behind a key of their
+/// own; by default they are served openly beside the API.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Serve `/health` and `/metrics` here, and not on the API's listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// The environment variable holding the admin key: `/health` and `/metrics` then need
+    /// it as a bearer token (`Authorization: Bearer …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
 }
 
 /// What the gateway allows a client connection, as an operator would set it at the edge
@@ -312,6 +332,10 @@ struct FileConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerLimits,
+    #[serde(default)]
+    auth: AuthConfig,
+    #[serde(default)]
+    admin: AdminConfig,
 }
 
 /// Where variables come from: the environment, or a test's map.
@@ -355,6 +379,8 @@ impl GatewayConfig {
             providers,
             routes: file.routes,
             server: file.server,
+            auth: file.auth,
+            admin: file.admin,
         };
         config.validate().map_err(at)?;
         // The environment's values are checked again: they answer for their own errors.
@@ -434,6 +460,7 @@ impl GatewayConfig {
             return Err(ConfigError::new("max_body_bytes", "must be at least 1"));
         }
         self.server.validate()?;
+        self.auth.validate()?;
         if self.server.max_in_flight_bytes < self.max_body_bytes {
             return Err(ConfigError::new(
                 "server.max_in_flight_bytes",

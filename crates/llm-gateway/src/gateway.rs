@@ -12,6 +12,7 @@ use llm_tower::upstream::{ChatService, UpstreamChain};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 
 use super::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
+use super::keys::{AdminKey, Keys};
 use super::metrics::Metrics;
 use super::openai::{self};
 use super::stack::{self, AttemptLog, Configured};
@@ -38,6 +39,14 @@ pub(crate) struct Inner {
     /// Request body bytes in flight, in KiB: the byte budget of `server.max_in_flight_bytes`.
     pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
     pub(crate) next_id: AtomicU64,
+    /// Who may call.
+    pub(crate) keys: Keys,
+    /// The admin key's digest: `/health` and `/metrics` need it.
+    pub(crate) admin_key: Option<AdminKey>,
+    /// Whether `/health` and `/metrics` have a listener of their own.
+    pub(crate) admin_apart: bool,
+    /// Whether it may serve without keys on an address other than loopback.
+    pub(crate) allow_unauthenticated: bool,
 }
 
 /// A `/v1/chat/completions` route's chains.
@@ -154,6 +163,13 @@ impl Gateway {
                     config.server.max_in_flight_bytes.div_ceil(1024),
                 )),
                 next_id: AtomicU64::new(1),
+                keys: Keys::new(&config.auth, vars)?,
+                admin_key: match &config.admin.key_env {
+                    Some(var) => Some(AdminKey::from_env(var, vars)?),
+                    None => None,
+                },
+                admin_apart: config.admin.listen.is_some(),
+                allow_unauthenticated: config.auth.allow_unauthenticated,
             }),
         })
     }
@@ -168,6 +184,28 @@ impl Gateway {
             source: source.to_owned(),
             error,
         })
+    }
+
+    /// Whether callers must show a gateway key (`[[auth.keys]]` or `GATEWAY_API_KEYS`).
+    pub fn requires_key(&self) -> bool {
+        !self.inner.keys.is_empty()
+    }
+
+    /// Whether it may listen on `addr`: without keys only on loopback, unless
+    /// `auth.allow_unauthenticated` — anyone reaching the port could spend the providers'
+    /// keys.
+    pub fn check_exposure(&self, addr: std::net::SocketAddr) -> Result<(), ConfigError> {
+        if self.requires_key() || addr.ip().is_loopback() || self.inner.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "auth.keys",
+            format!(
+                "is empty, so anyone reaching {addr} could spend the providers' keys: configure \
+                 [[auth.keys]] (or GATEWAY_API_KEYS), listen on loopback, or set \
+                 auth.allow_unauthenticated = true"
+            ),
+        ))
     }
 
     /// The providers' names, in order.

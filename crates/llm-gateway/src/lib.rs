@@ -26,12 +26,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod api_chat;
+mod auth;
 mod completions;
 pub mod config;
 #[cfg(feature = "demo")]
 #[cfg_attr(docsrs, doc(cfg(feature = "demo")))]
 pub mod demo;
 mod gateway;
+mod keys;
 mod metrics;
 mod openai;
 mod respond;

@@ -138,6 +138,31 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = gateway.check_exposure(config.listen) {
+        eprintln!(
+            "llm-gateway: refusing to start: {source}: `{}` {}",
+            err.field(),
+            err.reason()
+        );
+        return ExitCode::from(2);
+    }
+    if let Some(admin) = config.admin.listen {
+        match TcpListener::bind(admin).await {
+            Ok(listener) => {
+                let router = gateway.admin_router();
+                tracing::info!("/health and /metrics on http://{admin}");
+                tokio::spawn(async move {
+                    if let Err(err) = axum::serve(listener, router).await {
+                        tracing::error!("the admin listener failed: {err}");
+                    }
+                });
+            }
+            Err(err) => {
+                eprintln!("llm-gateway: cannot listen on {admin} (admin.listen): {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let listener = match TcpListener::bind(config.listen).await {
         Ok(listener) => listener,
         Err(err) => {
@@ -150,6 +175,12 @@ async fn main() -> ExitCode {
         "llm-gateway on http://{addr} — providers: {} ({source})",
         gateway.provider_names().join(", ")
     );
+    if !gateway.requires_key() {
+        tracing::warn!(
+            "no gateway keys configured: anyone who can reach {addr} may call \
+             (allowed on loopback; elsewhere only with auth.allow_unauthenticated)"
+        );
+    }
     #[cfg(feature = "demo")]
     if let Some(demo) = &demo {
         for (name, mock) in &demo.mocks {

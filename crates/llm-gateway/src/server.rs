@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
 use super::api_chat::api_chat;
+use super::auth::authenticate;
 use super::completions::chat_completions;
 use super::gateway::Gateway;
 use super::respond::at_capacity;
@@ -33,12 +34,16 @@ impl Gateway {
         use tower_http::timeout::RequestBodyTimeoutLayer;
 
         let limits = &self.inner.server;
-        Router::new()
+        let mut routes = Router::new()
             .route("/api/chat", post(api_chat))
             .route("/v1/chat/completions", post(chat_completions))
-            .route("/v1/models", get(models))
-            .route("/health", get(health))
-            .route("/metrics", get(metrics))
+            .route("/v1/models", get(models));
+        if !self.inner.admin_apart {
+            routes = routes
+                .route("/health", get(health))
+                .route("/metrics", get(metrics));
+        }
+        routes
             .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
             // NOTE: inside the size limit and the body timeout, which bound the draining of a
             // refused body.
@@ -48,12 +53,31 @@ impl Gateway {
             ))
             .layer(RequestBodyLimitLayer::new(self.inner.max_body_bytes))
             .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+            // NOTE: outside the byte budget: a request without a valid key holds none of it.
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authenticate,
+            ))
             .layer(
                 ServiceBuilder::new()
                     .layer(HandleErrorLayer::new(overloaded))
                     .load_shed()
                     .concurrency_limit(limits.max_in_flight),
             )
+            .with_state(self.clone())
+    }
+
+    /// `/health` and `/metrics` alone, behind the admin key when one is configured: what
+    /// the `[admin]` listener serves (with `admin.listen` set, [`router`](Self::router)
+    /// leaves them out).
+    pub fn admin_router(&self) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                authenticate,
+            ))
             .with_state(self.clone())
     }
 

@@ -9,15 +9,17 @@ use llm_tower::ratelimit::StoreLocation;
 use llm_tower::upstream::{BreakerScope, UpstreamHealth};
 use serde_json::json;
 
+use super::auth::{CallerKey, check_model};
 use super::gateway::Gateway;
 use super::respond::{json_response, observed};
 
-pub(crate) async fn models(State(gw): State<Gateway>) -> Response {
+pub(crate) async fn models(State(gw): State<Gateway>, caller: CallerKey) -> Response {
     let started = Instant::now();
     let data: Vec<_> = gw
         .inner
         .routes
         .iter()
+        .filter(|route| check_model(&caller, &route.model).is_ok())
         .map(|route| {
             json!({
                 "id": route.model,

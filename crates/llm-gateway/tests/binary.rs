@@ -1,0 +1,448 @@
+//! The `llm-gateway` binary started as a user starts it: a spawned process, a configuration
+//! file, an ephemeral port (read from its JSON log), mock providers from llm-testkit behind
+//! it. Who may call (keys, endpoints, models, per-key limits), the admin endpoints, the
+//! refusal to serve keyless on a public address, and a graceful shutdown with a stream in
+//! flight.
+//!
+//! Timings are real and short; every wait is bounded.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use llm_testkit::server::MockProvider;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The mock provider's key (the gateway's upstream key).
+const UPSTREAM_KEY: &str = "sk-upstream-test-key-0123456789";
+/// Gateway keys the tests call with.
+const TEAM_A: &str = "gw-team-a-0123456789abcdef";
+const TEAM_B: &str = "gw-team-b-0123456789abcdef";
+const ADMIN: &str = "gw-admin-0123456789abcdef";
+
+/// A running gateway process and what it logged.
+struct Running {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("llm-gateway-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn command(config: &std::path::Path, listen: &str, envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llm-gateway"));
+    command
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .env_remove("GATEWAY_API_KEYS")
+        .env_remove("GATEWAY_LISTEN")
+        .env_remove("GATEWAY_CONFIG")
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// The message of a JSON log line.
+fn message(line: &str) -> String {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Running {
+    /// Starts the binary on `config` (TOML) with `envs`, and waits until it listens.
+    async fn start(config: &str, envs: &[(&str, &str)]) -> Running {
+        let dir = TempDir::new();
+        let path = dir.0.join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = command(&path, "127.0.0.1:0", envs).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let base = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                let message = message(&line);
+                if let Some(rest) = message.strip_prefix("llm-gateway on ") {
+                    return rest.split_whitespace().next().unwrap().to_owned();
+                }
+            }
+            let mut stderr = String::new();
+            use tokio::io::AsyncReadExt;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .await
+                .unwrap();
+            panic!("the gateway exited before listening: {stderr}");
+        })
+        .await
+        .expect("the gateway listens within 20 s");
+        let collected = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Running {
+            child,
+            base,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends `signal` (`TERM`, `HUP`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+async fn mock() -> MockProvider {
+    MockProvider::builder()
+        .api_key(UPSTREAM_KEY)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// One OpenAI-compatible provider and two routes.
+fn providers(mock: &MockProvider) -> String {
+    format!(
+        r#"
+[[providers]]
+name = "llm"
+kind = "openai_compatible"
+base_url = "{}/v1"
+model = "gpt-4o"
+api_key = "{UPSTREAM_KEY}"
+
+[[routes]]
+model = "fast"
+targets = [{{ provider = "llm", model = "gpt-4o-mini" }}]
+
+[[routes]]
+model = "smart"
+targets = [{{ provider = "llm", model = "gpt-4o" }}]
+"#,
+        mock.base_url()
+    )
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "Hello"}]})
+}
+
+async fn post(
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = reqwest::Client::new().post(url).json(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+const KEYS: &str = r#"
+[[auth.keys]]
+name = "team-a"
+key_env = "TEAM_A_KEY"
+models = ["fast"]
+
+[[auth.keys]]
+name = "team-b"
+key_env = "TEAM_B_KEY"
+rate_limit = { requests = { limit = 2, per = "1m" } }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_required_checked_and_never_logged() {
+    let mock = mock().await;
+    let gateway = Running::start(
+        &(providers(&mock) + KEYS),
+        &[("TEAM_A_KEY", TEAM_A), ("TEAM_B_KEY", TEAM_B)],
+    )
+    .await;
+    let completions = gateway.url("/v1/chat/completions");
+
+    // No key, a wrong key: 401 in OpenAI's shape.
+    let (status, body, headers) = post(&completions, None, &chat("fast")).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    assert_eq!(headers["www-authenticate"], "Bearer");
+    let (status, body, _) =
+        post(&completions, Some("gw-not-a-key-0123456789"), &chat("fast")).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    // /api/chat answers in its own shape.
+    let (status, body, _) = post(&gateway.url("/api/chat"), None, &json!({"message": "Hi"})).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"].as_str().unwrap().contains("API key"),
+        "{body}"
+    );
+
+    // The right key, as a bearer token and as `x-api-key`.
+    let (status, body, _) = post(&completions, Some(TEAM_A), &chat("fast")).await;
+    assert_eq!(status, 200, "{body}");
+    let response = reqwest::Client::new()
+        .post(&completions)
+        .header("x-api-key", TEAM_A)
+        .json(&chat("fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // team-a may use `fast` only: `smart` is refused before any upstream call, and
+    // `/v1/models` lists what it may use.
+    let calls = mock.attempts().len();
+    let (status, body, _) = post(&completions, Some(TEAM_A), &chat("smart")).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_allowed", "{body}");
+    assert_eq!(body["error"]["param"], "model", "{body}");
+    assert_eq!(
+        mock.attempts().len(),
+        calls,
+        "no upstream call for a refused model"
+    );
+    let models: Value = reqwest::Client::new()
+        .get(gateway.url("/v1/models"))
+        .bearer_auth(TEAM_A)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fast"]);
+
+    // team-b: two requests a minute, then a 429 at once with Retry-After; team-a unaffected.
+    for _ in 0..2 {
+        let (status, body, _) = post(&completions, Some(TEAM_B), &chat("smart")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let calls = mock.attempts().len();
+    let started = std::time::Instant::now();
+    let (status, body, headers) = post(&completions, Some(TEAM_B), &chat("smart")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded", "{body}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued"
+    );
+    assert_eq!(
+        mock.attempts().len(),
+        calls,
+        "no upstream call over the key's limit"
+    );
+    let (status, _, _) = post(&completions, Some(TEAM_A), &chat("fast")).await;
+    assert_eq!(status, 200, "another key's limit is its own");
+
+    // Neither key ever reaches the log; the key names do.
+    let log = gateway.log_text();
+    for secret in [TEAM_A, TEAM_B, UPSTREAM_KEY] {
+        assert!(!log.contains(secret), "a key in the log:\n{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_take_the_admin_key_or_their_own_listener() {
+    let mock = mock().await;
+    let config = providers(&mock) + "\n[admin]\nkey_env = \"ADMIN_KEY\"\n";
+    let gateway = Running::start(&config, &[("ADMIN_KEY", ADMIN)]).await;
+    let client = reqwest::Client::new();
+    for path in ["/health", "/metrics"] {
+        let refused = client.get(gateway.url(path)).send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{path}");
+        let wrong = client
+            .get(gateway.url(path))
+            .bearer_auth(TEAM_A)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let allowed = client
+            .get(gateway.url(path))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allowed.status(), 200, "{path}");
+    }
+    // The API itself needs no key here (none configured, loopback).
+    let (status, _, _) = post(&gateway.url("/v1/chat/completions"), None, &chat("fast")).await;
+    assert_eq!(status, 200);
+
+    // On a listener of their own, they leave the API's.
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = providers(&mock) + &format!("\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n");
+    let gateway = Running::start(&config, &[]).await;
+    assert_eq!(
+        client
+            .get(gateway.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    let health = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(response) = client.get(format!("{admin}/health")).send().await {
+                return response;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the admin listener answers");
+    assert_eq!(health.status(), 200);
+    let metrics = client.get(format!("{admin}/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_a_public_address_is_refused() {
+    let mock = mock().await;
+    let dir = TempDir::new();
+    let path = dir.0.join("gateway.toml");
+    std::fs::write(&path, providers(&mock)).unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        command(&path, "0.0.0.0:0", &[]).output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`auth.keys`"), "{stderr}");
+    assert!(stderr.contains("allow_unauthenticated"), "{stderr}");
+
+    // With a key from the environment, the same address is served.
+    std::fs::write(&path, providers(&mock)).unwrap();
+    let mut child = command(&path, "0.0.0.0:0", &[("GATEWAY_API_KEYS", TEAM_A)])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if message(&line).starts_with("llm-gateway on ") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(listening);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_stream_in_flight_finish() {
+    let mock = MockProvider::builder()
+        .api_key(UPSTREAM_KEY)
+        .answer_tokens(30)
+        .chunk_interval(Duration::from_millis(40))
+        .start()
+        .await
+        .unwrap();
+    let mut gateway = Running::start(&providers(&mock), &[]).await;
+    let response = reqwest::Client::new()
+        .post(gateway.url("/v1/chat/completions"))
+        .json(&json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(!first.is_empty());
+    gateway.signal("TERM");
+    let mut text = String::from_utf8_lossy(&first).into_owned();
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        text
+    })
+    .await
+    .expect("the stream ends within its drain");
+    assert!(
+        rest.trim_end().ends_with("data: [DONE]"),
+        "the stream finished whole:\n{rest}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), gateway.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(gateway.log_text().contains("shutting down"));
+}
