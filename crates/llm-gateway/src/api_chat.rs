@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -15,7 +14,7 @@ use serde_json::json;
 use tower::{Layer, ServiceExt};
 
 use super::auth::{CallerKey, check_model};
-use super::gateway::Gateway;
+use super::gateway::Current;
 use super::openai::ApiError;
 use super::respond::{body_error, json_response, observed};
 
@@ -29,7 +28,7 @@ pub(crate) struct ApiChat {
 }
 
 pub(crate) async fn api_chat(
-    State(gw): State<Gateway>,
+    gw: Current,
     caller: CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -39,7 +38,7 @@ pub(crate) async fn api_chat(
 }
 
 pub(crate) async fn api_chat_inner(
-    gw: &Gateway,
+    gw: &Current,
     caller: &CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {

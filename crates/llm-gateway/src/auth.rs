@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::gateway::Gateway;
+use crate::gateway::Current;
 use crate::keys::Caller;
 use crate::openai::ApiError;
 use crate::respond::json_response;
@@ -36,11 +36,9 @@ pub(crate) fn is_admin(path: &str) -> bool {
 
 /// Lets a request in, or answers it: 401 without a valid key, 403 for an endpoint the key
 /// may not call. The caller's key travels on as a request extension.
-pub(crate) async fn authenticate(
-    State(gw): State<Gateway>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub(crate) async fn authenticate(gw: Current, mut request: Request, next: Next) -> Response {
+    // The configuration this request lives under, from its key to its answer.
+    request.extensions_mut().insert(gw.clone());
     let path = request.uri().path();
     if is_admin(path) {
         if let Some(admin) = &gw.inner.admin_key {

@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,12 +14,12 @@ use llm_providers::recovery::{AfterOutput, RecoveringStream, RecoveryPolicy};
 use tower::{Layer, ServiceExt};
 
 use super::auth::{CallerKey, check_model};
-use super::gateway::Gateway;
+use super::gateway::Current;
 use super::openai::{self, ApiError, CompletionRequest};
 use super::respond::{body_error, observed};
 
 pub(crate) async fn chat_completions(
-    State(gw): State<Gateway>,
+    gw: Current,
     caller: CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -33,7 +32,7 @@ pub(crate) async fn chat_completions(
 }
 
 pub(crate) async fn completions_inner(
-    gw: &Gateway,
+    gw: &Current,
     caller: &CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {

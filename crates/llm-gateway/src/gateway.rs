@@ -1,10 +1,14 @@
 //! [`Gateway`]: the providers' stacks and the routes' chains, built from the configuration.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
 use llm_providers::ChatRequest;
 use llm_providers::recovery::RecoveryPolicy;
 use llm_tower::fallback::Fallback;
@@ -12,7 +16,7 @@ use llm_tower::upstream::{ChatService, UpstreamChain};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 
 use super::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
-use super::keys::{AdminKey, Keys};
+use super::keys::{AdminKey, Keys, exposure};
 use super::metrics::Metrics;
 use super::openai::{self};
 use super::stack::{self, AttemptLog, Configured};
@@ -20,10 +24,34 @@ use super::stack::{self, AttemptLog, Configured};
 /// The gateway: its providers' stacks, routes and metrics, served by
 /// [`serve`](Gateway::serve) or mounted in your own axum app through
 /// [`router`](Gateway::router). Cloning it is cheap; every clone shares the providers'
-/// breakers, limiters and the metrics.
+/// breakers, limiters and the metrics, and sees a [`reload`](Gateway::reload).
 #[derive(Clone)]
 pub struct Gateway {
+    /// The configuration in force; a reload swaps it, and a request keeps the one it
+    /// arrived under until it ends (its stream included).
+    live: Arc<ArcSwap<Inner>>,
+}
+
+/// The gateway as one request sees it: the configuration in force when it arrived.
+#[derive(Clone)]
+pub(crate) struct Current {
     pub(crate) inner: Arc<Inner>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Current
+where
+    Gateway: FromRef<S>,
+{
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Current, Infallible> {
+        // NOTE: the front door puts the snapshot it checked the key against in the
+        // extensions, so a request sees one configuration from its key to its answer.
+        if let Some(current) = parts.extensions.get::<Current>() {
+            return Ok(current.clone());
+        }
+        Ok(Gateway::from_ref(state).current())
+    }
 }
 
 pub(crate) struct Inner {
@@ -62,11 +90,12 @@ pub(crate) struct Route {
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // NOTE: the providers' keys live in their services and are never printed.
+        let current = self.current();
         f.debug_struct("Gateway")
             .field("providers", &self.provider_names())
             .field(
                 "routes",
-                &self
+                &current
                     .inner
                     .routes
                     .iter()
@@ -80,7 +109,55 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Builds every provider and stack of `config`, reading API keys through `vars`.
     pub fn new(config: &GatewayConfig, vars: Lookup<'_>) -> Result<Gateway, ConfigError> {
-        let metrics = Metrics::default();
+        let inner = Inner::build(config, vars, None)?;
+        Ok(Gateway {
+            live: Arc::new(ArcSwap::from_pointee(inner)),
+        })
+    }
+
+    /// Replaces the configuration: requests that arrive from now on use `config`, those in
+    /// flight (streams included) finish under the one they started with. On an error the
+    /// configuration in force stays.
+    ///
+    /// The front door's settings (`listen`, `max_body_bytes`, `[server]`, `[admin]`) are
+    /// the ones the gateway started with; a change to them is logged and takes effect at the
+    /// next start. The metrics carry on; the providers' breakers and limiters start afresh.
+    ///
+    /// A configuration without keys is refused while the gateway listens on an address other
+    /// than loopback (see [`check_exposure`](Self::check_exposure)); `listening` is that
+    /// address, if the gateway serves one.
+    pub fn reload(
+        &self,
+        config: &GatewayConfig,
+        vars: Lookup<'_>,
+        listening: Option<std::net::SocketAddr>,
+    ) -> Result<(), ConfigError> {
+        let old = self.live.load_full();
+        let inner = Inner::build(config, vars, Some(&old))?;
+        if let Some(addr) = listening {
+            exposure(addr, !inner.keys.is_empty(), inner.allow_unauthenticated)?;
+        }
+        self.live.store(Arc::new(inner));
+        Ok(())
+    }
+
+    /// The configuration in force now.
+    pub(crate) fn current(&self) -> Current {
+        Current {
+            inner: self.live.load_full(),
+        }
+    }
+}
+
+impl Inner {
+    /// The stacks of `config`; after `previous`, its front-door settings, byte budget and
+    /// metrics carry over.
+    fn build(
+        config: &GatewayConfig,
+        vars: Lookup<'_>,
+        previous: Option<&Inner>,
+    ) -> Result<Inner, ConfigError> {
+        let metrics = previous.map_or_else(Metrics::default, |p| p.metrics.clone());
         let mut upstreams = Vec::with_capacity(config.providers.len());
         for (i, settings) in config.providers.iter().enumerate() {
             let section = format!("providers[{i}]");
@@ -149,8 +226,13 @@ impl Gateway {
             }
         }
 
-        Ok(Gateway {
-            inner: Arc::new(Inner {
+        let keys = Keys::new(&config.auth, vars)?;
+        let admin_key = match &config.admin.key_env {
+            Some(var) => Some(AdminKey::from_env(var, vars)?),
+            None => None,
+        };
+        let inner = match previous {
+            None => Inner {
                 upstreams,
                 chat_chains,
                 routes,
@@ -163,17 +245,44 @@ impl Gateway {
                     config.server.max_in_flight_bytes.div_ceil(1024),
                 )),
                 next_id: AtomicU64::new(1),
-                keys: Keys::new(&config.auth, vars)?,
-                admin_key: match &config.admin.key_env {
-                    Some(var) => Some(AdminKey::from_env(var, vars)?),
-                    None => None,
-                },
+                keys,
+                admin_key,
                 admin_apart: config.admin.listen.is_some(),
                 allow_unauthenticated: config.auth.allow_unauthenticated,
-            }),
-        })
+            },
+            Some(previous) => {
+                if config.max_body_bytes != previous.max_body_bytes
+                    || config.server != previous.server
+                    || config.admin.listen.is_some() != previous.admin_apart
+                {
+                    tracing::warn!(
+                        "max_body_bytes, [server] and admin.listen changed: they take effect at \
+                         the next start"
+                    );
+                }
+                Inner {
+                    upstreams,
+                    chat_chains,
+                    routes,
+                    wildcard,
+                    metrics,
+                    request_timeout: config.request_timeout,
+                    max_body_bytes: previous.max_body_bytes,
+                    server: previous.server.clone(),
+                    body_budget: previous.body_budget.clone(),
+                    next_id: AtomicU64::new(previous.next_id.load(Ordering::Relaxed)),
+                    keys,
+                    admin_key,
+                    admin_apart: previous.admin_apart,
+                    allow_unauthenticated: config.auth.allow_unauthenticated,
+                }
+            }
+        };
+        Ok(inner)
     }
+}
 
+impl Gateway {
     /// As [`new`](Self::new), with errors naming where the configuration came from.
     pub fn from_config(
         config: &GatewayConfig,
@@ -188,28 +297,35 @@ impl Gateway {
 
     /// Whether callers must show a gateway key (`[[auth.keys]]` or `GATEWAY_API_KEYS`).
     pub fn requires_key(&self) -> bool {
-        !self.inner.keys.is_empty()
+        !self.live.load().keys.is_empty()
     }
 
     /// Whether it may listen on `addr`: without keys only on loopback, unless
     /// `auth.allow_unauthenticated` — anyone reaching the port could spend the providers'
     /// keys.
     pub fn check_exposure(&self, addr: std::net::SocketAddr) -> Result<(), ConfigError> {
-        if self.requires_key() || addr.ip().is_loopback() || self.inner.allow_unauthenticated {
-            return Ok(());
-        }
-        Err(ConfigError::new(
-            "auth.keys",
-            format!(
-                "is empty, so anyone reaching {addr} could spend the providers' keys: configure \
-                 [[auth.keys]] (or GATEWAY_API_KEYS), listen on loopback, or set \
-                 auth.allow_unauthenticated = true"
-            ),
-        ))
+        let current = self.live.load();
+        exposure(
+            addr,
+            !current.keys.is_empty(),
+            current.allow_unauthenticated,
+        )
     }
 
     /// The providers' names, in order.
-    pub fn provider_names(&self) -> Vec<&str> {
+    pub fn provider_names(&self) -> Vec<String> {
+        self.live
+            .load()
+            .upstreams
+            .iter()
+            .map(|u| u.upstream.name().to_owned())
+            .collect()
+    }
+}
+
+impl Current {
+    /// The providers' names, in order.
+    pub(crate) fn provider_names(&self) -> Vec<&str> {
         self.inner
             .upstreams
             .iter()

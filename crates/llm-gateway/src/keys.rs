@@ -170,6 +170,25 @@ impl AuthConfig {
     }
 }
 
+/// Refuses to serve without keys on an address other than loopback, unless allowed.
+pub(crate) fn exposure(
+    addr: std::net::SocketAddr,
+    has_keys: bool,
+    allow_unauthenticated: bool,
+) -> Result<(), ConfigError> {
+    if has_keys || addr.ip().is_loopback() || allow_unauthenticated {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "auth.keys",
+        format!(
+            "is empty, so anyone reaching {addr} could spend the providers' keys: configure \
+             [[auth.keys]] (or GATEWAY_API_KEYS), listen on loopback, or set \
+             auth.allow_unauthenticated = true"
+        ),
+    ))
+}
+
 /// The shortest key accepted in the file or the environment: a guessable key protects
 /// nothing.
 const MIN_KEY_LEN: usize = 16;

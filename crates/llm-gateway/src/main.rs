@@ -191,6 +191,10 @@ async fn main() -> ExitCode {
             port = addr.port()
         );
     }
+    #[cfg(unix)]
+    if let Some(path) = cli.config.clone() {
+        tokio::spawn(reload_on_hangup(gateway.clone(), path, cli.listen, addr));
+    }
     match gateway.serve(listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -215,4 +219,44 @@ async fn start_demo(
     let config = mocks.config()?;
     *demo = Some(mocks);
     Ok((config, "embedded mock providers".to_owned()))
+}
+
+/// Reads the file again at every SIGHUP and swaps the configuration in; a file that does not
+/// load is refused, naming its field, and the configuration in force stays.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    gateway: Gateway,
+    path: PathBuf,
+    listen_override: Option<SocketAddr>,
+    listening: SocketAddr,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP: the configuration will not be reloaded");
+        return;
+    };
+    let vars = |name: &str| std::env::var(name).ok();
+    while hangups.recv().await.is_some() {
+        let source = path.display().to_string();
+        let reloaded = GatewayConfig::from_file(&path, &vars).and_then(|mut config| {
+            if let Some(listen) = listen_override {
+                config.listen = listen;
+            }
+            gateway
+                .reload(&config, &vars, Some(listening))
+                .map_err(|error| llm_gateway::config::ConfigFileError {
+                    source: source.clone(),
+                    error,
+                })
+        });
+        match reloaded {
+            Ok(()) => tracing::info!(
+                "configuration reloaded from {source} — providers: {}",
+                gateway.provider_names().join(", ")
+            ),
+            Err(err) => {
+                tracing::error!("configuration reload refused, the one in force stays: {err}")
+            }
+        }
+    }
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::gateway::Gateway;
+use super::gateway::Current;
 
 /// A fast 503 with `Retry-After`: the gateway holds as much as it admits.
 pub(crate) fn at_capacity(what: &str) -> Response {
@@ -23,7 +23,7 @@ pub(crate) fn at_capacity(what: &str) -> Response {
 
 /// Counts a request to `endpoint` once its response is ready.
 pub(crate) fn observed(
-    gw: &Gateway,
+    gw: &Current,
     endpoint: &'static str,
     started: Instant,
     response: Response,

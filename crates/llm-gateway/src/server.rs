@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use super::api_chat::api_chat;
 use super::auth::authenticate;
 use super::completions::chat_completions;
-use super::gateway::Gateway;
+use super::gateway::{Current, Gateway};
 use super::respond::at_capacity;
 use super::status::{health, metrics, models};
 
@@ -33,25 +33,26 @@ impl Gateway {
         use tower_http::limit::RequestBodyLimitLayer;
         use tower_http::timeout::RequestBodyTimeoutLayer;
 
-        let limits = &self.inner.server;
+        let current = self.current();
+        let limits = &current.inner.server;
         let mut routes = Router::new()
             .route("/api/chat", post(api_chat))
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models));
-        if !self.inner.admin_apart {
+        if !current.inner.admin_apart {
             routes = routes
                 .route("/health", get(health))
                 .route("/metrics", get(metrics));
         }
         routes
-            .layer(DefaultBodyLimit::max(self.inner.max_body_bytes))
+            .layer(DefaultBodyLimit::max(current.inner.max_body_bytes))
             // NOTE: inside the size limit and the body timeout, which bound the draining of a
             // refused body.
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 admit_body_bytes,
             ))
-            .layer(RequestBodyLimitLayer::new(self.inner.max_body_bytes))
+            .layer(RequestBodyLimitLayer::new(current.inner.max_body_bytes))
             .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
             // NOTE: outside the byte budget: a request without a valid key holds none of it.
             .layer(axum::middleware::from_fn_with_state(
@@ -96,7 +97,7 @@ impl Gateway {
         use hyper_util::server::graceful::GracefulShutdown;
         use hyper_util::service::TowerToHyperService;
 
-        let limits = self.inner.server.clone();
+        let limits = self.current().inner.server.clone();
         let router = self.router();
         let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -123,7 +124,7 @@ impl Gateway {
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 // Over the connection cap: closed at once.
-                self.inner.metrics.connection_refused();
+                self.current().inner.metrics.connection_refused();
                 continue;
             };
             // Small responses go out at once rather than waiting to be coalesced (Nagle).
@@ -160,7 +161,7 @@ pub(crate) async fn overloaded(err: tower::BoxError) -> Response {
 /// allowed when it declares none) for as long as the request is handled; over budget, a
 /// fast 503. Requests without a body pass.
 pub(crate) async fn admit_body_bytes(
-    State(gw): State<Gateway>,
+    gw: Current,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {

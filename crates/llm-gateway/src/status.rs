@@ -2,7 +2,6 @@
 
 use std::time::Instant;
 
-use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llm_tower::ratelimit::StoreLocation;
@@ -10,10 +9,10 @@ use llm_tower::upstream::{BreakerScope, UpstreamHealth};
 use serde_json::json;
 
 use super::auth::{CallerKey, check_model};
-use super::gateway::Gateway;
+use super::gateway::Current;
 use super::respond::{json_response, observed};
 
-pub(crate) async fn models(State(gw): State<Gateway>, caller: CallerKey) -> Response {
+pub(crate) async fn models(gw: Current, caller: CallerKey) -> Response {
     let started = Instant::now();
     let data: Vec<_> = gw
         .inner
@@ -90,7 +89,7 @@ pub(crate) fn breakers_json(health: &UpstreamHealth) -> (serde_json::Value, bool
     (summary, all_open)
 }
 
-pub(crate) async fn health(State(gw): State<Gateway>) -> Response {
+pub(crate) async fn health(gw: Current) -> Response {
     let started = Instant::now();
     let mut open = 0;
     let providers: Vec<_> = gw
@@ -138,7 +137,7 @@ pub(crate) async fn health(State(gw): State<Gateway>) -> Response {
     observed(&gw, "/health", started, response)
 }
 
-pub(crate) async fn metrics(State(gw): State<Gateway>) -> Response {
+pub(crate) async fn metrics(gw: Current) -> Response {
     let body = gw.inner.metrics.render();
     (
         [(

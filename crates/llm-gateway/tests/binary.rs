@@ -446,3 +446,97 @@ async fn sigterm_lets_a_stream_in_flight_finish() {
     assert!(status.success(), "{status}");
     assert!(gateway.log_text().contains("shutting down"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_under_load_and_refuses_a_bad_file() {
+    let mock = MockProvider::builder()
+        .api_key(UPSTREAM_KEY)
+        .answer_tokens(30)
+        .chunk_interval(Duration::from_millis(30))
+        .start()
+        .await
+        .unwrap();
+    let gateway = Running::start(&providers(&mock), &[]).await;
+    let path = gateway._dir.0.join("gateway.toml");
+    let completions = gateway.url("/v1/chat/completions");
+
+    // A stream in flight across the reload.
+    let response = reqwest::Client::new()
+        .post(&completions)
+        .json(&json!({"model": "fast", "stream": true, "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let mut streamed = String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()).into_owned();
+    let streaming = tokio::spawn(async move {
+        while let Some(chunk) = stream.next().await {
+            streamed.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+        streamed
+    });
+    // Load: requests one after another through the reload, every one answered.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, completions) = (stop.clone(), completions.clone());
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(post(&completions, None, &chat("smart")).await.0);
+            }
+            statuses
+        })
+    };
+
+    // A new route, then SIGHUP: it answers once the file is read again.
+    let newer = providers(&mock)
+        + "\n[[routes]]\nmodel = \"newer\"\ntargets = [{ provider = \"llm\", model = \"gpt-4o\" }]\n";
+    std::fs::write(&path, &newer).unwrap();
+    let (status, _, _) = post(&completions, None, &chat("newer")).await;
+    assert_eq!(status, 404, "not routed before the reload");
+    assert!(!streaming.is_finished(), "the stream is still in flight at the reload");
+    gateway.signal("HUP");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while post(&completions, None, &chat("newer")).await.0 != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the new route answers after SIGHUP");
+
+    // A bad file: refused with its field named; the configuration in force stays.
+    std::fs::write(
+        &path,
+        newer.replace(
+            "model = \"gpt-4o\"\napi_key",
+            "model = \"gpt-4o\"\ntimeouts = { connect = \"soon\" }\napi_key",
+        ),
+    )
+    .unwrap();
+    gateway.signal("HUP");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !gateway.log_text().contains("reload refused") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the refusal is logged");
+    let log = gateway.log_text();
+    assert!(log.contains("providers[0].timeouts.connect"), "{log}");
+    let (status, _, _) = post(&completions, None, &chat("newer")).await;
+    assert_eq!(status, 200, "the configuration in force stays");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = load.await.unwrap();
+    assert!(!statuses.is_empty());
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let streamed = tokio::time::timeout(Duration::from_secs(10), streaming)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        streamed.trim_end().ends_with("data: [DONE]"),
+        "the stream in flight finished whole:\n{streamed}"
+    );
+}
