@@ -495,7 +495,10 @@ async fn sighup_reloads_under_load_and_refuses_a_bad_file() {
     std::fs::write(&path, &newer).unwrap();
     let (status, _, _) = post(&completions, None, &chat("newer")).await;
     assert_eq!(status, 404, "not routed before the reload");
-    assert!(!streaming.is_finished(), "the stream is still in flight at the reload");
+    assert!(
+        !streaming.is_finished(),
+        "the stream is still in flight at the reload"
+    );
     gateway.signal("HUP");
     tokio::time::timeout(Duration::from_secs(10), async {
         while post(&completions, None, &chat("newer")).await.0 != 200 {
