@@ -250,12 +250,12 @@ async fn reload_on_hangup(
                 })
         });
         match reloaded {
-            Ok(()) => tracing::info!(
-                "configuration reloaded from {source} — providers: {}",
-                gateway.provider_names().join(", ")
-            ),
+            Ok(()) => {
+                let providers = gateway.provider_names().join(", ");
+                tracing::info!("configuration reloaded from {source} — providers: {providers}");
+            }
             Err(err) => {
-                tracing::error!("configuration reload refused, the one in force stays: {err}")
+                tracing::error!("configuration reload refused, the one in force stays: {err}");
             }
         }
     }
