@@ -3,9 +3,10 @@
 use std::convert::Infallible;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::future::Either;
@@ -101,17 +102,11 @@ pub(crate) async fn completions_inner(
         .await
         .map_err(|err| ApiError::from_llm(&err))?;
     let provider = stream.provider().to_owned();
-    let mut response = Response::new(Body::from_stream(sse_events(
-        stream,
-        id,
-        request.include_usage(),
-    )));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // NOTE: axum's `Sse` writes the events and the stream headers; its keep-alive comments
+    // keep proxies from closing a stream whose model thinks for a long time.
+    let mut response = Sse::new(sse_events(stream, id, request.include_usage()))
+        .keep_alive(KeepAlive::default())
+        .into_response();
     annotate(&mut response, &provider, log.upstream_calls());
     Ok(response)
 }
@@ -125,27 +120,27 @@ pub(crate) fn annotate(response: &mut Response, provider: &str, attempts: usize)
     headers.insert("x-gateway-attempts", HeaderValue::from(attempts));
 }
 
-pub(crate) struct SseState {
-    pub(crate) stream: RecoveringStream,
-    pub(crate) id: String,
-    pub(crate) created: u64,
-    pub(crate) first: bool,
-    pub(crate) include_usage: bool,
-    pub(crate) usage: Option<llm_tower::Usage>,
+struct SseState {
+    stream: RecoveringStream,
+    id: String,
+    created: u64,
+    first: bool,
+    include_usage: bool,
+    usage: Option<llm_tower::Usage>,
 }
 
-pub(crate) fn event(value: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
+fn event(value: &serde_json::Value) -> Event {
+    Event::default().data(value.to_string())
 }
 
 /// The stream as OpenAI's server-sent events. A stream that breaks after its first chunk ends
 /// with an error event and no `[DONE]`, so no client mistakes a truncated answer for a
 /// complete one.
-pub(crate) fn sse_events(
+fn sse_events(
     stream: RecoveringStream,
     id: String,
     include_usage: bool,
-) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let state = SseState {
         stream,
         id,
@@ -156,21 +151,21 @@ pub(crate) fn sse_events(
     };
     futures_util::stream::unfold(Some(state), |state| async move {
         let mut state = state?;
-        match state.stream.next().await {
+        let events = match state.stream.next().await {
             Some(Ok(chunk)) => {
                 if chunk.usage.is_some() {
                     state.usage = chunk.usage;
                 }
                 // NOTE: after a repair the stream names the model that finishes the answer.
                 let model = state.stream.model();
-                let bytes = if let Some(recovery) = &chunk.recovery {
+                let event = if let Some(recovery) = &chunk.recovery {
                     // The answer was repaired: say so, by whom, after how much.
-                    event(&openai::recovery_chunk(
+                    Some(event(&openai::recovery_chunk(
                         &state.id,
                         state.created,
                         model,
                         recovery,
-                    ))
+                    )))
                 } else if !chunk.has_content()
                     && chunk.finish_reason.is_none()
                     && chunk.logprobs.is_none()
@@ -178,18 +173,18 @@ pub(crate) fn sse_events(
                     && !state.first
                 {
                     // A usage-only chunk: its numbers go in the final usage chunk.
-                    Bytes::new()
+                    None
                 } else {
-                    event(&openai::chunk(
+                    Some(event(&openai::chunk(
                         &state.id,
                         state.created,
                         model,
                         &chunk,
                         state.first,
-                    ))
+                    )))
                 };
                 state.first = false;
-                Some((Ok(bytes), Some(state)))
+                return Some((event.into_iter().collect::<Vec<_>>(), Some(state)));
             }
             Some(Err(err)) => {
                 tracing::warn!(
@@ -197,18 +192,24 @@ pub(crate) fn sse_events(
                     "stream from {} broke after its first chunk: {err}",
                     state.stream.provider()
                 );
-                Some((Ok(event(&ApiError::from_llm(&err).to_json())), None))
+                vec![event(&ApiError::from_llm(&err).to_json())]
             }
             None => {
-                let mut tail = String::new();
+                let mut tail = Vec::with_capacity(2);
                 if let (true, Some(usage)) = (state.include_usage, state.usage) {
-                    let usage =
-                        openai::usage_chunk(&state.id, state.created, state.stream.model(), usage);
-                    tail.push_str(&format!("data: {usage}\n\n"));
+                    let model = state.stream.model();
+                    tail.push(event(&openai::usage_chunk(
+                        &state.id,
+                        state.created,
+                        model,
+                        usage,
+                    )));
                 }
-                tail.push_str("data: [DONE]\n\n");
-                Some((Ok(Bytes::from(tail)), None))
+                tail.push(Event::default().data("[DONE]"));
+                tail
             }
-        }
+        };
+        Some((events, None))
     })
+    .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok)))
 }

@@ -31,7 +31,9 @@ impl Gateway {
         use axum::error_handling::HandleErrorLayer;
         use tower::ServiceBuilder;
         use tower_http::limit::RequestBodyLimitLayer;
+        use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
         use tower_http::timeout::RequestBodyTimeoutLayer;
+        use tower_http::trace::TraceLayer;
 
         let current = self.current();
         let limits = &current.inner.server;
@@ -64,6 +66,14 @@ impl Gateway {
                     .layer(HandleErrorLayer::new(overloaded))
                     .load_shed()
                     .concurrency_limit(limits.max_in_flight),
+            )
+            // Every request gets an `x-request-id` (the caller's, or a fresh UUID), in its
+            // tracing span and echoed in the answer, refusals included.
+            .layer(
+                ServiceBuilder::new()
+                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                    .layer(PropagateRequestIdLayer::x_request_id()),
             )
             .with_state(self.clone())
     }
@@ -150,6 +160,21 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// A request's span: method, path and request id (never a header that could hold a key).
+fn request_span(request: &axum::extract::Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = request.uri().path(),
+        request_id = id,
+    )
 }
 
 /// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly.

@@ -543,3 +543,48 @@ async fn sighup_reloads_under_load_and_refuses_a_bad_file() {
         "the stream in flight finished whole:\n{streamed}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_set_or_kept_and_echoed() {
+    let mock = mock().await;
+    let gateway = Running::start(
+        &(providers(&mock) + KEYS),
+        &[("TEAM_A_KEY", TEAM_A), ("TEAM_B_KEY", TEAM_B)],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let completions = gateway.url("/v1/chat/completions");
+    // A fresh id on an answer and on a refusal alike.
+    let answered = client
+        .post(&completions)
+        .bearer_auth(TEAM_A)
+        .json(&chat("fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let id = answered.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let refused = client
+        .post(&completions)
+        .json(&chat("fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let other = refused.headers()["x-request-id"].to_str().unwrap();
+    assert_ne!(other, id, "each request its own");
+    // The caller's own id is kept.
+    let kept = client
+        .post(&completions)
+        .bearer_auth(TEAM_A)
+        .header("x-request-id", "trace-me-42")
+        .json(&chat("fast"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "trace-me-42");
+}
