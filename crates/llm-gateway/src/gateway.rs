@@ -15,6 +15,7 @@ use llm_tower::fallback::Fallback;
 use llm_tower::upstream::{ChatService, UpstreamChain};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 
+use super::check::{self, ProbeResults};
 use super::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
 use super::keys::{AdminKey, Keys, exposure};
 use super::metrics::Metrics;
@@ -75,6 +76,8 @@ pub(crate) struct Inner {
     pub(crate) admin_apart: bool,
     /// Whether it may serve without keys on an address other than loopback.
     pub(crate) allow_unauthenticated: bool,
+    /// The providers' probes since the last start or reload.
+    pub(crate) probes: ProbeResults,
 }
 
 /// A `/v1/chat/completions` route's chains.
@@ -159,12 +162,14 @@ impl Inner {
     ) -> Result<Inner, ConfigError> {
         let metrics = previous.map_or_else(Metrics::default, |p| p.metrics.clone());
         let mut upstreams = Vec::with_capacity(config.providers.len());
+        let mut providers = Vec::with_capacity(config.providers.len());
         for (i, settings) in config.providers.iter().enumerate() {
             let section = format!("providers[{i}]");
             let provider = settings
                 .connection
                 .build_with(vars)
                 .map_err(|e| e.in_section(&section))?;
+            providers.push((settings.name.clone(), provider.clone()));
             let models = config.models_of(&settings.name);
             upstreams.push(Configured {
                 upstream: stack::upstream(settings, provider, &models, &metrics)
@@ -231,8 +236,10 @@ impl Inner {
             Some(var) => Some(AdminKey::from_env(var, vars)?),
             None => None,
         };
+        let probes = ProbeResults::start(check::pairs(config, &providers));
         let inner = match previous {
             None => Inner {
+                probes,
                 upstreams,
                 chat_chains,
                 routes,
@@ -261,6 +268,7 @@ impl Inner {
                     );
                 }
                 Inner {
+                    probes,
                     upstreams,
                     chat_chains,
                     routes,

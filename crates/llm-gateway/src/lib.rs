@@ -27,6 +27,7 @@
 
 mod api_chat;
 mod auth;
+pub mod check;
 mod completions;
 pub mod config;
 #[cfg(feature = "demo")]

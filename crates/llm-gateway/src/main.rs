@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use llm_gateway::Gateway;
 use llm_gateway::config::GatewayConfig;
 use tokio::net::TcpListener;
@@ -30,8 +30,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 #[command(name = "llm-gateway", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (README.md of llm-gateway has the full reference).
-    #[arg(long, env = "GATEWAY_CONFIG", value_name = "FILE")]
+    #[arg(long, env = "GATEWAY_CONFIG", value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Address to listen on, overriding the file's `listen` (default 127.0.0.1:3000).
     #[arg(long, env = "GATEWAY_LISTEN", value_name = "ADDR")]
@@ -43,6 +45,13 @@ struct Cli {
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the configuration and probe every provider and route target (credentials
+    /// accepted, model served) without spending tokens; exit 1 if any probe fails.
+    Check,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,6 +105,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let vars = |name: &str| std::env::var(name).ok();
+    if let Some(Command::Check) = cli.command {
+        return check(&cli, &vars).await;
+    }
 
     // The mocks live as long as the gateway serves.
     #[cfg(feature = "demo")]
@@ -258,5 +270,52 @@ async fn reload_on_hangup(
                 tracing::error!("configuration reload refused, the one in force stays: {err}");
             }
         }
+    }
+}
+
+/// `llm-gateway check`: the configuration validated, every provider and target probed.
+async fn check(cli: &Cli, vars: &dyn Fn(&str) -> Option<String>) -> ExitCode {
+    let loaded = match &cli.config {
+        Some(path) => GatewayConfig::from_file(path, vars),
+        None => match GatewayConfig::from_env_keys(vars) {
+            Ok(Some(config)) => Ok(config),
+            Ok(None) => {
+                eprintln!(
+                    "llm-gateway check: no --config and no provider API key in the environment"
+                );
+                return ExitCode::from(2);
+            }
+            Err(err) => Err(err),
+        },
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("llm-gateway: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let rows = match llm_gateway::check::check(&config, vars).await {
+        Ok(rows) => rows,
+        Err(err) => {
+            eprintln!(
+                "llm-gateway: invalid configuration: `{}` {}",
+                err.field(),
+                err.reason()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    print!("{}", llm_gateway::check::render_table(&rows));
+    let failed = rows.iter().filter(|r| !r.passed()).count();
+    if failed == 0 {
+        println!("configuration valid; {} probe(s) passed", rows.len());
+        ExitCode::SUCCESS
+    } else {
+        println!(
+            "configuration valid; {failed} of {} probe(s) failed",
+            rows.len()
+        );
+        ExitCode::FAILURE
     }
 }

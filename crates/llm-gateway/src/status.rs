@@ -125,6 +125,7 @@ pub(crate) async fn health(gw: Current) -> Response {
                 "model": configured.model,
                 "breaker": breaker,
                 "limiter": limiter,
+                "probes": gw.inner.probes.of(up.name()),
             })
         })
         .collect();

@@ -588,3 +588,125 @@ async fn request_ids_are_set_or_kept_and_echoed() {
         .unwrap();
     assert_eq!(kept.headers()["x-request-id"], "trace-me-42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_probes_every_target_and_health_shows_the_probes() {
+    let good = mock().await;
+    let other_key = MockProvider::builder()
+        .api_key("sk-another-key-entirely-0000")
+        .start()
+        .await
+        .unwrap();
+    let provider = |name: &str, mock: &MockProvider, model: &str| {
+        format!(
+            "[[providers]]\nname = \"{name}\"\nkind = \"openai_compatible\"\nbase_url = \"{}/v1\"\nmodel = \"{model}\"\napi_key = \"{UPSTREAM_KEY}\"\n\n",
+            mock.base_url()
+        )
+    };
+    let dir = TempDir::new();
+    let path = dir.0.join("gateway.toml");
+    let run_check = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_llm-gateway"));
+        command
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .env_remove("GATEWAY_API_KEYS");
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), command.output())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    // A key the provider rejects, a model it does not list: exit 1, each named.
+    let text = provider("good", &good, "gpt-4o")
+        + &provider("rejected", &other_key, "gpt-4o")
+        + &provider("unlisted", &good, "gpt-9-imaginary");
+    let output = run_check(text).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name}: {stdout}"))
+            .to_owned()
+    };
+    assert!(line("good").contains("ok ("), "{stdout}");
+    assert!(line("rejected").contains("FAILED unauthorized"), "{stdout}");
+    assert!(
+        line("unlisted").contains("FAILED model_not_found"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains(UPSTREAM_KEY) && !stdout.contains("sk-another-key"),
+        "{stdout}"
+    );
+    assert!(
+        good.attempts().is_empty() && other_key.attempts().is_empty(),
+        "no chat call"
+    );
+
+    // A route target's model is probed too.
+    let text = provider("good", &good, "gpt-4o")
+        + "[[routes]]\nmodel = \"fast\"\ntargets = [{ provider = \"good\", model = \"gpt-4o-mini\" }, { provider = \"good\", model = \"gpt-5-unlisted\" }]\n";
+    let output = run_check(text).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("gpt-4o-mini") && stdout.contains("gpt-5-unlisted"),
+        "{stdout}"
+    );
+
+    // All good: exit 0. An invalid file: exit 2 naming the field.
+    let output = run_check(provider("good", &good, "gpt-4o")).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let output = run_check(provider("good", &good, "gpt-4o").replace(
+        "kind = \"openai_compatible\"",
+        "kind = \"openai_compatible\"\nretry = { base_delay = \"soon\" }",
+    ))
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("providers[0].retry.base_delay"));
+
+    // The running gateway probes at start, and /health shows it.
+    let gateway = Running::start(
+        &(provider("good", &good, "gpt-4o") + &provider("rejected", &other_key, "gpt-4o")),
+        &[],
+    )
+    .await;
+    let health = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let health: Value = reqwest::get(gateway.url("/health"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if health["providers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| !p["probes"].as_array().unwrap().is_empty())
+            {
+                return health;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the probes answer");
+    assert_eq!(health["providers"][0]["probes"][0]["ok"], true, "{health}");
+    assert_eq!(health["providers"][1]["probes"][0]["ok"], false, "{health}");
+    assert_eq!(
+        health["providers"][1]["probes"][0]["error"], "unauthorized",
+        "{health}"
+    );
+}

@@ -1579,6 +1579,13 @@ async fn recording_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Va
                                 .then(|| value.trim().parse::<usize>().ok())?
                         })
                         .unwrap_or(0);
+                    if text.starts_with("GET ") {
+                        // The gateway's start-up probe (its model listing): not a chat body.
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                        return;
+                    }
                     if data.len() >= end + 4 + length {
                         break data[end + 4..end + 4 + length].to_vec();
                     }

@@ -12,6 +12,7 @@ mod errors;
 pub mod fuzzing;
 mod inner;
 mod kind;
+mod probe;
 mod provider;
 pub mod recovery;
 mod stream;
@@ -29,6 +30,7 @@ pub use conversation::{
 pub use inner::Timeouts;
 pub use kind::ProviderKind;
 pub use llm_core::{ErrorKind, LlmError, Usage};
+pub use probe::Probe;
 pub use provider::{Provider, ResponseFuture, StreamingProvider};
 pub use stream::ChatStream;
 pub use types::{ChatChunk, ChatRequest, ChatResponse, FinishReason, Message, Role};

@@ -32,6 +32,7 @@
 pub mod conversation;
 mod handler;
 mod limits;
+mod models;
 mod parse;
 mod plan;
 mod routes;
@@ -66,6 +67,7 @@ pub struct MockProviderBuilder {
     plan: Plan,
     addr: SocketAddr,
     api_key: Option<String>,
+    models: Option<Vec<String>>,
 }
 
 /// A running mock provider: its address, attempt log and controls. Dropping it shuts the
@@ -81,6 +83,7 @@ pub struct MockProviderBuilder {
 /// | Anthropic | `POST /v1/messages` |
 /// | Gemini | `POST /v1beta/models/{model}:generateContent`, `…:streamGenerateContent?alt=sse` |
 /// | Ollama | `POST /api/chat` |
+/// | model listings (not in the attempt log) | `GET /v1/models`, `GET /v1/models/{model}` (Anthropic), `GET /api/v1/models`, `GET /openai/models`, `GET /v1beta/models/{model}`, `GET /api/tags` |
 /// | attempt log | `GET /__mock/attempts` |
 /// | reset (log, sequences, windows, budgets) | `POST /__mock/reset` |
 /// | replace the plan (TOML body) | `PUT /__mock/plan` |
@@ -100,6 +103,7 @@ impl MockProvider {
             plan: Plan::default(),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_key: None,
+            models: None,
         }
     }
 
@@ -200,6 +204,19 @@ impl MockProviderBuilder {
         self
     }
 
+    /// The models its listings hold (`GET /v1/models` and the other providers' listings, what
+    /// a provider's probe reads); by default a few common names (`gpt-4o`, `gpt-4o-mini`,
+    /// `claude-3-5-haiku-latest`, `gemini-2.0-flash`, `llama3.2`, …). Chat calls are answered
+    /// for any model either way.
+    pub fn models<I, M>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        self.models = Some(models.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// Listen on `addr` instead of `127.0.0.1:0`.
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
@@ -219,6 +236,7 @@ impl MockProviderBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(ServerState::new(self.plan)),
             api_key: self.api_key,
+            models: self.models,
             next_id: AtomicU64::new(1),
         });
         let (shutdown, stop) = watch::channel(false);

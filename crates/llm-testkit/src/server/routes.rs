@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http::{StatusCode, header};
 use serde_json::Value;
 
 use super::handler::handle;
+use super::models::list;
 use super::plan::{Plan, Route};
 use super::state::{ServerState, Shared};
 
@@ -21,7 +22,26 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(|State(s): State<Arc<Shared>>, req: Request| handle($route, s, req))
         };
     }
+    macro_rules! listing {
+        ($route:expr) => {
+            get(|State(s): State<Arc<Shared>>, req: Request| async move {
+                list($route, &s, &req, None)
+            })
+        };
+        ($route:expr, model) => {
+            get(
+                |State(s): State<Arc<Shared>>, Path(model): Path<String>, req: Request| async move {
+                    list($route, &s, &req, Some(&model))
+                },
+            )
+        };
+    }
     Router::new()
+        .route("/v1/models", listing!(Route::OpenAi))
+        .route("/v1/models/{model}", listing!(Route::Anthropic, model))
+        .route("/api/v1/models", listing!(Route::OpenRouter))
+        .route("/openai/models", listing!(Route::Azure))
+        .route("/api/tags", listing!(Route::Ollama))
         .route("/v1/chat/completions", route_handler!(Route::OpenAi))
         .route(
             "/openai/deployments/{deployment}/chat/completions",
@@ -32,7 +52,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             route_handler!(Route::OpenRouter),
         )
         .route("/v1/messages", route_handler!(Route::Anthropic))
-        .route("/v1beta/models/{target}", route_handler!(Route::Gemini))
+        .route(
+            "/v1beta/models/{target}",
+            route_handler!(Route::Gemini).merge(listing!(Route::Gemini, model)),
+        )
         .route("/api/chat", route_handler!(Route::Ollama))
         .route("/__mock/attempts", get(admin_attempts))
         .route("/__mock/reset", post(admin_reset))

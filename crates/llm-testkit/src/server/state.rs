@@ -60,6 +60,8 @@ impl Attempt {
 pub(crate) struct Shared {
     pub(crate) state: Mutex<ServerState>,
     pub(crate) api_key: Option<String>,
+    /// What the model listings hold (`None`: `models::DEFAULT_MODELS`).
+    pub(crate) models: Option<Vec<String>>,
     pub(crate) next_id: AtomicU64,
 }
 

@@ -77,6 +77,27 @@ pub fn stream_body(route: Route, tokens: usize) -> Vec<u8> {
         .collect()
 }
 
+impl Exchange {
+    /// A listing's request to `route` about `model`: what its error replies are built from.
+    pub(crate) fn listing(route: Route, model: &str) -> Exchange {
+        Exchange {
+            route,
+            model: model.to_owned(),
+            stream: false,
+            include_usage: false,
+            prompt_tokens: 0,
+            tokens: Vec::new(),
+            truncated: false,
+            request_id: "list0".to_owned(),
+            created: 0,
+            calls: Vec::new(),
+            thinking: None,
+            logprobs: false,
+            choices: 1,
+        }
+    }
+}
+
 /// What one request is answered with, before faults.
 #[derive(Debug)]
 pub(crate) struct Exchange {
