@@ -1073,6 +1073,76 @@ fn the_readme_configuration_parses_and_builds() {
     Gateway::new(&config, &keys).unwrap();
 }
 
+#[test]
+fn the_readme_key_configuration_parses_and_builds() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## Who may call").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let keys_toml = &section[start..start + section[start..].find("```").unwrap()];
+    let text = format!("[[providers]]\nname = \"openai\"\napi_key = \"sk-test\"\n\n{keys_toml}");
+    let vars = |name: &str| (name == "TEAM_A_KEY").then(|| "gw-team-a-0123456789abcdef".to_owned());
+    let config = GatewayConfig::from_toml(&text, "README.md", &vars).unwrap();
+    assert_eq!(config.auth.keys[0].name, "team-a");
+    let limit = config.auth.keys[0].rate_limit.as_ref().unwrap();
+    assert_eq!(
+        limit.mode,
+        llm_tower::ratelimit::Mode::Reject,
+        "a key's limit answers at once"
+    );
+    assert!(config.auth.shared.is_some());
+    // Building needs a runtime for nothing but the key's Redis link, which is lazy.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async { Gateway::new(&config, &vars).unwrap() });
+    // The key's variable unset: the error names the field.
+    let err = Gateway::new(&config, &|_| None).unwrap_err();
+    assert_eq!(err.field(), "auth.keys[0].key_env");
+}
+
+/// The reference's defaults (README, "Configuration reference") are the code's.
+#[test]
+fn the_reference_defaults_are_the_code_defaults() {
+    let config = GatewayConfig::from_toml(
+        "[[providers]]\nname = \"openai\"\napi_key = \"sk-test\"\n",
+        "test.toml",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+    assert_eq!(config.request_timeout, Duration::from_secs(60));
+    assert_eq!(config.max_body_bytes, 1 << 20);
+    assert_eq!(config.server.header_timeout, Duration::from_secs(10));
+    assert_eq!(config.server.body_timeout, Duration::from_secs(30));
+    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.server.max_in_flight, 1_000);
+    assert_eq!(config.server.max_in_flight_bytes, 64 << 20);
+    assert_eq!(config.server.shutdown_timeout, Duration::from_secs(30));
+    let p = &config.providers[0];
+    assert_eq!(p.model, "gpt-4o-mini");
+    assert_eq!(p.retry.max_retries, 3);
+    assert_eq!(p.retry.base_delay, Duration::from_secs(1));
+    assert_eq!(p.retry.max_delay, Duration::from_secs(4));
+    assert_eq!(p.retry.failover_delay, Duration::from_secs(4));
+    assert_eq!(p.retry.max_retry_after, Duration::from_secs(120));
+    assert_eq!(p.breaker.consecutive_failures, Some(3));
+    assert_eq!(p.breaker.failure_rate, Some(0.5));
+    assert_eq!(p.breaker.minimum_calls, 10);
+    assert_eq!(p.breaker.open_duration, Duration::from_secs(5));
+    assert_eq!(p.breaker.max_open_duration, Duration::from_secs(10));
+    assert_eq!(p.breaker.open_jitter, 0.1);
+    assert_eq!(format!("{:?}", p.breaker_scope), "Model");
+    assert_eq!(p.rate_limit.mode, llm_tower::ratelimit::Mode::Wait);
+    assert_eq!(p.rate_limit.max_wait, Duration::from_secs(2));
+    assert_eq!(
+        p.rate_limit.on_redis_failure,
+        llm_tower::ratelimit::FailurePolicy::Open { share: 0.5 }
+    );
+    assert!(config.auth.keys.is_empty() && !config.auth.allow_unauthenticated);
+    assert!(config.admin.listen.is_none() && config.admin.key_env.is_none());
+}
+
 /// Everything `tracing` writes, at TRACE: the gateway's, the layers', reqwest's, hyper's.
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
