@@ -27,6 +27,13 @@
 //!
 //! Each provider's `retry`, `breaker` and `rate_limit` tables override the gateway's defaults
 //! field by field ([`default_retry`], [`default_breaker`], [`default_rate_limit`]).
+//!
+//! NOTE: the layers are the file read by `toml`, each section through `serde_path_to_error`
+//! (an error names the whole key path, `providers[0].timeouts.connect`), then the
+//! environment. `figment` was weighed and not taken: its environment provider cannot address
+//! an element of an array by a name inside it, which the per-provider variables need
+//! (`GATEWAY_<NAME>_BASE_URL`), and its paths name array elements by position only, after
+//! the defaults are merged.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -332,10 +339,8 @@ struct FileConfig {
     routes: Vec<RouteConfig>,
     #[serde(default)]
     server: ServerLimits,
-    #[serde(default)]
-    auth: AuthConfig,
-    #[serde(default)]
-    admin: AdminConfig,
+    auth: Option<toml::Value>,
+    admin: Option<toml::Value>,
 }
 
 /// Where variables come from: the environment, or a test's map.
@@ -379,8 +384,8 @@ impl GatewayConfig {
             providers,
             routes: file.routes,
             server: file.server,
-            auth: file.auth,
-            admin: file.admin,
+            auth: section("auth", file.auth).map_err(at)?,
+            admin: section("admin", file.admin).map_err(at)?,
         };
         config.validate().map_err(at)?;
         // The environment's values are checked again: they answer for their own errors.
@@ -748,6 +753,26 @@ fn overlay<T: Serialize + for<'de> Deserialize<'de>>(
             field
         } else {
             format!("{field}.{path}")
+        };
+        ConfigError::new(field, err.into_inner().message().to_owned())
+    })
+}
+
+/// The table `name` read as `T` (absent: `T`'s default), an error naming the key's whole
+/// path (`auth.keys[0].key_env`).
+fn section<T: Default + for<'de> Deserialize<'de>>(
+    name: &str,
+    value: Option<toml::Value>,
+) -> Result<T, ConfigError> {
+    let Some(value) = value else {
+        return Ok(T::default());
+    };
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." || path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}.{path}")
         };
         ConfigError::new(field, err.into_inner().message().to_owned())
     })

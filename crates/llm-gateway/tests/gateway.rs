@@ -915,6 +915,31 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         "longer than 0s",
     );
     check(
+        "[[providers]]\nname = \"openai\"\n[[auth.keys]]\nname = \"a\"\nkey_env = \"K\"\nrate_limit = { requests = { limit = 0, per = \"1m\" } }",
+        "auth.keys[0].rate_limit.requests.limit",
+        "",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[auth.keys]]\nname = \"a\"\nkey_env = \"K\"\nmodls = [\"x\"]",
+        "auth.keys[0].modls",
+        "unknown field",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[auth.keys]]\nname = \"a\"\nkey_sha256 = \"abc\"",
+        "auth.keys[0].key_sha256",
+        "64 hexadecimal",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[auth.keys]]\nname = \"a\"\nkey_env = \"K\"\nendpoints = [\"/v1/embeddings\"]",
+        "auth.keys[0].endpoints[0]",
+        "names no endpoint",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[admin]\nlisten = \"nowhere\"",
+        "admin.listen",
+        "",
+    );
+    check(
         "[[providers]]\nname = \"openai\"\nrate_limit = { on_redis_failure = { policy = \"open\", share = 2.0 } }",
         "providers[0].rate_limit.on_redis_failure.share",
         "must be in (0, 1]",
