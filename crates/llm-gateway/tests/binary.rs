@@ -6,15 +6,17 @@
 //!
 //! Timings are real and short; every wait is bounded.
 
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use llm_testkit::server::MockProvider;
 use serde_json::{Value, json};
+use support::{Running, TempDir, command, message};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The mock provider's key (the gateway's upstream key).
 const UPSTREAM_KEY: &str = "sk-upstream-test-key-0123456789";
@@ -22,127 +24,6 @@ const UPSTREAM_KEY: &str = "sk-upstream-test-key-0123456789";
 const TEAM_A: &str = "gw-team-a-0123456789abcdef";
 const TEAM_B: &str = "gw-team-b-0123456789abcdef";
 const ADMIN: &str = "gw-admin-0123456789abcdef";
-
-/// A running gateway process and what it logged.
-struct Running {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: TempDir,
-}
-
-/// A directory removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("llm-gateway-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn command(config: &std::path::Path, listen: &str, envs: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_llm-gateway"));
-    command
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            listen,
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
-        .env_remove("GATEWAY_API_KEYS")
-        .env_remove("GATEWAY_LISTEN")
-        .env_remove("GATEWAY_CONFIG")
-        .envs(envs.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-/// The message of a JSON log line.
-fn message(line: &str) -> String {
-    serde_json::from_str::<Value>(line)
-        .ok()
-        .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-impl Running {
-    /// Starts the binary on `config` (TOML) with `envs`, and waits until it listens.
-    async fn start(config: &str, envs: &[(&str, &str)]) -> Running {
-        let dir = TempDir::new();
-        let path = dir.0.join("gateway.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut child = command(&path, "127.0.0.1:0", envs).spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let base = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                log.lock().unwrap().push(line.clone());
-                let message = message(&line);
-                if let Some(rest) = message.strip_prefix("llm-gateway on ") {
-                    return rest.split_whitespace().next().unwrap().to_owned();
-                }
-            }
-            let mut stderr = String::new();
-            use tokio::io::AsyncReadExt;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .await
-                .unwrap();
-            panic!("the gateway exited before listening: {stderr}");
-        })
-        .await
-        .expect("the gateway listens within 20 s");
-        let collected = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                collected.lock().unwrap().push(line);
-            }
-        });
-        Running {
-            child,
-            base,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Sends `signal` (`TERM`, `HUP`) to the process.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
 
 async fn mock() -> MockProvider {
     MockProvider::builder()
@@ -457,7 +338,7 @@ async fn sighup_reloads_under_load_and_refuses_a_bad_file() {
         .await
         .unwrap();
     let gateway = Running::start(&providers(&mock), &[]).await;
-    let path = gateway._dir.0.join("gateway.toml");
+    let path = gateway.dir.0.join("gateway.toml");
     let completions = gateway.url("/v1/chat/completions");
 
     // A stream in flight across the reload.

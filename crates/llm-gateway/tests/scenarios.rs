@@ -1,22 +1,21 @@
-//! What the defaults do: the gateway started with the README's quick-start configuration,
-//! unmodified (the block after `<!-- quick-start -->`), in front of the test kit's mock
-//! provider, one scenario per fault. Only the server's address and key come from the
-//! environment, as a user would set them (`GATEWAY_LLM_BASE_URL`, `LLM_API_KEY`).
+//! What the defaults do: the `llm-gateway` binary started with the README's quick-start
+//! configuration, unmodified (the block after `<!-- quick-start -->`), in front of the test
+//! kit's mock provider, one scenario per fault. Only the server's address and key come from
+//! the environment, as a user would set them (`GATEWAY_LLM_BASE_URL`, `LLM_API_KEY`).
 //!
 //! Each scenario asserts the outcome (who answered, or the error), the calls each model
 //! received, and a bound on the time taken. Time is real: the defaults are seconds long, so
 //! the scenarios that take tens of seconds run together in one test.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use llm_gateway::Gateway;
-use llm_gateway::config::GatewayConfig;
 use llm_testkit::server::{MockProvider, Plan, canonical_answer};
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use support::Running;
 
 const KEY: &str = "scenario-key";
 const PRIMARY: &str = "gpt-4o";
@@ -38,7 +37,7 @@ struct Scenario {
     base: String,
     mock: MockProvider,
     client: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    _gateway: Running,
 }
 
 /// What the client saw of one request.
@@ -76,24 +75,18 @@ impl Scenario {
             text.insert_str(at, extra);
         }
         let url = format!("{}/v1", mock.base_url());
-        let vars = move |name: &str| match name {
-            "GATEWAY_LLM_BASE_URL" => Some(url.clone()),
-            "LLM_API_KEY" => Some(KEY.to_owned()),
-            _ => None,
-        };
-        let config = GatewayConfig::from_toml(&text, "README.md", &vars).unwrap();
-        let gateway = Gateway::new(&config, &vars).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway.serve(listener, async move {
-            let _ = stopped.await;
-        }));
+        // NOTE: the binary, as a user runs it: the file, then the environment.
+        let gateway = Running::start(
+            &text,
+            &[("GATEWAY_LLM_BASE_URL", url.as_str()), ("LLM_API_KEY", KEY)],
+        )
+        .await;
+        let base = gateway.base.clone();
         Scenario {
             base,
             mock,
             client: reqwest::Client::new(),
-            _stop: stop,
+            _gateway: gateway,
         }
     }
 
