@@ -117,12 +117,18 @@ if [ -n "${BASELINE:-}" ]; then
     check "$baseline"
 fi
 touch "$work/results.tsv"
+names=(gateway keyed); urls=("$gateway" "$keyed"); procs=("$gateway_pid" "$keyed_pid")
+if [ -n "${BASELINE:-}" ]; then names+=(baseline); urls+=("$baseline"); procs+=("$baseline_pid"); fi
 for round in $(seq 1 "$rounds"); do
     echo "# round $round"
     measure upstream "$upstream" "$round"
-    measure gateway "$gateway" "$round" "$gateway_pid"
-    measure keyed "$keyed" "$round" "$keyed_pid"
-    if [ -n "${BASELINE:-}" ]; then measure baseline "$baseline" "$round" "$baseline_pid"; fi
+    # The gateways in a rotating order: whichever runs first after the upstream is not
+    # always the same one.
+    n=${#names[@]}
+    for i in $(seq 0 $((n - 1))); do
+        j=$(( (i + round - 1) % n ))
+        measure "${names[$j]}" "${urls[$j]}" "$round" "${procs[$j]}"
+    done
 done
 # An idle LiteLLM still takes CPU: the gateways are stopped first, LiteLLM measured alone.
 for pid in "$gateway_pid" "$keyed_pid" ${baseline_pid:-}; do kill "$pid"; wait "$pid" 2>/dev/null || true; done

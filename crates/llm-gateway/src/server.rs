@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio::net::TcpListener;
 
 use super::api_chat::api_chat;
-use super::auth::authenticate;
+use super::auth::{admit, authenticate};
 use super::completions::chat_completions;
 use super::gateway::{Current, Gateway};
 use super::respond::at_capacity;
@@ -31,7 +31,7 @@ impl Gateway {
         use axum::error_handling::HandleErrorLayer;
         use tower::ServiceBuilder;
         use tower_http::limit::RequestBodyLimitLayer;
-        use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+        use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
         use tower_http::timeout::RequestBodyTimeoutLayer;
         use tower_http::trace::TraceLayer;
 
@@ -52,26 +52,21 @@ impl Gateway {
             // refused body.
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
-                admit_body_bytes,
+                front_door,
             ))
             .layer(RequestBodyLimitLayer::new(current.inner.max_body_bytes))
             .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
-            // NOTE: outside the byte budget: a request without a valid key holds none of it.
-            .layer(axum::middleware::from_fn_with_state(
-                self.clone(),
-                authenticate,
-            ))
             .layer(
                 ServiceBuilder::new()
                     .layer(HandleErrorLayer::new(overloaded))
                     .load_shed()
                     .concurrency_limit(limits.max_in_flight),
             )
-            // Every request gets an `x-request-id` (the caller's, or a fresh UUID), in its
+            // Every request gets an `x-request-id` (the caller's, or a fresh one), in its
             // tracing span and echoed in the answer, refusals included.
             .layer(
                 ServiceBuilder::new()
-                    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                    .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
                     .layer(TraceLayer::new_for_http().make_span_with(request_span))
                     .layer(PropagateRequestIdLayer::x_request_id()),
             )
@@ -162,14 +157,52 @@ impl Gateway {
     }
 }
 
+/// Fresh request ids: a random prefix drawn once per process and a counter
+/// (`gw-5f1c0e2a9b3d4c7e-1`) — unique across instances and restarts.
+///
+/// NOTE: tower-http's `MakeRequestUuid` draws each UUID from the operating system (a system
+/// call per request); a counter costs an atomic increment (BENCHMARKS.md, "Issue 24's
+/// gateway").
+#[derive(Clone, Debug)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds {
+            prefix: Arc::from(format!("gw-{:016x}-", fastrand::u64(..))),
+            next: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
+    }
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(
+        &mut self,
+        _: &http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}{n:x}", self.prefix);
+        http::HeaderValue::from_str(&id)
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
 /// A request's span: method, path and request id (never a header that could hold a key).
+///
+/// NOTE: at DEBUG, so off by default (`RUST_LOG=info,llm_gateway=debug` turns it on): an
+/// INFO span formatted on every request cost ~15 µs of CPU per request under load, 8 % of
+/// the gateway's whole cost (BENCHMARKS.md, "Issue 24's gateway").
 fn request_span(request: &axum::extract::Request) -> tracing::Span {
     let id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    tracing::debug_span!(
         "request",
         method = %request.method(),
         path = request.uri().path(),
@@ -182,15 +215,23 @@ pub(crate) async fn overloaded(err: tower::BoxError) -> Response {
     at_capacity(&err.to_string())
 }
 
-/// Admits a request's body into the byte budget (its declared length, or the largest body
-/// allowed when it declares none) for as long as the request is handled; over budget, a
-/// fast 503. Requests without a body pass.
-pub(crate) async fn admit_body_bytes(
+/// The API's front door: checks the caller's key ([`admit`]), then admits the request's body
+/// into the byte budget (its declared length, or the largest body allowed when it declares
+/// none) for as long as the request is handled; over budget, a fast 503. Requests without a
+/// body pass the budget.
+///
+/// NOTE: one middleware for both, not two: each axum `from_fn` clones the inner service and
+/// boxes a future per request (BENCHMARKS.md, "Issue 24's gateway").
+pub(crate) async fn front_door(
     gw: Current,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     use axum::http::Method;
+    // NOTE: before the byte budget: a request without a valid key holds none of it.
+    if let Err(refused) = admit(gw.clone(), &mut request) {
+        return refused;
+    }
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }

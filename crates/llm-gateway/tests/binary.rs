@@ -448,7 +448,10 @@ async fn request_ids_are_set_or_kept_and_echoed() {
         .to_str()
         .unwrap()
         .to_owned();
-    assert_eq!(id.len(), 36, "a UUID: {id}");
+    assert!(
+        id.starts_with("gw-") && id.len() > 20,
+        "the process's prefix and a counter: {id}"
+    );
     let refused = client
         .post(&completions)
         .json(&chat("fast"))
@@ -589,5 +592,38 @@ async fn check_probes_every_target_and_health_shows_the_probes() {
     assert_eq!(
         health["providers"][1]["probes"][0]["error"], "unauthorized",
         "{health}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_limit_is_shared_by_every_instance_through_redis() {
+    let Some(redis) = llm_testkit::RedisServer::start() else {
+        return; // No redis-server here (CI requires it: LLM_TOWER_REQUIRE_REDIS).
+    };
+    let mock = mock().await;
+    let config = providers(&mock)
+        + &format!(
+            "\n[auth]\nshared = {{ url = \"{}\", key_prefix = \"gw-test-{}:\" }}\n\n[[auth.keys]]\nname = \"team-b\"\nkey_env = \"TEAM_B_KEY\"\nrate_limit = {{ requests = {{ limit = 3, per = \"1m\" }} }}\n",
+            redis.url(),
+            std::process::id()
+        );
+    let a = Running::start(&config, &[("TEAM_B_KEY", TEAM_B)]).await;
+    let b = Running::start(&config, &[("TEAM_B_KEY", TEAM_B)]).await;
+    let mut statuses = Vec::new();
+    for gateway in [&a, &b, &a, &b] {
+        statuses.push(
+            post(
+                &gateway.url("/v1/chat/completions"),
+                Some(TEAM_B),
+                &chat("fast"),
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "three a minute across both instances"
     );
 }

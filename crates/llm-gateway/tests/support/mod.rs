@@ -14,18 +14,18 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A running gateway process and what it logged.
-pub struct Running {
-    pub child: Child,
-    pub base: String,
-    pub log: Arc<Mutex<Vec<String>>>,
-    pub dir: TempDir,
+pub(crate) struct Running {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) log: Arc<Mutex<Vec<String>>>,
+    pub(crate) dir: TempDir,
 }
 
 /// A directory removed when dropped.
-pub struct TempDir(pub std::path::PathBuf);
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
 impl TempDir {
-    pub fn new() -> TempDir {
+    pub(crate) fn new() -> TempDir {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
@@ -41,7 +41,7 @@ impl Drop for TempDir {
     }
 }
 
-pub fn command(config: &std::path::Path, listen: &str, envs: &[(&str, &str)]) -> Command {
+pub(crate) fn command(config: &std::path::Path, listen: &str, envs: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_llm-gateway"));
     command
         .args([
@@ -64,7 +64,7 @@ pub fn command(config: &std::path::Path, listen: &str, envs: &[(&str, &str)]) ->
 }
 
 /// The message of a JSON log line.
-pub fn message(line: &str) -> String {
+pub(crate) fn message(line: &str) -> String {
     serde_json::from_str::<Value>(line)
         .ok()
         .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned))
@@ -73,7 +73,7 @@ pub fn message(line: &str) -> String {
 
 impl Running {
     /// Starts the binary on `config` (TOML) with `envs`, and waits until it listens.
-    pub async fn start(config: &str, envs: &[(&str, &str)]) -> Running {
+    pub(crate) async fn start(config: &str, envs: &[(&str, &str)]) -> Running {
         let dir = TempDir::new();
         let path = dir.0.join("gateway.toml");
         std::fs::write(&path, config).unwrap();
@@ -115,16 +115,16 @@ impl Running {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
     /// Sends `signal` (`TERM`, `HUP`) to the process.
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let pid = self.child.id().unwrap().to_string();
         let status = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &pid])
