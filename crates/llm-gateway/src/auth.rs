@@ -40,22 +40,22 @@ pub(crate) fn is_admin(path: &str) -> bool {
 pub(crate) async fn authenticate(gw: Current, mut request: Request, next: Next) -> Response {
     match admit(gw, &mut request) {
         Ok(()) => next.run(request).await,
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
 
 /// [`authenticate`]'s check, for a middleware that does more (the API's front door also
 /// admits the body into the byte budget: one middleware, one boxed future per request).
-pub(crate) fn admit(gw: Current, request: &mut Request) -> Result<(), Response> {
+pub(crate) fn admit(gw: Current, request: &mut Request) -> Result<(), Box<Response>> {
     let path = request.uri().path();
     if is_admin(path) {
         if let Some(admin) = &gw.inner.admin_key {
             if !presented(request.headers()).is_some_and(|key| admin.matches(key)) {
-                return Err(refused(
+                return Err(Box::new(refused(
                     path,
                     StatusCode::UNAUTHORIZED,
                     "this endpoint needs the admin key",
-                ));
+                )));
             }
         }
         request.extensions_mut().insert(gw);
@@ -66,21 +66,25 @@ pub(crate) fn admit(gw: Current, request: &mut Request) -> Result<(), Response> 
         return Ok(());
     }
     let Some(key) = presented(request.headers()) else {
-        return Err(refused(
+        return Err(Box::new(refused(
             path,
             StatusCode::UNAUTHORIZED,
             "missing API key: send `Authorization: Bearer <key>`",
-        ));
+        )));
     };
     let Some(caller) = gw.inner.keys.find(key) else {
-        return Err(refused(path, StatusCode::UNAUTHORIZED, "invalid API key"));
+        return Err(Box::new(refused(
+            path,
+            StatusCode::UNAUTHORIZED,
+            "invalid API key",
+        )));
     };
     if !caller.may_call(path) {
-        return Err(refused(
+        return Err(Box::new(refused(
             path,
             StatusCode::FORBIDDEN,
             &format!("the key {:?} may not call {path}", caller.name),
-        ));
+        )));
     }
     request.extensions_mut().insert(caller);
     request.extensions_mut().insert(gw);

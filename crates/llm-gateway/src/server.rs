@@ -230,7 +230,7 @@ pub(crate) async fn front_door(
     use axum::http::Method;
     // NOTE: before the byte budget: a request without a valid key holds none of it.
     if let Err(refused) = admit(gw.clone(), &mut request) {
-        return refused;
+        return *refused;
     }
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
