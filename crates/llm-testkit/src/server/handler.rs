@@ -360,3 +360,12 @@ pub(crate) fn error_response(reply: ErrorReply, request_id: &str, route: Route) 
     }
     builder.body(Body::from(reply.body)).unwrap_or_default()
 }
+
+/// A JSON answer with `status`.
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_default()
+}

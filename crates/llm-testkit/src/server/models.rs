@@ -12,10 +12,9 @@ use axum::response::Response;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::handler::error_response;
+use super::handler::{error_response, json_response};
 use super::parse::{bearer, header_string, query_param};
 use super::plan::{Fault, Route};
-use super::routes::json_response;
 use super::state::Shared;
 use super::wire::{Exchange, error_reply};
 

@@ -8,10 +8,9 @@ use axum::extract::{Path, Request, State};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use bytes::Bytes;
-use http::{StatusCode, header};
-use serde_json::Value;
+use http::StatusCode;
 
-use super::handler::handle;
+use super::handler::{handle, json_response};
 use super::models::list;
 use super::plan::{Plan, Route};
 use super::state::{ServerState, Shared};
@@ -93,12 +92,4 @@ pub(crate) async fn admin_plan(State(shared): State<Arc<Shared>>, body: Bytes) -
             &serde_json::json!({"error": err.to_string(), "field": err.field()}),
         ),
     }
-}
-
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap_or_default()
 }
