@@ -80,6 +80,15 @@ pub(crate) struct Inner {
     pub(crate) probes: ProbeResults,
 }
 
+/// What a reload keeps from the configuration the gateway started with.
+struct FrontDoor {
+    max_body_bytes: usize,
+    server: ServerLimits,
+    body_budget: Arc<tokio::sync::Semaphore>,
+    next_id: u64,
+    admin_apart: bool,
+}
+
 /// A `/v1/chat/completions` route's chains.
 pub(crate) struct Route {
     pub(crate) model: String,
@@ -237,25 +246,16 @@ impl Inner {
             None => None,
         };
         let probes = ProbeResults::start(check::pairs(config, &providers));
-        let inner = match previous {
-            None => Inner {
-                probes,
-                upstreams,
-                chat_chains,
-                routes,
-                wildcard,
-                metrics,
-                request_timeout: config.request_timeout,
+        // The front door's settings are the ones the gateway started with.
+        let front = match previous {
+            None => FrontDoor {
                 max_body_bytes: config.max_body_bytes,
                 server: config.server.clone(),
                 body_budget: Arc::new(tokio::sync::Semaphore::new(
                     config.server.max_in_flight_bytes.div_ceil(1024),
                 )),
-                next_id: AtomicU64::new(1),
-                keys,
-                admin_key,
+                next_id: 1,
                 admin_apart: config.admin.listen.is_some(),
-                allow_unauthenticated: config.auth.allow_unauthenticated,
             },
             Some(previous) => {
                 if config.max_body_bytes != previous.max_body_bytes
@@ -267,24 +267,31 @@ impl Inner {
                          the next start"
                     );
                 }
-                Inner {
-                    probes,
-                    upstreams,
-                    chat_chains,
-                    routes,
-                    wildcard,
-                    metrics,
-                    request_timeout: config.request_timeout,
+                FrontDoor {
                     max_body_bytes: previous.max_body_bytes,
                     server: previous.server.clone(),
                     body_budget: previous.body_budget.clone(),
-                    next_id: AtomicU64::new(previous.next_id.load(Ordering::Relaxed)),
-                    keys,
-                    admin_key,
+                    next_id: previous.next_id.load(Ordering::Relaxed),
                     admin_apart: previous.admin_apart,
-                    allow_unauthenticated: config.auth.allow_unauthenticated,
                 }
             }
+        };
+        let inner = Inner {
+            probes,
+            upstreams,
+            chat_chains,
+            routes,
+            wildcard,
+            metrics,
+            request_timeout: config.request_timeout,
+            max_body_bytes: front.max_body_bytes,
+            server: front.server,
+            body_budget: front.body_budget,
+            next_id: AtomicU64::new(front.next_id),
+            keys,
+            admin_key,
+            admin_apart: front.admin_apart,
+            allow_unauthenticated: config.auth.allow_unauthenticated,
         };
         Ok(inner)
     }
