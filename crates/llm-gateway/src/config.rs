@@ -181,7 +181,7 @@ impl ServerLimits {
 }
 
 /// One upstream provider and the resilience settings of its stack.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ProviderSettings {
     /// The name clients and logs use.
     pub name: String,
@@ -343,6 +343,9 @@ struct FileConfig {
     admin: Option<toml::Value>,
 }
 
+/// The largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// Where variables come from: the environment, or a test's map.
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -350,10 +353,21 @@ impl GatewayConfig {
     /// Reads and checks `path`, with `GATEWAY_*` overrides from `vars` and API keys from it.
     pub fn from_file(path: &Path, vars: Lookup<'_>) -> Result<Self, ConfigFileError> {
         let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigFileError {
+        let unreadable = |why: String| ConfigFileError {
             source: source.clone(),
-            error: ConfigError::new("(file)", format!("cannot be read: {err}")),
-        })?;
+            error: ConfigError::new("(file)", why),
+        };
+        // NOTE: bounded, as every read is: a configuration is kilobytes, not a log file.
+        let len = std::fs::metadata(path)
+            .map_err(|err| unreadable(format!("cannot be read: {err}")))?
+            .len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(unreadable(format!(
+                "is {len} bytes; a configuration may be {MAX_CONFIG_BYTES} at most"
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| unreadable(format!("cannot be read: {err}")))?;
         GatewayConfig::from_toml(&text, &source, vars)
     }
 

@@ -133,7 +133,8 @@ impl Gateway {
     ///
     /// The front door's settings (`listen`, `max_body_bytes`, `[server]`, `[admin]`) are
     /// the ones the gateway started with; a change to them is logged and takes effect at the
-    /// next start. The metrics carry on; the providers' breakers and limiters start afresh.
+    /// next start. The metrics carry on; a provider whose settings did not change keeps its
+    /// stack (its breakers' and limiters' state), a changed one starts afresh.
     ///
     /// A configuration without keys is refused while the gateway listens on an address other
     /// than loopback (see [`check_exposure`](Self::check_exposure)); `listening` is that
@@ -173,6 +174,14 @@ impl Inner {
         let mut upstreams = Vec::with_capacity(config.providers.len());
         let mut providers = Vec::with_capacity(config.providers.len());
         for (i, settings) in config.providers.iter().enumerate() {
+            // A provider whose settings a reload leaves as they are keeps its stack: its
+            // breakers stay open or closed, its limiters keep their count.
+            let kept = previous.and_then(|p| p.upstreams.iter().find(|u| u.settings == *settings));
+            if let Some(kept) = kept {
+                providers.push((settings.name.clone(), kept.provider.clone()));
+                upstreams.push(kept.clone());
+                continue;
+            }
             let section = format!("providers[{i}]");
             let provider = settings
                 .connection
@@ -181,9 +190,11 @@ impl Inner {
             providers.push((settings.name.clone(), provider.clone()));
             let models = config.models_of(&settings.name);
             upstreams.push(Configured {
-                upstream: stack::upstream(settings, provider, &models, &metrics)
+                upstream: stack::upstream(settings, provider.clone(), &models, &metrics)
                     .map_err(|e| e.in_section(&section))?,
                 model: settings.model.clone(),
+                settings: settings.clone(),
+                provider,
             });
         }
 

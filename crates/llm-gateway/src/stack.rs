@@ -213,6 +213,11 @@ pub(crate) struct Configured {
     pub(crate) upstream: Upstream,
     /// The model `/api/chat` asks it for.
     pub(crate) model: String,
+    /// The settings it was built from: a reload that leaves them as they are keeps this
+    /// stack, its breakers' and limiters' state included.
+    pub(crate) settings: ProviderSettings,
+    /// Its provider, for probes.
+    pub(crate) provider: Provider,
 }
 
 /// Builds `settings`' stack over `provider`, reporting to `metrics` and the log; with one

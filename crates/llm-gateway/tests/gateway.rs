@@ -1866,3 +1866,66 @@ targets = [{{ provider = "anthropic", model = "claude-3-5-haiku-latest" }}]
         "nothing refused reached the upstream"
     );
 }
+
+/// A reload keeps the stack of a provider whose table did not change: its open breaker stays
+/// open; a provider whose table changed starts afresh.
+#[tokio::test]
+async fn a_reload_keeps_the_breakers_of_unchanged_providers() {
+    let mock = MockProvider::builder()
+        .plan(Plan::from_toml("[[rule]]\nfault = { fault = \"status\", status = 500 }\n").unwrap())
+        .api_key(KEY)
+        .start()
+        .await
+        .unwrap();
+    let provider = |timeout: &str| {
+        format!(
+            "[[providers]]\nname = \"llm\"\nkind = \"openai_compatible\"\nbase_url = \"{}/v1\"\nmodel = \"m\"\napi_key = \"{KEY}\"\ntimeouts = {{ connect = \"{timeout}\" }}\nretry = {{ max_retries = 0 }}\nbreaker = {{ scope = \"provider\", consecutive_failures = 1, open_duration = \"60s\", max_open_duration = \"60s\", open_jitter = 0.0 }}\n",
+            mock.base_url()
+        )
+    };
+    let config = |text: &str| GatewayConfig::from_toml(text, "test.toml", &|_| None).unwrap();
+    let gateway = Gateway::new(&config(&provider("5s")), &|_| None).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.clone().serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let breaker = || async {
+        let health: Value = client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        health["providers"][0]["breaker"]["state"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let failed = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 502);
+    assert_eq!(breaker().await, "open");
+
+    // The same provider table, a route added: the breaker stays open.
+    let with_route = provider("5s")
+        + "[[routes]]\nmodel = \"extra\"\ntargets = [{ provider = \"llm\", model = \"m\" }]\n";
+    gateway
+        .reload(&config(&with_route), &|_| None, None)
+        .unwrap();
+    assert_eq!(breaker().await, "open");
+
+    // Its table changed: a fresh stack, the breaker closed.
+    gateway
+        .reload(&config(&provider("6s")), &|_| None, None)
+        .unwrap();
+    assert_eq!(breaker().await, "closed");
+}

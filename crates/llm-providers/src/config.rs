@@ -31,7 +31,7 @@ use crate::provider::Provider;
 /// let err = config.build_with(|_| None).unwrap_err();
 /// assert_eq!(err.field(), "ANTHROPIC_API_KEY");
 /// ```
-#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ProviderConfig {
