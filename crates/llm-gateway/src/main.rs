@@ -40,7 +40,7 @@ struct Cli {
     listen: Option<SocketAddr>,
     /// Use the embedded mock providers even if API keys are set.
     #[cfg(feature = "demo")]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "config")]
     mock: bool,
     /// Log format: human-readable text, or one JSON object per line.
     #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -69,9 +69,12 @@ fn init_logging(format: LogFormat) {
     const DEFAULT: &str = "info,llm_retry_layer=error,llm_breaker_layer=error,\
         llm_fallback_layer=error,llm_ratelimit_layer=error,llm_providers=error";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT));
+    // Colours only on a terminal: a log file or a collector gets plain text.
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(colours);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

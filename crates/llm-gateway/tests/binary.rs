@@ -627,3 +627,16 @@ async fn a_keys_limit_is_shared_by_every_instance_through_redis() {
         "three a minute across both instances"
     );
 }
+
+#[tokio::test]
+async fn the_command_line_refuses_mock_providers_beside_a_configuration() {
+    let output = Command::new(env!("CARGO_BIN_EXE_llm-gateway"))
+        .args(["--mock", "--config", "gateway.toml"])
+        .env_remove("GATEWAY_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
