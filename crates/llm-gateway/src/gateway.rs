@@ -251,7 +251,7 @@ impl Inner {
             }
         }
 
-        let keys = Keys::new(&config.auth, vars)?;
+        let keys = Keys::new(&config.auth, vars, previous.map(|p| &p.keys))?;
         let admin_key = match &config.admin.key_env {
             Some(var) => Some(AdminKey::from_env(var, vars)?),
             None => None,

@@ -150,7 +150,7 @@ impl AuthConfig {
                 }
             }
             for (j, model) in key.models.iter().enumerate() {
-                if model.is_empty() || model[..model.len() - 1].contains('*') {
+                if model.is_empty() || model.strip_suffix('*').unwrap_or(model).contains('*') {
                     return Err(ConfigError::new(
                         at(&format!("models[{j}]")),
                         "must be a model name, `*` allowed only at its end",
@@ -222,6 +222,9 @@ pub(crate) struct Caller {
     models: Vec<String>,
     endpoints: Vec<String>,
     pub(crate) limit: Option<KeyLimit>,
+    /// The table it was built from (none: `GATEWAY_API_KEYS`), so that a reload leaving it
+    /// as it is keeps its limiter's count.
+    config: Option<KeyConfig>,
 }
 
 impl fmt::Debug for Caller {
@@ -255,14 +258,18 @@ impl Caller {
 #[derive(Debug, Default)]
 pub(crate) struct Keys {
     callers: Vec<std::sync::Arc<Caller>>,
+    /// Where their limits are shared.
+    shared: Option<RedisConfig>,
 }
 
 impl Keys {
     /// The keys of `config`, read through `vars` (`key_env`, and `GATEWAY_API_KEYS`: keys
-    /// separated by commas, named `env-1`, `env-2`, … with no limits).
+    /// separated by commas, named `env-1`, `env-2`, … with no limits). After `previous` (a
+    /// reload), a key whose table did not change keeps its limiter and what it counted.
     pub(crate) fn new(
         config: &AuthConfig,
         vars: &dyn Fn(&str) -> Option<String>,
+        previous: Option<&Keys>,
     ) -> Result<Keys, ConfigError> {
         let mut callers = Vec::new();
         for (i, key) in config.keys.iter().enumerate() {
@@ -293,12 +300,16 @@ impl Keys {
                     ));
                 }
             };
-            let limit = match &key.rate_limit {
-                Some(limit) => Some(
+            let kept = previous
+                .filter(|p| p.shared == config.shared)
+                .and_then(|p| p.callers.iter().find(|c| c.config.as_ref() == Some(key)));
+            let limit = match (kept, &key.rate_limit) {
+                (Some(kept), _) => kept.limit.clone(),
+                (None, Some(limit)) => Some(
                     build_limit(&key.name, limit, config.shared.as_ref())
                         .map_err(|e| e.in_section(&at("rate_limit")))?,
                 ),
-                None => None,
+                (None, None) => None,
             };
             callers.push(std::sync::Arc::new(Caller {
                 name: key.name.clone(),
@@ -306,6 +317,7 @@ impl Keys {
                 models: key.models.clone(),
                 endpoints: key.endpoints.clone(),
                 limit,
+                config: Some(key.clone()),
             }));
         }
         if let Some(list) = vars("GATEWAY_API_KEYS") {
@@ -327,10 +339,14 @@ impl Keys {
                     models: Vec::new(),
                     endpoints: Vec::new(),
                     limit: None,
+                    config: None,
                 }));
             }
         }
-        Ok(Keys { callers })
+        Ok(Keys {
+            callers,
+            shared: config.shared.clone(),
+        })
     }
 
     /// Whether any key is configured (no key: every caller is let in).

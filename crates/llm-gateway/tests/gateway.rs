@@ -1929,3 +1929,48 @@ async fn a_reload_keeps_the_breakers_of_unchanged_providers() {
         .unwrap();
     assert_eq!(breaker().await, "closed");
 }
+
+/// A reload keeps the limiter of a key whose table did not change (its count goes on), and
+/// a model pattern ending in a multi-byte character is read, not a panic.
+#[tokio::test]
+async fn a_reload_keeps_the_count_of_unchanged_keys() {
+    let mock = MockProvider::builder().api_key(KEY).start().await.unwrap();
+    let text = |limit: u32| {
+        format!(
+            "[[providers]]\nname = \"llm\"\nkind = \"openai_compatible\"\nbase_url = \"{}/v1\"\nmodel = \"m\"\napi_key = \"{KEY}\"\n\n[[auth.keys]]\nname = \"a\"\nkey = \"gw-key-a-0123456789abcdef\"\nmodels = [\"m\", \"modèle-é\"]\nrate_limit = {{ requests = {{ limit = {limit}, per = \"1m\" }} }}\n",
+            mock.base_url()
+        )
+    };
+    let config = |text: &str| GatewayConfig::from_toml(text, "test.toml", &|_| None).unwrap();
+    let gateway = Gateway::new(&config(&text(2)), &|_| None).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(gateway.clone().serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let ask = || async {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth("gw-key-a-0123456789abcdef")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!((ask().await, ask().await), (200, 200));
+    // The same key table, a route added: the count goes on.
+    let with_route = text(2)
+        + "[[routes]]\nmodel = \"m\"\ntargets = [{ provider = \"llm\", model = \"m\" }]\n"
+        + "[[routes]]\nmodel = \"extra\"\ntargets = [{ provider = \"llm\", model = \"m\" }]\n";
+    gateway
+        .reload(&config(&with_route), &|_| None, None)
+        .unwrap();
+    assert_eq!(ask().await, 429);
+    // Its limit changed: a fresh limiter.
+    gateway.reload(&config(&text(3)), &|_| None, None).unwrap();
+    assert_eq!(ask().await, 200);
+}
