@@ -49,13 +49,14 @@ use std::sync::Arc;
 use llm_breaker_layer::{
     BreakerConfig, BreakerHandle, BreakerLayer, KeyedBreakerHandle, StateChange,
 };
-use llm_core::{ConfigError, EstimatedCost, LlmError, LocalRateLimited};
+use llm_core::{ConfigError, EstimatedCost, KeyOf, LlmError, LocalRateLimited, ModelRequest};
 use llm_fallback_layer::{Fallback, FallbackEvent, Target};
 use llm_providers::recovery::{
     Prefill, RecoveringStream, RecoveryEvent, RecoveryPolicy, RecoveryTarget, StreamRecovery,
 };
 use llm_providers::{
-    ChatRequest, ChatResponse, ChatStream, ChatTarget, Provider, ProviderKind, StreamTarget,
+    ChatRequest, ChatResponse, ChatStream, ChatTarget, EmbeddingRequest, EmbeddingResponse,
+    Provider, ProviderKind, StreamTarget,
 };
 use llm_ratelimit_layer::{RateLimitConfig, RateLimitHandle, RateLimitLayer};
 use llm_retry_layer::{GiveUp, RetryBudget, RetryConfig, RetryEvent, RetryLayer};
@@ -68,6 +69,22 @@ pub type ChatService = BoxCloneSyncService<ChatRequest, ChatResponse, LlmError>;
 
 /// Streams from one upstream's stack: `Clone + Send + Sync`, one type for every upstream.
 pub type StreamService = BoxCloneSyncService<ChatRequest, ChatStream, LlmError>;
+
+/// Embeddings from one upstream's stack: `Clone + Send + Sync`, one type for every upstream.
+pub type EmbedService = BoxCloneSyncService<EmbeddingRequest, EmbeddingResponse, LlmError>;
+
+/// A per-model breaker's key — the upstream's name, then the request's model — for every
+/// request type that names a model (chat and embeddings share the model's breaker).
+#[derive(Clone, Debug)]
+struct ModelKey(Arc<str>);
+
+impl<Req: ModelRequest> KeyOf<Req> for ModelKey {
+    type Key = String;
+
+    fn key_of(&self, request: &Req) -> String {
+        format!("{}{}", self.0, request.model())
+    }
+}
 
 /// What one circuit breaker of an upstream covers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -111,6 +128,7 @@ pub struct Upstream {
     attempt_stream: StreamService,
     chat: ChatService,
     stream: StreamService,
+    embed: EmbedService,
     health: UpstreamHealth,
 }
 
@@ -173,6 +191,14 @@ impl Upstream {
     /// Streams through its whole stack.
     pub fn stream(&self) -> StreamService {
         self.stream.clone()
+    }
+
+    /// Embeddings through its whole stack: the same retry settings, and the same breaker
+    /// (per model) and limiter as its chat — an embedding call spends the provider's rate
+    /// limit too. (Attempt layers from [`around_attempts`](UpstreamBuilder::around_attempts)
+    /// wrap chat and streams only.)
+    pub fn embed(&self) -> EmbedService {
+        self.embed.clone()
     }
 
     /// Complete answers through the same breaker and limiter, retried under `config`
@@ -467,11 +493,8 @@ impl UpstreamBuilder {
                 // NOTE: the key names the upstream too: a keyed breaker is named by its key,
                 // and one shared through Redis is stored under that name.
                 let prefix: Arc<str> = Arc::from(format!("{name}/"));
-                let key_prefix = prefix.clone();
                 let layer = breaker
-                    .keyed_by(move |request: &ChatRequest| {
-                        format!("{key_prefix}{}", request.model())
-                    })
+                    .keyed_by::<ChatRequest, _, _>(ModelKey(prefix.clone()))
                     .build()
                     .map_err(|e| e.in_section("breaker"))?;
                 let handle = layer.handle();
@@ -482,6 +505,7 @@ impl UpstreamBuilder {
             }
         };
         let streaming = provider.streaming();
+        let embed = EmbedService::new(breaker.layer(limit.layer(provider.clone())));
         let chat = ChatService::new(breaker.layer(limit.layer(provider)));
         let stream = StreamService::new(breaker.layer(limit.layer(streaming)));
         let attempt_chat = match &self.around_chat {
@@ -504,6 +528,7 @@ impl UpstreamBuilder {
         Ok(Upstream {
             chat: ChatService::new(retry.layer(attempt_chat.clone())),
             stream: StreamService::new(retry.layer(attempt_stream.clone())),
+            embed: EmbedService::new(retry.layer(embed)),
             attempt_chat,
             attempt_stream,
             health: UpstreamHealth {
@@ -599,6 +624,7 @@ impl UpstreamHealth {
 #[derive(Clone)]
 pub struct UpstreamChain {
     chat: Fallback<ChatService, ChatRequest>,
+    embed: Fallback<EmbedService, EmbeddingRequest>,
     stream: StreamRecovery<Fallback<StreamService, ChatRequest>>,
     targets: Arc<[(Arc<str>, ProviderKind)]>,
 }
@@ -627,6 +653,13 @@ impl UpstreamChain {
     /// say (by default: the failures a fallback is for).
     pub fn chat(&self) -> Fallback<ChatService, ChatRequest> {
         self.chat.clone()
+    }
+
+    /// Embeddings: each upstream's stack in order, as [`chat`](Self::chat) moves on. Put
+    /// only models whose vectors share one space in a chain: a vector from another model
+    /// cannot be compared with the ones stored.
+    pub fn embed(&self) -> Fallback<EmbedService, EmbeddingRequest> {
+        self.embed.clone()
     }
 
     /// Streams: the same order, and a stream broken after its first chunk repaired on the
@@ -729,6 +762,7 @@ impl UpstreamChainBuilder {
         let mut chat_targets = Vec::with_capacity(self.entries.len());
         let mut stream_targets = Vec::with_capacity(self.entries.len());
         let mut recovery_targets = Vec::with_capacity(self.entries.len());
+        let mut embed_targets = Vec::with_capacity(self.entries.len());
         let mut names = Vec::with_capacity(self.entries.len());
         for (i, entry) in self.entries.iter().enumerate() {
             let up = &entry.upstream;
@@ -740,24 +774,29 @@ impl UpstreamChainBuilder {
             };
             let mut chat = Target::new(up.name.clone(), chat);
             let mut stream = Target::new(up.name.clone(), up.stream());
+            let mut embed = Target::new(up.name.clone(), up.embed());
             let mut repair =
                 RecoveryTarget::new(up.name.clone(), up.kind, up.stream()).prefill(up.prefill);
             if let Some(model) = &entry.model {
                 chat = chat.model(model.clone());
                 stream = stream.model(model.clone());
+                embed = embed.model(model.clone());
                 repair = repair.model(model.clone());
             }
             chat_targets.push(chat);
             stream_targets.push(stream);
+            embed_targets.push(embed);
             recovery_targets.push(repair);
             names.push((up.name.clone(), up.kind));
         }
         let mut chat = Fallback::builder(chat_targets);
         let mut stream = Fallback::builder(stream_targets);
+        let mut embed = Fallback::builder(embed_targets);
         if let Some(hook) = &self.on_fallback {
-            let (a, b) = (hook.clone(), hook.clone());
+            let (a, b, c) = (hook.clone(), hook.clone(), hook.clone());
             chat = chat.on_fallback(move |event| a(event));
             stream = stream.on_fallback(move |event| b(event));
+            embed = embed.on_fallback(move |event| c(event));
         }
         let mut recovering = StreamRecovery::builder(stream.build()?).policy(self.recovery);
         for target in recovery_targets {
@@ -768,6 +807,7 @@ impl UpstreamChainBuilder {
         }
         Ok(UpstreamChain {
             chat: chat.build()?,
+            embed: embed.build()?,
             stream: recovering.build()?,
             targets: names.into(),
         })

@@ -2,8 +2,10 @@
 
 The gateway runs the README's quick-start configuration over the test kit's mock-provider
 binary, whose plan resets every non-streamed call to gpt-4o and cuts every gpt-4o stream
-after 40 tokens: the fallback, gpt-4o-mini, answers or finishes. Prints `N passed, N failed`
-and exits non-zero on a failure.
+after 40 tokens: the fallback, gpt-4o-mini, answers or finishes. A second gateway
+(gateway-mixed.toml) has routes answered by Anthropic-format upstreams and models that fail
+on purpose. Chat completions and the Responses API are both driven. Prints
+`N passed, N failed` and exits non-zero on a failure.
 """
 
 import json
@@ -13,7 +15,9 @@ import traceback
 
 import openai
 
-client = openai.OpenAI(base_url=os.environ["GATEWAY_URL"], api_key="not-needed", max_retries=0)
+client = openai.OpenAI(base_url=os.environ["GATEWAY_URL"] + "/v1", api_key="not-needed", max_retries=0)
+# The gateway of gateway-mixed.toml: routes across dialects, a caller key, failing models.
+mixed = openai.OpenAI(base_url=os.environ["MIXED_URL"] + "/v1", api_key=os.environ["MIXED_KEY"], max_retries=0)
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
 
@@ -166,6 +170,180 @@ def test_an_unrouted_model_is_a_404():
 def test_the_models_listed_are_the_routes():
     ids = sorted(model.id for model in client.models.list())
     assert ids == ["gpt-4o", "gpt-4o-mini"], ids
+
+
+def test_a_chat_completion_answered_by_anthropic_with_tools_through_a_fallback():
+    tools = WEATHER
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    raw = mixed.chat.completions.with_raw_response.create(model="claude-sonnet", messages=messages, tools=tools)
+    first = raw.parse()
+    assert raw.headers["x-gateway-provider"] == "claude", dict(raw.headers)
+    call = first.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"n": 1, "tool": "get_weather"}
+    assert first.choices[0].finish_reason == "tool_calls"
+    messages += [first.choices[0].message, {"role": "tool", "tool_call_id": call.id, "content": "18 C"}]
+    answer = mixed.chat.completions.create(model="claude-sonnet", messages=messages, tools=tools)
+    assert answer.choices[0].message.content == "Tool get_weather said: 18 C.", answer
+
+
+def test_a_wrong_key_is_an_authentication_error():
+    wrong = openai.OpenAI(base_url=os.environ["MIXED_URL"] + "/v1", api_key="not-the-key", max_retries=0)
+    for call in (lambda: wrong.chat.completions.create(model="claude-sonnet", messages=MESSAGES),
+                 lambda: wrong.responses.create(model="claude-sonnet", input="Hello")):
+        try:
+            call()
+        except openai.AuthenticationError as err:
+            assert err.status_code == 401 and err.code == "invalid_api_key", err.body
+        else:
+            raise AssertionError("no error")
+
+
+def test_an_unavailable_upstream_is_a_503():
+    try:
+        mixed.chat.completions.create(model="unavailable", messages=MESSAGES)
+    except openai.InternalServerError as err:
+        assert err.status_code == 503, err
+        assert err.response.headers.get("retry-after"), dict(err.response.headers)
+    else:
+        raise AssertionError("no error")
+
+
+def test_a_rate_limit_is_a_429_with_retry_after():
+    try:
+        mixed.responses.create(model="limited", input="Hello")
+    except openai.RateLimitError as err:
+        assert err.response.headers["retry-after"] == "7", dict(err.response.headers)
+        assert err.code == "rate_limit_exceeded", err.body
+    else:
+        raise AssertionError("no error")
+
+
+# The Responses API.
+
+def test_a_response_through_the_fallback():
+    raw = client.responses.with_raw_response.create(model="gpt-4o", input="Hello", store=False)
+    response = raw.parse()
+    assert response.model == "gpt-4o-mini", response.model
+    assert response.status == "completed", response
+    canonical(response.output_text)
+    assert response.usage.output_tokens == 60, response.usage
+    assert response.usage.output_tokens_details.reasoning_tokens == 0
+    assert raw.headers["x-gateway-attempts"] == "2", dict(raw.headers)
+
+
+def test_a_response_stream_cut_mid_answer_is_read_whole():
+    types = []
+    with client.responses.stream(model="gpt-4o", input="Hello", instructions="Be brief.") as stream:
+        for event in stream:
+            types.append(event.type)
+        final = stream.get_final_response()
+    canonical(final.output_text)
+    assert types[0] == "response.created" and types[-1] == "response.completed", types
+    assert "response.output_text.delta" in types, types
+
+
+def response_tool_loop(stream):
+    tools = [{"type": "function", "name": "get_weather", "description": "The weather in a city",
+              "parameters": WEATHER[0]["function"]["parameters"], "strict": True}]
+    history = [{"role": "user", "content": "What is the weather in Paris?"}]
+    if stream:
+        with client.responses.stream(model="gpt-4o-mini", input=history, tools=tools) as events:
+            deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+            first = events.get_final_response()
+        assert json.loads("".join(deltas)) == {"n": 1, "tool": "get_weather"}, deltas
+    else:
+        first = client.responses.create(model="gpt-4o-mini", input=history, tools=tools)
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather", first.output
+    assert json.loads(calls[0].arguments) == {"n": 1, "tool": "get_weather"}
+    # The SDK's own output items go back as they are, then the call's output.
+    history += first.output
+    history.append({"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 C"})
+    answer = client.responses.create(model="gpt-4o-mini", input=history, tools=tools)
+    assert answer.output_text == "Tool get_weather said: 18 C.", answer.output
+
+
+def test_a_response_tool_loop_whole():
+    response_tool_loop(stream=False)
+
+
+def test_a_response_tool_loop_streamed():
+    response_tool_loop(stream=True)
+
+
+def test_a_response_answered_by_anthropic_through_a_fallback():
+    response = mixed.responses.create(model="claude-sonnet", input="Hello", instructions="Be brief.")
+    assert response.model == "claude-sonnet-4-5", response.model
+    canonical(response.output_text)
+
+
+def test_a_response_in_a_json_schema():
+    response = client.responses.create(
+        model="gpt-4o-mini", input="Who is this?",
+        text={"format": {"type": "json_schema", "name": "Person", "strict": True, "schema": {
+            "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+            "required": ["name", "age"], "additionalProperties": False}}},
+    )
+    assert json.loads(response.output_text) == {"name": "Alfa", "age": 1}, response.output_text
+
+
+def test_a_stored_response_is_refused_the_gateway_is_stateless():
+    for kwargs in ({"store": True}, {"previous_response_id": "resp_123"}):
+        try:
+            client.responses.create(model="gpt-4o-mini", input="Hello", **kwargs)
+        except openai.BadRequestError as err:
+            assert err.param == next(iter(kwargs)), err.body
+            assert "stateless" in err.message, err.message
+        else:
+            raise AssertionError(f"{kwargs} was accepted")
+
+
+def test_a_response_stream_broken_mid_answer_raises():
+    text = ""
+    try:
+        for event in mixed.responses.create(model="breaks", input="Hello", stream=True):
+            if event.type == "response.output_text.delta":
+                text += event.delta
+    except openai.APIError as err:
+        assert text, "the error came before any text"
+        assert not isinstance(err, openai.APIStatusError), err
+    else:
+        raise AssertionError("a broken stream ended as if complete")
+
+
+
+# Embeddings.
+
+def test_embeddings_through_a_fallback_in_the_sdks_default_base64():
+    texts = ["a", "bb", "ccc"] * 50  # 150 inputs: two batches for Gemini (100 a call)
+    raw = mixed.embeddings.with_raw_response.create(model="embed", input=texts)
+    result = raw.parse()
+    assert raw.headers["x-gateway-provider"] == "gemini", dict(raw.headers)
+    assert [d.index for d in result.data] == list(range(150))
+    # The mock's vectors start with their input's length: the order is the inputs'.
+    assert [d.embedding[0] for d in result.data] == [float(len(t)) for t in texts]
+    assert all(len(d.embedding) == 8 for d in result.data)
+
+
+def test_embeddings_as_floats():
+    result = mixed.embeddings.create(model="embed", input="Why is the sky blue?", encoding_format="float")
+    assert len(result.data) == 1 and len(result.data[0].embedding) == 8, result
+    assert result.data[0].embedding[0] == 20.0, result.data[0].embedding
+
+
+def test_an_embedding_target_of_another_size_is_passed_over():
+    result = mixed.embeddings.create(model="embed-sized", input=["x", "yy"])
+    assert [len(d.embedding) for d in result.data] == [8, 8], result
+    assert result.model == "text-embedding-3-small", result.model
+
+
+def test_embeddings_of_another_size_are_refused():
+    try:
+        mixed.embeddings.create(model="embed", input="x", dimensions=16)
+    except openai.BadRequestError as err:
+        assert err.param == "dimensions", err.body
+    else:
+        raise AssertionError("no error")
 
 
 def main():

@@ -14,8 +14,8 @@ use serde_json::json;
 use tower::{Layer, ServiceExt};
 
 use super::auth::{CallerKey, check_model};
+use super::error::ApiError;
 use super::gateway::Current;
-use super::openai::ApiError;
 use super::respond::{body_error, json_response, observed};
 
 /// `/api/chat`'s body.

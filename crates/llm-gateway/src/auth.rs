@@ -10,9 +10,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::error::ApiError;
 use crate::gateway::Current;
 use crate::keys::Caller;
-use crate::openai::ApiError;
 use crate::respond::json_response;
 
 /// The key a request presents: a bearer token, or Anthropic's `x-api-key`.
@@ -69,7 +69,7 @@ pub(crate) fn admit(gw: Current, request: &mut Request) -> Result<(), Box<Respon
         return Err(Box::new(refused(
             path,
             StatusCode::UNAUTHORIZED,
-            "missing API key: send `Authorization: Bearer <key>`",
+            "missing API key: send `Authorization: Bearer <key>` or `x-api-key: <key>`",
         )));
     };
     let Some(caller) = gw.inner.keys.find(key) else {
@@ -93,6 +93,11 @@ pub(crate) fn admit(gw: Current, request: &mut Request) -> Result<(), Box<Respon
 
 /// A refusal in the format of the endpoint at `path`.
 fn refused(path: &str, status: StatusCode, message: &str) -> Response {
+    if path.starts_with("/v1/messages") {
+        let mut error = ApiError::invalid(message);
+        error.status = status;
+        return error.into_anthropic_response();
+    }
     if path.starts_with("/v1/") {
         let code = if status == StatusCode::UNAUTHORIZED {
             "invalid_api_key"

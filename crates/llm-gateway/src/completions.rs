@@ -5,18 +5,16 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use futures_util::future::Either;
-use llm_providers::ProviderKind;
-use llm_providers::recovery::{AfterOutput, RecoveringStream, RecoveryPolicy};
-use tower::{Layer, ServiceExt};
+use llm_providers::recovery::RecoveringStream;
 
-use super::auth::{CallerKey, check_model};
+use super::auth::CallerKey;
+use super::dispatch::{Call, annotate, route_for, targets};
+use super::error::ApiError;
 use super::gateway::Current;
-use super::openai::{self, ApiError, CompletionRequest};
+use super::openai::{self, CompletionRequest};
 use super::respond::{body_error, observed};
 
 pub(crate) async fn chat_completions(
@@ -45,60 +43,23 @@ pub(crate) async fn completions_inner(
         .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
     // The body's bytes are parsed: not held for the rest of the request.
     drop(body);
-    check_model(caller, &request.model)?;
-    let limit = caller.as_ref().and_then(|key| key.limit.as_ref());
-    let Some(route) = gw.route(&request.model) else {
-        let routed: Vec<&str> = gw.inner.routes.iter().map(|r| r.model.as_str()).collect();
-        return Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            ..ApiError::invalid(format!(
-                "the model {:?} is not routed by this gateway (routed: {})",
-                request.model,
-                routed.join(", ")
-            ))
-            .param("model")
-            .code("model_not_found")
-        });
-    };
-    let targets: Vec<(&str, ProviderKind)> = route
-        .chain
-        .targets()
-        .iter()
-        .map(|(n, k)| (&**n, *k))
-        .collect();
-    let passed = request.check_fields(&targets)?;
+    let route = route_for(gw, caller, &request.model)?;
+    let passed = request.check_fields(&targets(route))?;
     // The fields checked are the ones that go; `take_chat_request` sends what `rest` holds.
     request.rest = passed;
-    let (mut chat, log) = gw.prepare(request.take_chat_request()?);
-    if request.wants_json() && route.recovery.after_output == AfterOutput::Continue {
-        // JSON spliced from two answers is not JSON: hold back or fail clean instead.
-        chat.extensions_mut().insert(RecoveryPolicy {
-            after_output: AfterOutput::Fail,
-            ..route.recovery.clone()
-        });
-    }
+    let call = Call::new(gw, caller, route, request.take_chat_request()?);
     let id = gw.request_id();
     if !request.stream {
-        let chain = route.chain.chat();
-        let call = match limit {
-            Some(limit) => Either::Left(limit.layer(chain).oneshot(chat)),
-            None => Either::Right(chain.oneshot(chat)),
-        };
-        let answer = gw
-            .within_deadline(call)
+        let (answer, log) = call
+            .complete()
             .await
             .map_err(|err| ApiError::from_llm(&err))?;
         let mut response = axum::Json(openai::completion(&id, &answer)).into_response();
-        annotate(&mut response, &answer.provider, log.upstream_calls());
+        annotate(&mut response, &answer.provider, &log);
         return Ok(response);
     }
-    let chain = route.chain.stream();
-    let call = match limit {
-        Some(limit) => Either::Left(limit.layer(chain).oneshot(chat)),
-        None => Either::Right(chain.oneshot(chat)),
-    };
-    let stream = gw
-        .within_deadline(call)
+    let (stream, log) = call
+        .stream()
         .await
         .map_err(|err| ApiError::from_llm(&err))?;
     let provider = stream.provider().to_owned();
@@ -107,17 +68,8 @@ pub(crate) async fn completions_inner(
     let mut response = Sse::new(sse_events(stream, id, request.include_usage()))
         .keep_alive(KeepAlive::default())
         .into_response();
-    annotate(&mut response, &provider, log.upstream_calls());
+    annotate(&mut response, &provider, &log);
     Ok(response)
-}
-
-/// Says who answered and after how many attempts, for clients that want to know.
-pub(crate) fn annotate(response: &mut Response, provider: &str, attempts: usize) {
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(provider) {
-        headers.insert("x-gateway-provider", value);
-    }
-    headers.insert("x-gateway-attempts", HeaderValue::from(attempts));
 }
 
 struct SseState {

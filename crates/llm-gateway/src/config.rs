@@ -90,6 +90,8 @@ pub struct GatewayConfig {
     pub providers: Vec<ProviderSettings>,
     /// `/v1/chat/completions` routes: model name → chain of targets.
     pub routes: Vec<RouteConfig>,
+    /// `/v1/embeddings` routes: model name → chain of targets of one vector size.
+    pub embedding_routes: Vec<EmbeddingRouteConfig>,
     /// The front door's timeouts and caps.
     pub server: ServerLimits,
     /// Who may call: the gateway's API keys.
@@ -246,6 +248,46 @@ pub struct RouteTarget {
     pub model: Option<String>,
 }
 
+/// A `/v1/embeddings` route: targets tried in order, all answering vectors of the size the
+/// route declares (vectors of two sizes, or of two models, cannot be compared: a fallback
+/// between them must keep one space).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingRouteConfig {
+    /// The model name clients ask for.
+    pub model: String,
+    /// The length of every vector the route answers: each target is asked for it, and an
+    /// answer of another length moves on to the next target.
+    pub dimensions: u32,
+    /// Tried in order.
+    pub targets: Vec<EmbeddingTarget>,
+}
+
+/// One target of an embedding route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingTarget {
+    /// A configured provider's name (not an Anthropic one: Anthropic has no embeddings).
+    pub provider: String,
+    /// The upstream model; absent: the model name the client asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Whether the route's `dimensions` are sent to the model (default: yes). `false` for a
+    /// model that takes no `dimensions` parameter and answers the route's size natively
+    /// (OpenAI's `text-embedding-ada-002`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub send_dimensions: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 impl RouteConfig {
     /// Whether this is the wildcard route.
     pub fn is_wildcard(&self) -> bool {
@@ -338,6 +380,8 @@ struct FileConfig {
     #[serde(default)]
     routes: Vec<RouteConfig>,
     #[serde(default)]
+    embedding_routes: Vec<EmbeddingRouteConfig>,
+    #[serde(default)]
     server: ServerLimits,
     auth: Option<toml::Value>,
     admin: Option<toml::Value>,
@@ -397,6 +441,7 @@ impl GatewayConfig {
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             providers,
             routes: file.routes,
+            embedding_routes: file.embedding_routes,
             server: file.server,
             auth: section("auth", file.auth).map_err(at)?,
             admin: section("admin", file.admin).map_err(at)?,
@@ -541,6 +586,51 @@ impl GatewayConfig {
                         format!("routes[{i}].targets[{j}].provider"),
                         format!(
                             "names no configured provider (got {:?}; configured: {names})",
+                            target.provider
+                        ),
+                    ));
+                }
+            }
+        }
+        for (i, route) in self.embedding_routes.iter().enumerate() {
+            let at = |field: &str| format!("embedding_routes[{i}].{field}");
+            if route.model.trim().is_empty() {
+                return Err(ConfigError::new(at("model"), "must not be empty"));
+            }
+            if self.embedding_routes[..i]
+                .iter()
+                .any(|r| r.model == route.model)
+            {
+                return Err(ConfigError::new(
+                    at("model"),
+                    format!("repeats the embedding route {:?}", route.model),
+                ));
+            }
+            if route.dimensions == 0 {
+                return Err(ConfigError::new(at("dimensions"), "must be at least 1"));
+            }
+            if route.targets.is_empty() {
+                return Err(ConfigError::new(
+                    at("targets"),
+                    "must name at least one target",
+                ));
+            }
+            for (j, target) in route.targets.iter().enumerate() {
+                let Some(provider) = self.providers.iter().find(|p| p.name == target.provider)
+                else {
+                    return Err(ConfigError::new(
+                        at(&format!("targets[{j}].provider")),
+                        format!(
+                            "names no configured provider (got {:?}; configured: {names})",
+                            target.provider
+                        ),
+                    ));
+                };
+                if provider.connection.kind == Some(ProviderKind::Anthropic) {
+                    return Err(ConfigError::new(
+                        at(&format!("targets[{j}].provider")),
+                        format!(
+                            "{:?} is an Anthropic provider, and Anthropic has no embeddings API",
                             target.provider
                         ),
                     ));

@@ -9,10 +9,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use llm_providers::ChatRequest;
 use llm_providers::recovery::RecoveryPolicy;
+use llm_providers::{ChatRequest, EmbeddingRequest};
 use llm_tower::fallback::Fallback;
-use llm_tower::upstream::{ChatService, UpstreamChain};
+use llm_tower::upstream::{ChatService, EmbedService, Upstream, UpstreamChain};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 
 use super::check::{self, ProbeResults};
@@ -61,6 +61,7 @@ pub(crate) struct Inner {
     pub(crate) chat_chains: Vec<Fallback<ChatService, ChatRequest>>,
     pub(crate) routes: Vec<Route>,
     pub(crate) wildcard: Option<Route>,
+    pub(crate) embedding_routes: Vec<EmbeddingRoute>,
     pub(crate) metrics: Metrics,
     pub(crate) request_timeout: Duration,
     pub(crate) max_body_bytes: usize,
@@ -87,6 +88,13 @@ struct FrontDoor {
     body_budget: Arc<tokio::sync::Semaphore>,
     next_id: u64,
     admin_apart: bool,
+}
+
+/// A `/v1/embeddings` route: its model name, vector size and chain.
+pub(crate) struct EmbeddingRoute {
+    pub(crate) model: String,
+    pub(crate) dimensions: u32,
+    pub(crate) chain: Fallback<EmbedService, EmbeddingRequest>,
 }
 
 /// A `/v1/chat/completions` route's chains.
@@ -251,6 +259,27 @@ impl Inner {
             }
         }
 
+        let mut embedding_routes = Vec::with_capacity(config.embedding_routes.len());
+        for (i, route) in config.embedding_routes.iter().enumerate() {
+            let ups: Vec<&Upstream> = route
+                .targets
+                .iter()
+                .map(|target| {
+                    &upstreams
+                        .iter()
+                        .find(|u| u.upstream.name() == target.provider)
+                        .expect("validated: every target names a provider")
+                        .upstream
+                })
+                .collect();
+            embedding_routes.push(EmbeddingRoute {
+                model: route.model.clone(),
+                dimensions: route.dimensions,
+                chain: stack::embedding_chain(route, &ups, &metrics)
+                    .map_err(|e| e.in_section(&format!("embedding_routes[{i}]")))?,
+            });
+        }
+
         let keys = Keys::new(&config.auth, vars, previous.map(|p| &p.keys))?;
         let admin_key = match &config.admin.key_env {
             Some(var) => Some(AdminKey::from_env(var, vars)?),
@@ -293,6 +322,7 @@ impl Inner {
             chat_chains,
             routes,
             wildcard,
+            embedding_routes,
             metrics,
             request_timeout: config.request_timeout,
             max_body_bytes: front.max_body_bytes,
@@ -368,8 +398,13 @@ impl Current {
     }
 
     pub(crate) fn request_id(&self) -> String {
+        self.next_id("chatcmpl-gw")
+    }
+
+    /// A fresh answer id: `prefix`, the time, and a counter.
+    pub(crate) fn next_id(&self, prefix: &str) -> String {
         format!(
-            "chatcmpl-gw{:x}{:06x}",
+            "{prefix}{:x}{:06x}",
             openai::unix_now(),
             self.inner.next_id.fetch_add(1, Ordering::Relaxed)
         )

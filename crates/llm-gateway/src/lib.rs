@@ -25,6 +25,7 @@
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod anthropic;
 mod api_chat;
 mod auth;
 pub mod check;
@@ -33,11 +34,17 @@ pub mod config;
 #[cfg(feature = "demo")]
 #[cfg_attr(docsrs, doc(cfg(feature = "demo")))]
 pub mod demo;
+mod dispatch;
+mod embeddings;
+mod error;
 mod gateway;
 mod keys;
+mod messages;
 mod metrics;
 mod openai;
 mod respond;
+mod responses;
+mod responses_api;
 mod server;
 mod stack;
 mod status;

@@ -6,19 +6,19 @@
 //! request (and by `llm-providers` to each upstream's format); any other field passes through
 //! to OpenAI-format upstreams or is refused with a 400 naming it — never dropped.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use llm_providers::recovery::Recovery;
 use llm_providers::{
     ChatChunk, ChatRequest, ChatResponse, Content, FinishReason, Media, Message, Part,
     ProviderKind, Reasoning, ReasoningConfig, ReasoningEffort, ResponseFormat, Tool, ToolCall,
     ToolChoice,
 };
-use llm_tower::{ErrorKind, LlmError, Usage};
+use llm_tower::Usage;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
 
 /// `POST /v1/chat/completions`' body. The fields the gateway translates are named; every
 /// other field is passed through as it is to OpenAI-format upstreams, or refused with a 400
@@ -271,14 +271,6 @@ impl CompletionRequest {
         Ok(request)
     }
 
-    /// Whether the client asked for JSON output, whose answer must not be spliced from two
-    /// models' text.
-    pub(crate) fn wants_json(&self) -> bool {
-        self.response_format.as_ref().is_some_and(|format| {
-            matches!(format["type"].as_str(), Some("json_object" | "json_schema"))
-        })
-    }
-
     /// Whether the client asked for a usage chunk at the end of the stream.
     pub(crate) fn include_usage(&self) -> bool {
         self.stream_options
@@ -440,7 +432,7 @@ fn in_assistant(message: InMessage, i: usize) -> Result<Message, ApiError> {
 }
 
 /// `id` without, and the thought signature the gateway put in it.
-fn split_signature(id: &str) -> (String, Option<String>) {
+pub(crate) fn split_signature(id: &str) -> (String, Option<String>) {
     match id.split_once(SIGNATURE_IN_ID) {
         Some((id, signature)) => (id.to_owned(), Some(signature.to_owned())),
         None => (id.to_owned(), None),
@@ -448,7 +440,7 @@ fn split_signature(id: &str) -> (String, Option<String>) {
 }
 
 /// The id the client sees for `call`: its id, with Gemini's signature when it has one.
-fn out_call_id(call_id: &str, signature: Option<&str>) -> String {
+pub(crate) fn out_call_id(call_id: &str, signature: Option<&str>) -> String {
     match signature {
         Some(signature) => format!("{call_id}{SIGNATURE_IN_ID}{signature}"),
         None => call_id.to_owned(),
@@ -557,7 +549,7 @@ fn in_response_format(format: &Value) -> Result<ResponseFormat, ApiError> {
 }
 
 /// Whether `kind` reads OpenAI's chat format, so that a field it knows passes as it is.
-fn speaks_openai(kind: ProviderKind) -> bool {
+pub(crate) fn speaks_openai(kind: ProviderKind) -> bool {
     matches!(
         kind,
         ProviderKind::OpenAi
@@ -569,7 +561,7 @@ fn speaks_openai(kind: ProviderKind) -> bool {
 
 /// `value` when it is a number from `min` to `max`, as OpenAI takes it; a 400 naming
 /// `param` otherwise (a value too large for an `f32`, such as `1e39`, reads as infinite).
-fn in_range(param: &str, value: f32, min: f32, max: f32) -> Result<f32, ApiError> {
+pub(crate) fn in_range(param: &str, value: f32, min: f32, max: f32) -> Result<f32, ApiError> {
     if value.is_finite() && (min..=max).contains(&value) {
         Ok(value)
     } else {
@@ -926,157 +918,4 @@ pub(crate) fn usage_chunk(id: &str, created: u64, model: &str, usage: Usage) -> 
         "choices": [],
         "usage": usage_json(usage),
     })
-}
-
-/// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}` with the
-/// status it belongs to and, for 429 and 503, a `Retry-After`.
-#[derive(Debug, Clone)]
-pub(crate) struct ApiError {
-    pub(crate) status: StatusCode,
-    pub(crate) message: String,
-    pub(crate) kind: &'static str,
-    pub(crate) param: Option<String>,
-    pub(crate) code: Option<String>,
-    pub(crate) retry_after: Option<Duration>,
-}
-
-impl ApiError {
-    /// A 400 `invalid_request_error`.
-    pub(crate) fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            kind: "invalid_request_error",
-            param: None,
-            code: None,
-            retry_after: None,
-        }
-    }
-
-    /// Names the request field at fault.
-    pub(crate) fn param(mut self, param: impl Into<String>) -> ApiError {
-        self.param = Some(param.into());
-        self
-    }
-
-    /// Sets the machine-readable code.
-    pub(crate) fn code(mut self, code: impl Into<String>) -> ApiError {
-        self.code = Some(code.into());
-        self
-    }
-
-    /// A body the gateway could not read: too large (413) or not the JSON expected (400).
-    pub(crate) fn body(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            ..ApiError::invalid(message)
-        }
-    }
-
-    /// What an upstream failure means to the gateway's client.
-    pub(crate) fn from_llm(err: &LlmError) -> ApiError {
-        let kind = err.kind();
-        let (status, kind_name, code): (StatusCode, &'static str, &str) = match kind {
-            ErrorKind::RateLimited | ErrorKind::LocalRateLimited => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "rate_limit_exceeded",
-            ),
-            ErrorKind::QuotaExceeded => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "insufficient_quota",
-                "insufficient_quota",
-            ),
-            ErrorKind::ContextLengthExceeded => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "context_length_exceeded",
-            ),
-            ErrorKind::ContentFiltered => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "content_policy_violation",
-            ),
-            ErrorKind::InvalidRequest => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-            ),
-            // No target of the route can honour a feature the request needs.
-            ErrorKind::Unsupported => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "unsupported_feature",
-            ),
-            ErrorKind::ModelNotFound => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "server_error", "timeout"),
-            ErrorKind::Overloaded | ErrorKind::CircuitOpen => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                kind.as_str(),
-            ),
-            // A bad upstream key is the gateway's fault, not the client's.
-            _ => (StatusCode::BAD_GATEWAY, "server_error", kind.as_str()),
-        };
-        let retry_after = matches!(
-            status,
-            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-        )
-        .then(|| shortest_retry_after(err).unwrap_or(Duration::from_secs(1)));
-        ApiError {
-            status,
-            message: err.to_string(),
-            kind: kind_name,
-            param: None,
-            code: Some(code.to_owned()),
-            retry_after,
-        }
-    }
-
-    /// The error object itself (also the payload of an in-stream error event).
-    pub(crate) fn to_json(&self) -> Value {
-        json!({
-            "error": {
-                "message": self.message,
-                "type": self.kind,
-                "param": self.param,
-                "code": self.code,
-            }
-        })
-    }
-}
-
-/// The soonest time any attempt said capacity returns: every target in a chain failed, so
-/// the first to recover is when trying again makes sense.
-fn shortest_retry_after(err: &LlmError) -> Option<Duration> {
-    let own = err.retry_after();
-    let from_attempts = err.fallback_attempts().and_then(|exhausted| {
-        exhausted
-            .attempts()
-            .iter()
-            .filter_map(|a| a.retry_after)
-            .min()
-    });
-    match (own, from_attempts) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(self.to_json())).into_response();
-        if let Some(delay) = self.retry_after {
-            // Whole seconds, rounded up: a client waiting this long finds capacity.
-            let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
-        response
-    }
 }

@@ -15,8 +15,11 @@ use tokio::net::TcpListener;
 use super::api_chat::api_chat;
 use super::auth::{admit, authenticate};
 use super::completions::chat_completions;
+use super::embeddings::embeddings;
 use super::gateway::{Current, Gateway};
+use super::messages::{count_tokens, messages};
 use super::respond::at_capacity;
+use super::responses::responses;
 use super::status::{health, metrics, models};
 
 impl Gateway {
@@ -40,6 +43,10 @@ impl Gateway {
         let mut routes = Router::new()
             .route("/api/chat", post(api_chat))
             .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/messages", post(messages))
+            .route("/v1/messages/count_tokens", post(count_tokens))
+            .route("/v1/responses", post(responses))
+            .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models));
         if !current.inner.admin_apart {
             routes = routes

@@ -21,16 +21,19 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use llm_providers::recovery::RecoveryEvent;
-use llm_providers::{ChatRequest, ChatResponse, ChatStream, Provider};
-use llm_tower::fallback::FallbackReason;
+use llm_providers::{
+    ChatRequest, ChatResponse, ChatStream, EmbeddingRequest, EmbeddingResponse, Provider,
+};
+use llm_tower::fallback::{Fallback, FallbackEvent, FallbackReason, Target};
 use llm_tower::upstream::{
-    BreakerScope as UpstreamBreakerScope, Upstream, UpstreamChain, UpstreamChainBuilder,
+    BreakerScope as UpstreamBreakerScope, EmbedService, Upstream, UpstreamChain,
+    UpstreamChainBuilder,
 };
 use llm_tower::{ConfigError, EndObserver, ErrorKind, LlmError, ObserveEnd, ReportsUsage, Usage};
 use serde::Serialize;
 use tower::{Layer, Service};
 
-use super::config::{BreakerScope, ProviderSettings};
+use super::config::{BreakerScope, EmbeddingRouteConfig, ProviderSettings};
 use super::metrics::{Metrics, ProviderSeries};
 
 /// One attempt on one provider, as the gateway reports it.
@@ -314,32 +317,87 @@ pub(crate) fn upstream(
 
 /// A chain builder that logs and counts each move to the next provider and each stream
 /// repair.
+/// What the gateway does on a move to the next target: a log line (DEBUG for a target our
+/// own breaker or limiter skipped, WARN otherwise) and the fallback counter.
+fn on_fallback(metrics: Metrics) -> impl Fn(&FallbackEvent) + Send + Sync + 'static {
+    move |event| {
+        let reason = match &event.reason {
+            FallbackReason::Failed { kind, .. } => kind.as_str(),
+            FallbackReason::Hedged { .. } => "hedged",
+            _ => "other",
+        };
+        // NOTE: a target skipped by our own breaker or limiter is an expected, counted
+        // event: logging it per request at WARN would flood the log during an outage.
+        let skipped = matches!(&event.reason, FallbackReason::Failed { kind, .. } if kind.is_local_rejection());
+        if skipped {
+            tracing::debug!(from = %event.from, to = %event.to, reason, "skipping {} for {} ({reason})", event.from, event.to);
+        } else {
+            tracing::warn!(
+                from = %event.from,
+                to = %event.to,
+                reason,
+                "falling back from {} to {} ({reason})",
+                event.from,
+                event.to
+            );
+        }
+        metrics.fallback(&event.from, &event.to, reason);
+    }
+}
+
+/// The embedding chain of `route`: each target's embedding stack, asked for the route's
+/// vector size (unless the target says not to send it) and held to it — an answer of
+/// another size fails that target (`unsupported`: not retried, the next target is tried).
+pub(crate) fn embedding_chain(
+    route: &EmbeddingRouteConfig,
+    upstreams: &[&Upstream],
+    metrics: &Metrics,
+) -> Result<Fallback<EmbedService, EmbeddingRequest>, ConfigError> {
+    let dimensions = route.dimensions;
+    let size = usize::try_from(dimensions).unwrap_or(usize::MAX);
+    let targets =
+        route
+            .targets
+            .iter()
+            .zip(upstreams)
+            .map(|(target, up)| {
+                let send = target.send_dimensions;
+                let name: Arc<str> = Arc::from(up.name());
+                let held = tower::ServiceBuilder::new()
+                .map_request(move |request: EmbeddingRequest| {
+                    if send { request.dimensions(dimensions) } else { request }
+                })
+                .map_result(move |result: Result<EmbeddingResponse, LlmError>| {
+                    let answer = result?;
+                    match answer.embeddings.iter().find(|v| v.len() != size) {
+                        Some(other) => Err(LlmError::new(
+                            ErrorKind::Unsupported,
+                            format!(
+                                "{} answered vectors of {} dimensions; the route declares {size}",
+                                answer.provider,
+                                other.len()
+                            ),
+                        )),
+                        None => Ok(answer),
+                    }
+                })
+                .service(up.embed());
+                let mut t = Target::new(name, EmbedService::new(held));
+                if let Some(model) = &target.model {
+                    t = t.model(model.clone());
+                }
+                t
+            })
+            .collect::<Vec<_>>();
+    Fallback::builder(targets)
+        .on_fallback(on_fallback(metrics.clone()))
+        .build()
+}
+
 pub(crate) fn chain(metrics: &Metrics) -> UpstreamChainBuilder {
-    let (fallbacks, recoveries) = (metrics.clone(), metrics.clone());
+    let recoveries = metrics.clone();
     UpstreamChain::builder()
-        .on_fallback(move |event| {
-            let reason = match &event.reason {
-                FallbackReason::Failed { kind, .. } => kind.as_str(),
-                FallbackReason::Hedged { .. } => "hedged",
-                _ => "other",
-            };
-            // NOTE: a target skipped by our own breaker or limiter is an expected, counted
-            // event: logging it per request at WARN would flood the log during an outage.
-            let skipped = matches!(&event.reason, FallbackReason::Failed { kind, .. } if kind.is_local_rejection());
-            if skipped {
-                tracing::debug!(from = %event.from, to = %event.to, reason, "skipping {} for {} ({reason})", event.from, event.to);
-            } else {
-                tracing::warn!(
-                    from = %event.from,
-                    to = %event.to,
-                    reason,
-                    "falling back from {} to {} ({reason})",
-                    event.from,
-                    event.to
-                );
-            }
-            fallbacks.fallback(&event.from, &event.to, reason);
-        })
+        .on_fallback(on_fallback(metrics.clone()))
         .on_recovery(move |event| match event {
             RecoveryEvent::Recovered(r) => {
                 tracing::warn!(

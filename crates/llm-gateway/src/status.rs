@@ -2,18 +2,32 @@
 
 use std::time::Instant;
 
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use llm_tower::ratelimit::StoreLocation;
 use llm_tower::upstream::{BreakerScope, UpstreamHealth};
 use serde_json::json;
 
+use super::anthropic;
 use super::auth::{CallerKey, check_model};
 use super::gateway::Current;
+use super::messages::is_anthropic_client;
 use super::respond::{json_response, observed};
 
-pub(crate) async fn models(gw: Current, caller: CallerKey) -> Response {
+/// The routed models, in the shape of the SDK asking: Anthropic's when the request carries
+/// `anthropic-version` (its SDKs always send it, OpenAI's never do), OpenAI's otherwise.
+pub(crate) async fn models(gw: Current, caller: CallerKey, headers: HeaderMap) -> Response {
     let started = Instant::now();
+    if is_anthropic_client(&headers) {
+        let allowed = gw
+            .inner
+            .routes
+            .iter()
+            .filter(|route| check_model(&caller, &route.model).is_ok())
+            .map(|route| route.model.as_str());
+        let response = axum::Json(anthropic::model_list(allowed)).into_response();
+        return observed(&gw, "/v1/models", started, response);
+    }
     let data: Vec<_> = gw
         .inner
         .routes
@@ -27,6 +41,20 @@ pub(crate) async fn models(gw: Current, caller: CallerKey) -> Response {
                 "owned_by": route.owner,
             })
         })
+        .chain(
+            gw.inner
+                .embedding_routes
+                .iter()
+                .filter(|route| check_model(&caller, &route.model).is_ok())
+                .map(|route| {
+                    json!({
+                        "id": route.model,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "llm-gateway",
+                    })
+                }),
+        )
         .collect();
     let response = axum::Json(json!({ "object": "list", "data": data })).into_response();
     observed(&gw, "/v1/models", started, response)

@@ -190,7 +190,7 @@ impl Inner {
     }
 
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
-    fn url_with_path(&self, segments: &[&str]) -> reqwest::Url {
+    pub(crate) fn url_with_path(&self, segments: &[&str]) -> reqwest::Url {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("an http(s) base URL has a path")
@@ -200,7 +200,7 @@ impl Inner {
     }
 
     /// The error for a name that cannot go into this provider's URL: refused before any call.
-    fn bad_name(&self, what: &str, name: &str) -> LlmError {
+    pub(crate) fn bad_name(&self, what: &str, name: &str) -> LlmError {
         LlmError::new(
             ErrorKind::InvalidRequest,
             format!(
@@ -223,7 +223,7 @@ const MAX_PATH_NAME: usize = 256;
 
 /// Whether `name` may go into a URL path as one segment: letters, digits, `.`, `_`, `-`, and
 /// not `.` or `..` alone. Every real model, deployment and API version name fits.
-fn is_path_name(name: &str) -> bool {
+pub(crate) fn is_path_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_PATH_NAME
         && name != "."
@@ -301,8 +301,10 @@ pub(crate) async fn read_body(
 
 /// How long an attempt may wait for its first byte or token: `configured`, or a third of the
 /// time left to the request's deadline while fallback targets remain after this one.
-pub(crate) fn attempt_wait(configured: Duration, req: &ChatRequest) -> Duration {
-    use llm_core::RequestExtensions;
+pub(crate) fn attempt_wait(
+    configured: Duration,
+    req: &impl llm_core::RequestExtensions,
+) -> Duration {
     match req.deadline() {
         Some(deadline) if req.remaining_targets() > 0 => configured.min(deadline.remaining() / 3),
         _ => configured,
@@ -310,8 +312,7 @@ pub(crate) fn attempt_wait(configured: Duration, req: &ChatRequest) -> Duration 
 }
 
 /// The request's deadline, when it is sooner than the total timeout.
-pub(crate) fn effective_total(inner: &Inner, req: &ChatRequest) -> Duration {
-    use llm_core::RequestExtensions;
+pub(crate) fn effective_total(inner: &Inner, req: &impl llm_core::RequestExtensions) -> Duration {
     req.deadline().map_or(inner.timeouts.total, |d| {
         d.remaining().min(inner.timeouts.total)
     })

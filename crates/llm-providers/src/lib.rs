@@ -7,6 +7,8 @@ mod builder;
 mod config;
 mod conversation;
 pub mod decode;
+mod embed;
+mod embedding;
 mod errors;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,6 +29,7 @@ pub use conversation::{
     Content, Media, MediaSource, Part, Reasoning, ReasoningConfig, ReasoningDelta, ReasoningEffort,
     ResponseFormat, Tool, ToolCall, ToolCallDelta, ToolChoice,
 };
+pub use embedding::{EmbeddingRequest, EmbeddingResponse};
 pub use inner::Timeouts;
 pub use kind::ProviderKind;
 pub use llm_core::{ErrorKind, LlmError, Usage};

@@ -91,6 +91,14 @@ impl<T> fmt::Debug for ResponseFuture<T> {
     }
 }
 
+impl<T> ResponseFuture<T> {
+    pub(crate) fn new(inner: impl Future<Output = Result<T, LlmError>> + Send + 'static) -> Self {
+        ResponseFuture {
+            inner: Box::pin(inner),
+        }
+    }
+}
+
 impl<T> Future for ResponseFuture<T> {
     type Output = Result<T, LlmError>;
 

@@ -446,8 +446,9 @@ impl ChatRequest {
 }
 
 impl ChatRequest {
-    /// The prompt's tokens, estimated: system, messages and tool definitions.
-    pub(crate) fn prompt_tokens(&self, tokenizer: &dyn Tokenizer) -> u64 {
+    /// The prompt's tokens, estimated with `tokenizer`: system, messages and tool
+    /// definitions (what the rate limiter charges before a call, less `max_tokens`).
+    pub fn prompt_tokens(&self, tokenizer: &dyn Tokenizer) -> u64 {
         let system = self
             .system
             .as_deref()

@@ -15,6 +15,7 @@ use crate::errors::ErrorBody;
 use crate::kind::ProviderKind;
 use crate::types::{ChatChunk, ChatResponse, FinishReason};
 
+pub(crate) mod embeddings;
 mod request;
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 //! ```
 
 pub mod conversation;
+mod embeddings;
 mod handler;
 mod limits;
 mod models;

@@ -1,4 +1,5 @@
-//! The HTTP routes: the six providers' endpoints and the admin API.
+//! The HTTP routes: the six providers' chat, embeddings and model-listing endpoints, and
+//! the admin API.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use axum::routing::{get, post, put};
 use bytes::Bytes;
 use http::StatusCode;
 
+use super::embeddings::embed;
 use super::handler::{handle, json_response};
 use super::models::list;
 use super::plan::{Plan, Route};
@@ -19,6 +21,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     macro_rules! route_handler {
         ($route:expr) => {
             post(|State(s): State<Arc<Shared>>, req: Request| handle($route, s, req))
+        };
+    }
+    macro_rules! embeddings {
+        ($route:expr) => {
+            post(|State(s): State<Arc<Shared>>, req: Request| embed($route, s, req))
         };
     }
     macro_rules! listing {
@@ -53,9 +60,23 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/messages", route_handler!(Route::Anthropic))
         .route(
             "/v1beta/models/{target}",
-            route_handler!(Route::Gemini).merge(listing!(Route::Gemini, model)),
+            post(|State(s): State<Arc<Shared>>, req: Request| async move {
+                if req.uri().path().ends_with(":batchEmbedContents") {
+                    embed(Route::Gemini, s, req).await
+                } else {
+                    handle(Route::Gemini, s, req).await
+                }
+            })
+            .merge(listing!(Route::Gemini, model)),
         )
         .route("/api/chat", route_handler!(Route::Ollama))
+        .route("/v1/embeddings", embeddings!(Route::OpenAi))
+        .route(
+            "/openai/deployments/{deployment}/embeddings",
+            embeddings!(Route::Azure),
+        )
+        .route("/api/v1/embeddings", embeddings!(Route::OpenRouter))
+        .route("/api/embed", embeddings!(Route::Ollama))
         .route("/__mock/attempts", get(admin_attempts))
         .route("/__mock/reset", post(admin_reset))
         .route("/__mock/plan", put(admin_plan))

@@ -1,0 +1,122 @@
+//! What every front door does once it has a provider-neutral request: find the route, call
+//! its chain (complete or streamed) under the caller's key limit and the gateway's deadline,
+//! and say who answered.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use futures_util::future::Either;
+use llm_providers::recovery::{AfterOutput, RecoveringStream, RecoveryPolicy};
+use llm_providers::{ChatRequest, ChatResponse, ProviderKind};
+use llm_tower::LlmError;
+use tower::{Layer, ServiceExt};
+
+use super::auth::{CallerKey, check_model};
+use super::error::ApiError;
+use super::gateway::{Current, Route};
+use super::stack::AttemptLog;
+
+/// The route for `model`, after checking the caller's key may use it; a 403 or a 404 naming
+/// the routed models otherwise.
+pub(crate) fn route_for<'a>(
+    gw: &'a Current,
+    caller: &CallerKey,
+    model: &str,
+) -> Result<&'a Route, ApiError> {
+    check_model(caller, model)?;
+    gw.route(model).ok_or_else(|| {
+        let routed: Vec<&str> = gw.inner.routes.iter().map(|r| r.model.as_str()).collect();
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            ..ApiError::invalid(format!(
+                "the model {model:?} is not routed by this gateway (routed: {})",
+                routed.join(", ")
+            ))
+            .param("model")
+            .code("model_not_found")
+        }
+    })
+}
+
+/// The route's targets: name and wire format, in order.
+pub(crate) fn targets(route: &Route) -> Vec<(&str, ProviderKind)> {
+    route
+        .chain
+        .targets()
+        .iter()
+        .map(|(n, k)| (&**n, *k))
+        .collect()
+}
+
+/// A request on its way through a route, with the log of its attempts.
+pub(crate) struct Call<'a> {
+    gw: &'a Current,
+    caller: &'a CallerKey,
+    route: &'a Route,
+    request: ChatRequest,
+    /// Every attempt the request made, for the answer's headers.
+    pub(crate) log: AttemptLog,
+}
+
+impl<'a> Call<'a> {
+    /// `request` on `route`, with a fresh attempt log and the gateway's deadline. When the
+    /// request asks for JSON, a broken stream is never continued by another model (JSON
+    /// spliced from two answers is not JSON): it is held back or failed clean instead.
+    pub(crate) fn new(
+        gw: &'a Current,
+        caller: &'a CallerKey,
+        route: &'a Route,
+        request: ChatRequest,
+    ) -> Call<'a> {
+        let wants_json = request.response_format_value().is_some_and(|f| f.is_json());
+        let (mut request, log) = gw.prepare(request);
+        if wants_json && route.recovery.after_output == AfterOutput::Continue {
+            request.extensions_mut().insert(RecoveryPolicy {
+                after_output: AfterOutput::Fail,
+                ..route.recovery.clone()
+            });
+        }
+        Call {
+            gw,
+            caller,
+            route,
+            request,
+            log,
+        }
+    }
+
+    /// The whole answer.
+    pub(crate) async fn complete(self) -> Result<(ChatResponse, AttemptLog), LlmError> {
+        let chain = self.route.chain.chat();
+        let limit = self.caller.as_ref().and_then(|key| key.limit.as_ref());
+        let call = match limit {
+            Some(limit) => Either::Left(limit.layer(chain).oneshot(self.request)),
+            None => Either::Right(chain.oneshot(self.request)),
+        };
+        let answer = self.gw.within_deadline(call).await?;
+        Ok((answer, self.log))
+    }
+
+    /// The answer as a stream, once its first chunk is in.
+    pub(crate) async fn stream(self) -> Result<(RecoveringStream, AttemptLog), LlmError> {
+        let chain = self.route.chain.stream();
+        let limit = self.caller.as_ref().and_then(|key| key.limit.as_ref());
+        let call = match limit {
+            Some(limit) => Either::Left(limit.layer(chain).oneshot(self.request)),
+            None => Either::Right(chain.oneshot(self.request)),
+        };
+        let stream = self.gw.within_deadline(call).await?;
+        Ok((stream, self.log))
+    }
+}
+
+/// Says who answered and after how many attempts, for clients that want to know.
+pub(crate) fn annotate(response: &mut Response, provider: &str, log: &AttemptLog) {
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(provider) {
+        headers.insert("x-gateway-provider", value);
+    }
+    headers.insert(
+        "x-gateway-attempts",
+        HeaderValue::from(log.upstream_calls()),
+    );
+}
