@@ -138,7 +138,8 @@ pub mod prelude {
 
     #[cfg(feature = "providers")]
     pub use llm_providers::{
-        ChatChunk, ChatRequest, ChatResponse, ChatStream, Message, Provider, ProviderKind,
+        ChatChunk, ChatRequest, ChatResponse, ChatStream, EmbeddingRequest, EmbeddingResponse,
+        Message, Provider, ProviderKind,
     };
 
     #[cfg(all(

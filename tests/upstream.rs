@@ -78,6 +78,60 @@ async fn complete_and_streaming_calls_share_one_breaker_and_one_limit() {
 }
 
 #[tokio::test]
+async fn embeddings_share_the_models_breaker_and_the_limit_and_fall_back() {
+    let mock = MockProvider::builder()
+        .rule(Rule::model("embed-down").fault(Fault::status(500)))
+        .start()
+        .await
+        .unwrap();
+    let up = Upstream::builder("openai", openai(&mock))
+        .retry(no_retries())
+        .rate_limit(RateLimitConfig {
+            requests: Some(Rate::per_minute(3).burst(3)),
+            mode: Mode::Reject,
+            ..RateLimitConfig::default()
+        })
+        .build()
+        .unwrap();
+    let texts = ["a", "bb"];
+
+    // A chat call and an embedding call spend the same permits.
+    up.chat().oneshot(ask("gpt-4o-mini")).await.unwrap();
+    let answer = up
+        .embed()
+        .oneshot(EmbeddingRequest::new("text-embedding-3-small", texts))
+        .await
+        .unwrap();
+    assert_eq!(answer.embeddings.len(), 2);
+    assert_eq!(up.health().limiter().admitted(), 2);
+
+    // The model's breaker, opened from its handle, stops embeddings for that model only.
+    let breaker = up.health().breaker_for("text-embedding-3-small").unwrap();
+    breaker.force_open();
+    let err = up
+        .embed()
+        .oneshot(EmbeddingRequest::new("text-embedding-3-small", texts))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CircuitOpen);
+
+    // A chain moves on from a failing model to the next upstream's.
+    let other = Upstream::builder("backup", openai(&mock)).build().unwrap();
+    let chain = UpstreamChain::builder()
+        .upstream_as(&up, "embed-down")
+        .upstream_as(&other, "text-embedding-3-large")
+        .build()
+        .unwrap();
+    let answer = chain
+        .embed()
+        .oneshot(EmbeddingRequest::new("any", texts))
+        .await
+        .unwrap();
+    assert_eq!(&*answer.provider, "backup");
+    assert_eq!(answer.model, "text-embedding-3-large");
+}
+
+#[tokio::test]
 async fn one_list_builds_the_fallback_chain_and_the_stream_repairs() {
     let primary = MockProvider::builder()
         .rule(Rule::any().streaming(false).fault(Fault::QuotaExceeded))

@@ -421,7 +421,7 @@ impl GatewayConfig {
             source: source.to_owned(),
             error,
         };
-        let file: FileConfig = toml::from_str(text).map_err(|err| at(toml_error(&err, text)))?;
+        let file: FileConfig = toml::from_str(text).map_err(|err| at(file_error(&err, text)))?;
         let listen = match file.listen {
             Some(listen) => listen.parse().map_err(|err| {
                 at(ConfigError::new(
@@ -909,6 +909,34 @@ fn toml_error(err: &toml::de::Error, text: &str) -> ConfigError {
     });
     let field = named.or(on_line).unwrap_or("(syntax)").to_owned();
     ConfigError::new(field, reason)
+}
+
+/// [`toml_error`], with the key named by its whole path when it sits in an array of
+/// tables (`embedding_routes[0].dimensions`, not `dimensions`): the file is read again
+/// through serde_path_to_error, which knows the path but not the line.
+fn file_error(err: &toml::de::Error, text: &str) -> ConfigError {
+    let error = toml_error(err, text);
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return error; // a syntax error: its line is all there is
+    };
+    let Err(shaped) = serde_path_to_error::deserialize::<_, FileConfig>(toml::Value::Table(table))
+    else {
+        return error;
+    };
+    let path = shaped.path().to_string();
+    let message = shaped.inner().message();
+    let field = match message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        Some(name) if path != "." => format!("{path}.{name}"),
+        _ => path,
+    };
+    if field.contains(['.', '[']) {
+        ConfigError::new(field, error.reason().to_owned())
+    } else {
+        error
+    }
 }
 
 /// `openai-eu` → `OPENAI_EU`.

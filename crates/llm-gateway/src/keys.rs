@@ -13,7 +13,15 @@ use subtle::ConstantTimeEq;
 use tower::util::Either;
 
 /// The endpoints a key may be allowed, by path.
-pub const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/models", "/api/chat"];
+pub const ENDPOINTS: [&str; 7] = [
+    "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/responses",
+    "/v1/embeddings",
+    "/v1/models",
+    "/api/chat",
+];
 
 /// `[auth]`: the gateway's API keys and what an unauthenticated gateway may do.
 ///

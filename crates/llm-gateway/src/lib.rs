@@ -4,7 +4,11 @@
 //! - `POST /api/chat` — `{"message", "provider"?}` → `{"response", "provider", "model",
 //!   "retryCount", "attempts"}`; the named (or first) provider, then the others in order.
 //! - `POST /v1/chat/completions` — OpenAI-compatible, streaming or not, routed by model name.
-//! - `GET /v1/models` — the routed model names.
+//! - `POST /v1/messages`, `POST /v1/messages/count_tokens` — Anthropic's Messages API over
+//!   the same routes.
+//! - `POST /v1/responses` — OpenAI's Responses API, stateless, over the same routes.
+//! - `POST /v1/embeddings` — OpenAI's embeddings API over `[[embedding_routes]]`.
+//! - `GET /v1/models` — the routed model names, in OpenAI's or Anthropic's shape.
 //! - `GET /health` — each provider's breaker state and limiter capacity.
 //! - `GET /metrics` — Prometheus text.
 //!

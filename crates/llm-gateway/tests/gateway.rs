@@ -930,7 +930,7 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         "64 hexadecimal",
     );
     check(
-        "[[providers]]\nname = \"openai\"\n[[auth.keys]]\nname = \"a\"\nkey_env = \"K\"\nendpoints = [\"/v1/embeddings\"]",
+        "[[providers]]\nname = \"openai\"\n[[auth.keys]]\nname = \"a\"\nkey_env = \"K\"\nendpoints = [\"/v1/audio/speech\"]",
         "auth.keys[0].endpoints[0]",
         "names no endpoint",
     );
@@ -973,6 +973,21 @@ fn invalid_configuration_names_the_file_the_field_and_the_reason() {
         "[[providers]]\nname = \"openai\"\n[[routes]]\nmodel = \"m\"\ntargets = []",
         "routes[0].targets",
         "at least one",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[providers]]\nname = \"anthropic\"\n[[embedding_routes]]\nmodel = \"e\"\ndimensions = 8\ntargets = [{ provider = \"openai\" }, { provider = \"anthropic\" }]",
+        "embedding_routes[0].targets[1].provider",
+        "no embeddings API",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[embedding_routes]]\nmodel = \"e\"\ndimensions = 0\ntargets = [{ provider = \"openai\" }]",
+        "embedding_routes[0].dimensions",
+        "at least 1",
+    );
+    check(
+        "[[providers]]\nname = \"openai\"\n[[embedding_routes]]\nmodel = \"e\"\ntargets = [{ provider = \"openai\" }]",
+        "embedding_routes[0].dimensions",
+        "missing field `dimensions`",
     );
 
     // A missing key names the variable, at gateway build time.

@@ -221,11 +221,13 @@ pub(crate) async fn embed(route: Route, shared: Arc<Shared>, req: Request) -> Re
             None => Fault::Ok,
         }
     };
-    let key_ok = match (&shared.api_key, &asked.key) {
-        (Some(expected), Some(given)) => expected == given,
-        (Some(_), None) => false,
-        (None, given) => route == Route::Ollama || given.as_deref().is_some_and(|k| !k.is_empty()),
-    };
+    // Ollama has no keys; every other route needs one (the one set, when the builder set one).
+    let key_ok = route == Route::Ollama
+        || match (&shared.api_key, &asked.key) {
+            (Some(expected), Some(given)) => expected == given,
+            (Some(_), None) => false,
+            (None, given) => given.as_deref().is_some_and(|k| !k.is_empty()),
+        };
     if !key_ok {
         fault = Fault::Unauthorized;
     }
