@@ -11,10 +11,10 @@ a failure.
 
 import json
 import os
-import sys
-import traceback
 
 import anthropic
+
+from harness import canonical, run
 
 client = anthropic.Anthropic(base_url=os.environ["GATEWAY_URL"], api_key="not-needed", max_retries=0)
 mixed = anthropic.Anthropic(base_url=os.environ["MIXED_URL"], api_key=os.environ["MIXED_KEY"], max_retries=0)
@@ -25,13 +25,6 @@ WEATHER = [{
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }]
 
-
-def canonical(text):
-    """The mock's canonical answer: 60 words, `Alfa-1` to `Hotel-60`, in order."""
-    words = text.split(" ")
-    assert len(words) == 60, f"{len(words)} words: {text!r}"
-    for i, word in enumerate(words, start=1):
-        assert word.endswith(f"-{i}"), f"word {i} is {word!r} in {text!r}"
 
 
 def test_a_message_through_the_fallback_with_its_headers():
@@ -121,6 +114,26 @@ def test_a_system_prompt_an_image_and_a_stop_sequence_are_carried():
     canonical(message.content[0].text)
 
 
+def test_the_beta_namespace_reaches_the_same_door():
+    # `client.beta.messages` posts to `/v1/messages?beta=true` with `anthropic-beta`.
+    message = client.beta.messages.create(
+        model="gpt-4o-mini", max_tokens=1024, messages=MESSAGES, betas=["token-efficient-tools-2025-02-19"])
+    canonical(message.content[0].text)
+    count = client.beta.messages.count_tokens(model="gpt-4o-mini", messages=MESSAGES)
+    assert count.input_tokens > 0, count
+
+
+def test_a_body_over_the_gateways_limit_is_a_413_in_anthropics_shape():
+    try:
+        client.messages.create(model="gpt-4o-mini", max_tokens=10,
+                               messages=[{"role": "user", "content": "x" * (2 << 20)}])
+    except anthropic.APIStatusError as err:
+        assert err.status_code == 413, err
+        assert err.body["error"]["type"] == "request_too_large", err.body
+    else:
+        raise AssertionError("no error")
+
+
 def test_tokens_are_counted():
     count = client.messages.count_tokens(model="gpt-4o-mini", messages=MESSAGES, system="Be brief.")
     assert count.input_tokens > 0, count
@@ -202,20 +215,5 @@ def test_a_stream_broken_mid_answer_raises():
         raise AssertionError("a broken stream ended as if complete")
 
 
-def main():
-    tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_")]
-    failed = 0
-    for name, test in tests:
-        try:
-            test()
-            print(f"ok   {name}")
-        except Exception:  # noqa: BLE001 - every failure is reported, then counted
-            failed += 1
-            print(f"FAIL {name}")
-            traceback.print_exc()
-    print(f"{len(tests) - failed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run(globals())

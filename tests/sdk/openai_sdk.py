@@ -10,23 +10,16 @@ on purpose. Chat completions and the Responses API are both driven. Prints
 
 import json
 import os
-import sys
-import traceback
 
 import openai
+
+from harness import canonical, run
 
 client = openai.OpenAI(base_url=os.environ["GATEWAY_URL"] + "/v1", api_key="not-needed", max_retries=0)
 # The gateway of gateway-mixed.toml: routes across dialects, a caller key, failing models.
 mixed = openai.OpenAI(base_url=os.environ["MIXED_URL"] + "/v1", api_key=os.environ["MIXED_KEY"], max_retries=0)
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
-
-def canonical(text):
-    """The mock's canonical answer: 60 words, `Alfa-1` to `Hotel-60`, in order."""
-    words = text.split(" ")
-    assert len(words) == 60, f"{len(words)} words: {text!r}"
-    for i, word in enumerate(words, start=1):
-        assert word.endswith(f"-{i}"), f"word {i} is {word!r} in {text!r}"
 
 
 def test_an_answer_through_the_fallback_with_its_headers():
@@ -346,20 +339,5 @@ def test_embeddings_of_another_size_are_refused():
         raise AssertionError("no error")
 
 
-def main():
-    tests = [(name, fn) for name, fn in globals().items() if name.startswith("test_")]
-    failed = 0
-    for name, test in tests:
-        try:
-            test()
-            print(f"ok   {name}")
-        except Exception:  # noqa: BLE001 - every failure is reported, then counted
-            failed += 1
-            print(f"FAIL {name}")
-            traceback.print_exc()
-    print(f"{len(tests) - failed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    run(globals())

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::fields::check_passed;
 use super::openai::{in_range, out_call_id, split_signature};
 
 /// `POST /v1/messages`' body (and `/v1/messages/count_tokens`', without `max_tokens`).
@@ -94,16 +95,7 @@ impl MessagesRequest {
             }
             passed.insert(field.clone(), value.clone());
         }
-        if let Some(field) = passed.keys().next() {
-            if let Some((name, kind)) = targets.iter().find(|(_, k)| !speaks_anthropic(*k)) {
-                return Err(bad(
-                    field.clone(),
-                    format!(
-                        "cannot be sent to {name} ({kind}): the gateway passes fields it does not translate only to Anthropic upstreams"
-                    ),
-                ));
-            }
-        }
+        check_passed(&passed, targets, speaks_anthropic, "Anthropic")?;
         Ok(passed)
     }
 

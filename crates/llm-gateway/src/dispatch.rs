@@ -2,11 +2,15 @@
 //! its chain (complete or streamed) under the caller's key limit and the gateway's deadline,
 //! and say who answered.
 
+use std::convert::Infallible;
+
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use futures_util::future::Either;
 use llm_providers::recovery::{AfterOutput, RecoveringStream, RecoveryPolicy};
-use llm_providers::{ChatRequest, ChatResponse, ProviderKind};
+use llm_providers::{ChatChunk, ChatRequest, ChatResponse, ProviderKind};
 use llm_tower::LlmError;
 use tower::{Layer, ServiceExt};
 
@@ -119,4 +123,58 @@ pub(crate) fn annotate(response: &mut Response, provider: &str, log: &AttemptLog
         "x-gateway-attempts",
         HeaderValue::from(log.upstream_calls()),
     );
+}
+
+/// How a front door writes a stream: the events for each chunk, the ones that close a
+/// complete answer, and the ones that end a stream broken after its first chunk.
+pub(crate) trait StreamWriter: Send + 'static {
+    /// The events for `chunk` from `model`; `Err`: the stream ends with these events.
+    fn chunk(&mut self, model: &str, chunk: &ChatChunk) -> Result<Vec<Event>, Vec<Event>>;
+    /// The events after the last chunk of a complete answer.
+    fn finish(&mut self, model: &str) -> Vec<Event>;
+    /// The events that say the answer broke (never a bare close, which clients take for a
+    /// complete answer).
+    fn fail(&mut self, model: &str, err: &ApiError) -> Vec<Event>;
+}
+
+/// `stream` as server-sent events written by `writer`, with who answered in the headers.
+///
+/// NOTE: axum's `Sse` writes the events and the stream headers; its keep-alive comments keep
+/// proxies from closing a stream whose model thinks for a long time, and every front door's
+/// clients drop comments.
+pub(crate) fn sse(
+    stream: RecoveringStream,
+    writer: impl StreamWriter,
+    log: &AttemptLog,
+) -> Response {
+    let provider = stream.provider().to_owned();
+    let events = futures_util::stream::unfold(Some((stream, writer)), |state| async move {
+        let (mut stream, mut writer) = state?;
+        // NOTE: after a repair the stream names the model that finishes the answer.
+        let (events, more) = match stream.next().await {
+            Some(Ok(chunk)) => match writer.chunk(stream.model(), &chunk) {
+                Ok(events) => (events, true),
+                Err(events) => (events, false),
+            },
+            Some(Err(err)) => {
+                tracing::warn!(
+                    provider = stream.provider(),
+                    "stream from {} broke after its first chunk: {err}",
+                    stream.provider()
+                );
+                (
+                    writer.fail(stream.model(), &ApiError::from_llm(&err)),
+                    false,
+                )
+            }
+            None => (writer.finish(stream.model()), false),
+        };
+        Some((events, more.then_some((stream, writer))))
+    })
+    .flat_map(|events| futures_util::stream::iter(events.into_iter().map(Ok::<_, Infallible>)));
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    annotate(&mut response, &provider, log);
+    response
 }

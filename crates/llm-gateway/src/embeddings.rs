@@ -18,7 +18,7 @@ use tower::{Layer, ServiceExt};
 use super::auth::{CallerKey, check_model};
 use super::error::ApiError;
 use super::gateway::{Current, EmbeddingRoute};
-use super::respond::{body_error, observed};
+use super::respond::{observed, read_json};
 
 /// OpenAI's limit on inputs in one request.
 const MAX_INPUTS: usize = 2048;
@@ -110,13 +110,7 @@ async fn embeddings_inner(
     caller: &CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let (status, message) = body_error(&rejection);
-        ApiError::body(status, message)
-    })?;
-    let request: EmbeddingsBody = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
-    drop(body);
+    let request: EmbeddingsBody = read_json(body)?;
     let base64 = match request.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -181,7 +181,12 @@ impl ApiError {
 
     /// The status Anthropic's API would answer with: an upstream overload is its 529.
     pub(crate) fn anthropic_status(&self) -> StatusCode {
-        if self.code.as_deref() == Some(ErrorKind::Overloaded.as_str()) {
+        let overloaded = [ErrorKind::Overloaded.as_str(), "gateway_overloaded"];
+        if self
+            .code
+            .as_deref()
+            .is_some_and(|code| overloaded.contains(&code))
+        {
             StatusCode::from_u16(OVERLOADED).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
         } else {
             self.status
@@ -209,7 +214,10 @@ impl ApiError {
     /// Anthropic writes it (`max_tokens: Field required`).
     pub(crate) fn to_anthropic_json(&self) -> Value {
         let message = match &self.param {
-            Some(param) if !self.message.starts_with(param.as_str()) => {
+            Some(param)
+                if !self.message.starts_with(param.as_str())
+                    && !self.message.starts_with(&format!("`{param}`")) =>
+            {
                 format!("{param}: {}", self.message)
             }
             _ => self.message.clone(),

@@ -41,6 +41,7 @@ pub mod demo;
 mod dispatch;
 mod embeddings;
 mod error;
+mod fields;
 mod gateway;
 mod keys;
 mod messages;

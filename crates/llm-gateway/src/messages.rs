@@ -1,25 +1,23 @@
 //! `POST /v1/messages` (Anthropic Messages, complete or streamed) and
 //! `POST /v1/messages/count_tokens`.
 
-use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use llm_providers::recovery::RecoveringStream;
+use llm_providers::ChatChunk;
 use llm_tower::ApproxTokenizer;
 use serde_json::json;
 
 use super::anthropic::{self, MessageEvents, MessagesRequest, NamedEvent};
 use super::auth::CallerKey;
-use super::dispatch::{Call, annotate, route_for, targets};
+use super::dispatch::{Call, StreamWriter, annotate, route_for, sse, targets};
 use super::error::ApiError;
 use super::gateway::Current;
-use super::respond::{body_error, observed};
+use super::respond::{observed, read_json};
 
 pub(crate) async fn messages(
     gw: Current,
@@ -68,11 +66,7 @@ fn with_request_id(mut response: Response, headers: &HeaderMap) -> Response {
 }
 
 fn parse(body: Result<Bytes, BytesRejection>) -> Result<MessagesRequest, ApiError> {
-    let body = body.map_err(|rejection| {
-        let (status, message) = body_error(&rejection);
-        ApiError::body(status, message)
-    })?;
-    serde_json::from_slice(&body).map_err(|err| ApiError::invalid(format!("invalid body: {err}")))
+    read_json(body)
 }
 
 async fn messages_inner(
@@ -98,13 +92,7 @@ async fn messages_inner(
         .stream()
         .await
         .map_err(|err| ApiError::from_llm(&err))?;
-    let provider = stream.provider().to_owned();
-    // NOTE: keep-alive comments are safe here: Anthropic's SDKs skip them like pings.
-    let mut response = Sse::new(events(stream, id))
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    annotate(&mut response, &provider, &log);
-    Ok(response)
+    Ok(sse(stream, MessageEvents::new(id), &log))
 }
 
 fn count_inner(
@@ -125,35 +113,25 @@ fn named(event: NamedEvent) -> Event {
     Event::default().event(event.0).data(event.1.to_string())
 }
 
-/// The stream as Anthropic's named events. A stream that breaks after its first chunk ends
-/// with an `error` event (never a bare close, which the SDKs take for a finished answer).
-fn events(
-    stream: RecoveringStream,
-    id: String,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    let state = (stream, MessageEvents::new(id));
-    futures_util::stream::unfold(Some(state), |state| async move {
-        let (mut stream, mut events) = state?;
-        let (out, next) = match stream.next().await {
-            Some(Ok(chunk)) => match events.chunk(stream.model(), &chunk) {
-                Ok(out) => (out, true),
-                Err(err) => (vec![("error", err.to_anthropic_json())], false),
-            },
-            Some(Err(err)) => {
-                tracing::warn!(
-                    provider = stream.provider(),
-                    "stream from {} broke after its first chunk: {err}",
-                    stream.provider()
-                );
-                let err = ApiError::from_llm(&err);
-                (vec![("error", err.to_anthropic_json())], false)
-            }
-            None => (events.finish(stream.model()), false),
-        };
-        let next = next.then_some((stream, events));
-        Some((out, next))
-    })
-    .flat_map(|out| futures_util::stream::iter(out.into_iter().map(|e| Ok(named(e)))))
+/// Anthropic's named events; a break after the first chunk ends with an `error` event.
+impl StreamWriter for MessageEvents {
+    fn chunk(&mut self, model: &str, chunk: &ChatChunk) -> Result<Vec<Event>, Vec<Event>> {
+        match MessageEvents::chunk(self, model, chunk) {
+            Ok(events) => Ok(events.into_iter().map(named).collect()),
+            Err(err) => Err(vec![named(("error", err.to_anthropic_json()))]),
+        }
+    }
+
+    fn finish(&mut self, model: &str) -> Vec<Event> {
+        MessageEvents::finish(self, model)
+            .into_iter()
+            .map(named)
+            .collect()
+    }
+
+    fn fail(&mut self, _model: &str, err: &ApiError) -> Vec<Event> {
+        vec![named(("error", err.to_anthropic_json()))]
+    }
 }
 
 /// The `anthropic-version` header: Anthropic's SDKs always send it, OpenAI's never do.

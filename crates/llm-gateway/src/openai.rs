@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::fields::check_passed;
 
 /// `POST /v1/chat/completions`' body. The fields the gateway translates are named; every
 /// other field is passed through as it is to OpenAI-format upstreams, or refused with a 400
@@ -138,14 +139,7 @@ impl CompletionRequest {
             }
             passed.insert(field.clone(), value.clone());
         }
-        if let Some(field) = passed.keys().next() {
-            if let Some((name, kind)) = targets.iter().find(|(_, kind)| !speaks_openai(*kind)) {
-                return Err(ApiError::invalid(format!(
-                    "`{field}` cannot be sent to {name} ({kind}): the gateway passes fields it does not translate only to OpenAI-format upstreams"
-                ))
-                .param(field.clone()));
-            }
-        }
+        check_passed(&passed, targets, speaks_openai, "OpenAI-format")?;
         Ok(passed)
     }
 

@@ -3,23 +3,43 @@
 use std::time::Instant;
 
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::error::ApiError;
 use super::gateway::Current;
 
-/// A fast 503 with `Retry-After`: the gateway holds as much as it admits.
-pub(crate) fn at_capacity(what: &str) -> Response {
-    let mut response = json_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        json!({ "error": { "message": format!("the gateway is at capacity ({what}); retry shortly"), "type": "server_error", "code": "gateway_overloaded" } }),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+/// Whether the endpoint at `path` answers errors in Anthropic's shape (its Messages door).
+pub(crate) fn anthropic_errors(path: &str) -> bool {
+    path.starts_with("/v1/messages")
 }
+
+/// `error` in the shape of the endpoint at `path`.
+pub(crate) fn refusal(path: &str, error: ApiError) -> Response {
+    if anthropic_errors(path) {
+        error.into_anthropic_response()
+    } else {
+        error.into_response()
+    }
+}
+
+/// A fast 503 with `Retry-After` (Anthropic's door: its 529 `overloaded_error`): the gateway
+/// holds as much as it admits.
+pub(crate) fn at_capacity(path: &str, what: &str) -> Response {
+    let error = ApiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        kind: "server_error",
+        retry_after: Some(std::time::Duration::from_secs(1)),
+        ..ApiError::invalid(format!(
+            "the gateway is at capacity ({what}); retry shortly"
+        ))
+        .code(GATEWAY_OVERLOADED)
+    };
+    refusal(path, error)
+}
+
+/// The code of the gateway's own overload.
+pub(crate) const GATEWAY_OVERLOADED: &str = "gateway_overloaded";
 
 /// Counts a request to `endpoint` once its response is ready.
 pub(crate) fn observed(
@@ -32,6 +52,19 @@ pub(crate) fn observed(
         .metrics
         .request(endpoint, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The request body as `T`: a body axum refused is a 413 or a 400, JSON that is not a `T`
+/// a 400 saying why. The bytes are dropped once parsed.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|rejection| {
+        let (status, message) = body_error(&rejection);
+        ApiError::body(status, message)
+    })?;
+    serde_json::from_slice(&body)
+        .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))
 }
 
 /// A body axum refused: too large (413), or unreadable (400).

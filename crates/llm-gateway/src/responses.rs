@@ -1,20 +1,18 @@
 //! `POST /v1/responses`: OpenAI's Responses API, stateless, complete or streamed.
 
-use std::convert::Infallible;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use llm_providers::recovery::RecoveringStream;
+use llm_providers::ChatChunk;
 
 use super::auth::CallerKey;
-use super::dispatch::{Call, annotate, route_for, targets};
+use super::dispatch::{Call, StreamWriter, annotate, route_for, sse, targets};
 use super::error::ApiError;
 use super::gateway::Current;
-use super::respond::{body_error, observed};
+use super::respond::{observed, read_json};
 use super::responses_api::{self, ResponseEvents, ResponsesRequest, TypedEvent};
 
 pub(crate) async fn responses(
@@ -35,13 +33,7 @@ async fn responses_inner(
     caller: &CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        let (status, message) = body_error(&rejection);
-        ApiError::body(status, message)
-    })?;
-    let mut request: ResponsesRequest = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))?;
-    drop(body);
+    let mut request: ResponsesRequest = read_json(body)?;
     let route = route_for(gw, caller, request.model()?)?;
     request.rest = request.check_fields(&targets(route))?;
     let (chat, echo) = request.take_chat_request()?;
@@ -60,44 +52,34 @@ async fn responses_inner(
         .stream()
         .await
         .map_err(|err| ApiError::from_llm(&err))?;
-    let provider = stream.provider().to_owned();
-    // NOTE: keep-alives are SSE comments, which the SDKs drop: an event that is not
-    // `response.created` first would break the SDK's stream helper.
-    let mut response = Sse::new(events(stream, ResponseEvents::new(id, echo)))
-        .keep_alive(KeepAlive::default())
-        .into_response();
-    annotate(&mut response, &provider, &log);
-    Ok(response)
+    Ok(sse(stream, ResponseEvents::new(id, echo), &log))
 }
 
 fn typed(event: TypedEvent) -> Event {
     Event::default().event(event.0).data(event.1.to_string())
 }
 
-/// The stream as typed events; a break after its first chunk ends it with
-/// `response.failed` and an `error` event.
-fn events(
-    stream: RecoveringStream,
-    events: ResponseEvents,
-) -> impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    futures_util::stream::unfold(Some((stream, events)), |state| async move {
-        let (mut stream, mut events) = state?;
-        let (out, more) = match stream.next().await {
-            Some(Ok(chunk)) => (events.chunk(stream.model(), &chunk), true),
-            Some(Err(err)) => {
-                tracing::warn!(
-                    provider = stream.provider(),
-                    "stream from {} broke after its first chunk: {err}",
-                    stream.provider()
-                );
-                (
-                    events.fail(stream.model(), &ApiError::from_llm(&err)),
-                    false,
-                )
-            }
-            None => (events.finish(stream.model()), false),
-        };
-        Some((out, more.then_some((stream, events))))
-    })
-    .flat_map(|out| futures_util::stream::iter(out.into_iter().map(|e| Ok(typed(e)))))
+/// The typed events; a break after the first chunk ends with `response.failed` and an
+/// `error` event.
+impl StreamWriter for ResponseEvents {
+    fn chunk(&mut self, model: &str, chunk: &ChatChunk) -> Result<Vec<Event>, Vec<Event>> {
+        Ok(ResponseEvents::chunk(self, model, chunk)
+            .into_iter()
+            .map(typed)
+            .collect())
+    }
+
+    fn finish(&mut self, model: &str) -> Vec<Event> {
+        ResponseEvents::finish(self, model)
+            .into_iter()
+            .map(typed)
+            .collect()
+    }
+
+    fn fail(&mut self, model: &str, err: &ApiError) -> Vec<Event> {
+        ResponseEvents::fail(self, model, err)
+            .into_iter()
+            .map(typed)
+            .collect()
+    }
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
+use super::fields::check_passed;
 use super::openai::{in_range, out_call_id, speaks_openai, split_signature, unix_now};
 
 /// `POST /v1/responses`' body.
@@ -169,16 +170,7 @@ impl ResponsesRequest {
                 passed.insert("verbosity".into(), verbosity.clone());
             }
         }
-        if let Some(field) = passed.keys().next() {
-            if let Some((name, kind)) = targets.iter().find(|(_, k)| !speaks_openai(*k)) {
-                return Err(bad(
-                    field.clone(),
-                    format!(
-                        "`{field}` cannot be sent to {name} ({kind}): the gateway passes fields it does not translate only to OpenAI-format upstreams"
-                    ),
-                ));
-            }
-        }
+        check_passed(&passed, targets, speaks_openai, "OpenAI-format")?;
         Ok(passed)
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use futures_util::StreamExt;
@@ -16,9 +16,10 @@ use super::api_chat::api_chat;
 use super::auth::{admit, authenticate};
 use super::completions::chat_completions;
 use super::embeddings::embeddings;
+use super::error::ApiError;
 use super::gateway::{Current, Gateway};
 use super::messages::{count_tokens, messages};
-use super::respond::at_capacity;
+use super::respond::{at_capacity, refusal};
 use super::responses::responses;
 use super::status::{health, metrics, models};
 
@@ -55,13 +56,14 @@ impl Gateway {
         }
         routes
             .layer(DefaultBodyLimit::max(current.inner.max_body_bytes))
-            // NOTE: inside the size limit and the body timeout, which bound the draining of a
-            // refused body.
+            .layer(RequestBodyLimitLayer::new(current.inner.max_body_bytes))
+            // NOTE: outside the size limit, so that a declared length over it is refused in
+            // the endpoint's own error shape; inside the body timeout, which bounds the
+            // draining of a refused body in time (the drain stops at `max_body_bytes`).
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 front_door,
             ))
-            .layer(RequestBodyLimitLayer::new(current.inner.max_body_bytes))
             .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
             .layer(
                 ServiceBuilder::new()
@@ -217,9 +219,10 @@ fn request_span(request: &axum::extract::Request) -> tracing::Span {
     )
 }
 
-/// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly.
-pub(crate) async fn overloaded(err: tower::BoxError) -> Response {
-    at_capacity(&err.to_string())
+/// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly, in
+/// the endpoint's shape.
+pub(crate) async fn overloaded(uri: http::Uri, err: tower::BoxError) -> Response {
+    at_capacity(uri.path(), &err.to_string())
 }
 
 /// The API's front door: checks the caller's key ([`admit`]), then admits the request's body
@@ -242,12 +245,20 @@ pub(crate) async fn front_door(
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
+    let max = gw.inner.max_body_bytes;
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(gw.inner.max_body_bytes)
-        .min(gw.inner.max_body_bytes);
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        // Refused before a byte of it is read, in the endpoint's shape.
+        let error = ApiError::body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large (at most {max} bytes)"),
+        );
+        return refusal(request.uri().path(), error);
+    }
+    let declared = declared.map_or(max, |len| usize::try_from(len).unwrap_or(max));
     let kib = u32::try_from(declared.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
     match gw.inner.body_budget.clone().try_acquire_many_owned(kib) {
         Ok(permit) => {
@@ -256,11 +267,19 @@ pub(crate) async fn front_door(
             response
         }
         Err(_) => {
+            let path = request.uri().path().to_owned();
             // NOTE: the body is read and dropped frame by frame before the 503: a client still
-            // sending it would otherwise see a broken pipe instead of the answer.
+            // sending it would otherwise see a broken pipe instead of the answer. At most
+            // `max_body_bytes` of it: a longer one is cut (the connection then closes).
             let mut frames = request.into_body().into_data_stream();
-            while let Some(Ok(_)) = frames.next().await {}
-            at_capacity("request bytes in flight")
+            let mut read = 0;
+            while let Some(Ok(frame)) = frames.next().await {
+                read += frame.len();
+                if read > max {
+                    break;
+                }
+            }
+            at_capacity(&path, "request bytes in flight")
         }
     }
 }

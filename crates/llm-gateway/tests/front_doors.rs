@@ -301,7 +301,7 @@ async fn messages_errors_answer_in_anthropics_shape() {
             json!({"model": "gpt", "max_tokens": 10, "top_k": 5, "messages": [{"role": "user", "content": "Hi"}]}),
             400,
             "invalid_request_error",
-            "top_k: cannot be sent to openai",
+            "`top_k` cannot be sent to openai",
         ),
         (
             json!({"model": "nope", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}),
@@ -321,6 +321,17 @@ async fn messages_errors_answer_in_anthropics_shape() {
             "{text:?} does not start with {message:?}"
         );
     }
+    // The front door's own refusals speak the door's dialect too: a declared body over
+    // `max_body_bytes` (1 MiB) is refused before it is read.
+    let big = json!({"model": "gpt", "max_tokens": 10,
+                     "messages": [{"role": "user", "content": "x".repeat(2 << 20)}]});
+    let (status, error) = doors.post("/v1/messages", &big).await;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"]["type"], "request_too_large", "{error}");
+    let (status, error) = doors.post("/v1/responses", &big).await;
+    assert_eq!(status, 413, "{error}");
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
+
     // A field Anthropic reads passes through to an Anthropic upstream.
     let body = json!({"model": "claude", "max_tokens": 10, "top_k": 5, "messages": [{"role": "user", "content": "Hi"}]});
     assert_eq!(doors.post("/v1/messages", &body).await.0, 200);
