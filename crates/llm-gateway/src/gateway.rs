@@ -94,6 +94,8 @@ struct FrontDoor {
 pub(crate) struct EmbeddingRoute {
     pub(crate) model: String,
     pub(crate) dimensions: u32,
+    /// Its targets' providers, in order.
+    pub(crate) targets: Vec<String>,
     pub(crate) chain: Fallback<EmbedService, EmbeddingRequest>,
 }
 
@@ -275,6 +277,7 @@ impl Inner {
             embedding_routes.push(EmbeddingRoute {
                 model: route.model.clone(),
                 dimensions: route.dimensions,
+                targets: route.targets.iter().map(|t| t.provider.clone()).collect(),
                 chain: stack::embedding_chain(route, &ups, &metrics)
                     .map_err(|e| e.in_section(&format!("embedding_routes[{i}]")))?,
             });

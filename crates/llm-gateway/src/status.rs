@@ -162,8 +162,37 @@ pub(crate) async fn health(gw: Current) -> Response {
         n if n < providers.len() => (StatusCode::OK, "degraded"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
     };
-    let response = json_response(status, json!({ "status": label, "providers": providers }));
+    let response = json_response(
+        status,
+        json!({ "status": label, "providers": providers, "routes": routes_json(&gw) }),
+    );
     observed(&gw, "/health", started, response)
+}
+
+/// Each route, the front doors that reach it and its targets in order.
+fn routes_json(gw: &Current) -> Vec<serde_json::Value> {
+    let chat = ["/v1/chat/completions", "/v1/messages", "/v1/responses"];
+    let targets = |names: Vec<&str>| names.join(" → ");
+    gw.inner
+        .routes
+        .iter()
+        .chain(&gw.inner.wildcard)
+        .map(|route| {
+            json!({
+                "model": route.model,
+                "endpoints": chat,
+                "targets": targets(route.chain.targets().iter().map(|(n, _)| &**n).collect()),
+            })
+        })
+        .chain(gw.inner.embedding_routes.iter().map(|route| {
+            json!({
+                "model": route.model,
+                "endpoints": ["/v1/embeddings"],
+                "dimensions": route.dimensions,
+                "targets": targets(route.targets.iter().map(String::as_str).collect()),
+            })
+        }))
+        .collect()
 }
 
 pub(crate) async fn metrics(gw: Current) -> Response {

@@ -390,6 +390,17 @@ async fn models_are_listed_in_the_shape_of_the_sdk_asking() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["claude", "gpt", "echo", "breaks", "embed"]);
+
+    // `/health` lists every route with the doors that reach it.
+    let health = doors.get("/health", false).await;
+    let routes = health["routes"].as_array().unwrap();
+    assert_eq!(routes[0]["endpoints"][1], "/v1/messages", "{health}");
+    assert_eq!(
+        routes[4]["endpoints"],
+        json!(["/v1/embeddings"]),
+        "{health}"
+    );
+    assert_eq!(routes[4]["dimensions"], 8);
 }
 
 /// Checks the Responses stream discipline: `response.created` first, sequence numbers
@@ -529,4 +540,47 @@ async fn the_responses_input_items_reach_the_upstream() {
         assert_eq!(status, 400, "{field}: {error}");
         assert_eq!(error["error"]["param"], field, "{error}");
     }
+}
+
+#[tokio::test]
+async fn every_door_is_counted_in_the_metrics() {
+    let doors = start(
+        "",
+        &format!("{ROUTES}\n[[embedding_routes]]\nmodel = \"embed\"\ndimensions = 8\ntargets = [{{ provider = \"openai\" }}]\n"),
+    )
+    .await;
+    let asks = [
+        (
+            "/v1/messages",
+            json!({"model": "gpt", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "/v1/messages/count_tokens",
+            json!({"model": "gpt", "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        ("/v1/responses", json!({"model": "gpt", "input": "Hi"})),
+        ("/v1/embeddings", json!({"model": "embed", "input": ["Hi"]})),
+    ];
+    for (path, body) in &asks {
+        let (status, answer) = doors.post(path, body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
+    let metrics = doors
+        .client
+        .get(format!("{}/metrics", doors.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (path, _) in asks {
+        let line = format!("gateway_requests_total{{endpoint=\"{path}\",status=\"200\"}} 1");
+        assert!(metrics.contains(&line), "{line} not in {metrics}");
+    }
+    // The upstream attempts of Messages and Responses are counted like chat's.
+    assert!(
+        metrics.contains("gateway_upstream_attempts_total{provider=\"openai\",outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
 }
