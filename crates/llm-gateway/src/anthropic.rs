@@ -328,8 +328,11 @@ fn in_message(message: InMessage, i: usize, out: &mut Vec<Message>) -> Result<()
     Ok(())
 }
 
-/// Text alone stays a string, as the providers show it.
+/// Text alone stays a string, as the providers show it; no parts is no content.
 fn parts_content(mut parts: Vec<Part>) -> Content {
+    if parts.is_empty() {
+        return Content::default();
+    }
     if parts.len() == 1 {
         if let Some(Part::Text(_)) = parts.first() {
             if let Some(Part::Text(text)) = parts.pop() {
