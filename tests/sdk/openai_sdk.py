@@ -202,13 +202,27 @@ def test_an_unavailable_upstream_is_a_503():
 
 
 def test_a_rate_limit_is_a_429_with_retry_after():
-    try:
-        mixed.responses.create(model="limited", input="Hello")
-    except openai.RateLimitError as err:
-        assert err.response.headers["retry-after"] == "7", dict(err.response.headers)
-        assert err.code == "rate_limit_exceeded", err.body
-    else:
-        raise AssertionError("no error")
+    # The first 429 pauses the provider for its 7 s: the second door meets the pause.
+    for call in (lambda: mixed.responses.create(model="limited", input="Hello"),
+                 lambda: mixed.chat.completions.create(model="limited", messages=MESSAGES)):
+        try:
+            call()
+        except openai.RateLimitError as err:
+            assert 1 <= int(err.response.headers["retry-after"]) <= 7, dict(err.response.headers)
+            assert err.code == "rate_limit_exceeded", err.body
+        else:
+            raise AssertionError("no error")
+
+
+def test_an_unrouted_model_is_a_404_at_every_door():
+    for call in (lambda: client.responses.create(model="gpt-9", input="Hello"),
+                 lambda: mixed.embeddings.create(model="embed-9", input="Hello")):
+        try:
+            call()
+        except openai.NotFoundError as err:
+            assert err.code == "model_not_found", err.body
+        else:
+            raise AssertionError("no error")
 
 
 # The Responses API.
