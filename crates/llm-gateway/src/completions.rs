@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use llm_providers::ChatChunk;
 
 use super::auth::CallerKey;
-use super::dispatch::{Call, StreamWriter, annotate, route_for, sse, targets};
+use super::dispatch::{Call, StreamWriter, route_for, targets};
 use super::error::ApiError;
 use super::gateway::Current;
 use super::openai::{self, CompletionRequest};
-use super::respond::{observed, read_json};
+use super::respond::{answered, read_json};
 
 pub(crate) async fn chat_completions(
     gw: Current,
@@ -21,11 +21,8 @@ pub(crate) async fn chat_completions(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match completions_inner(&gw, &caller, body).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    observed(&gw, "/v1/chat/completions", started, response)
+    let result = completions_inner(&gw, &caller, body).await;
+    answered(&gw, "/v1/chat/completions", started, result)
 }
 
 pub(crate) async fn completions_inner(
@@ -41,18 +38,10 @@ pub(crate) async fn completions_inner(
     let call = Call::new(gw, caller, route, request.take_chat_request()?);
     let id = gw.request_id();
     if !request.stream {
-        let (answer, log) = call
-            .complete()
-            .await
-            .map_err(|err| ApiError::from_llm(&err))?;
-        let mut response = axum::Json(openai::completion(&id, &answer)).into_response();
-        annotate(&mut response, &answer.provider, &log);
-        return Ok(response);
+        return call
+            .respond(|answer| axum::Json(openai::completion(&id, answer)).into_response())
+            .await;
     }
-    let (stream, log) = call
-        .stream()
-        .await
-        .map_err(|err| ApiError::from_llm(&err))?;
     let writer = Chunks {
         id,
         created: openai::unix_now(),
@@ -60,7 +49,7 @@ pub(crate) async fn completions_inner(
         include_usage: request.include_usage(),
         usage: None,
     };
-    Ok(sse(stream, writer, &log))
+    call.respond_streamed(writer).await
 }
 
 /// Writes a stream as OpenAI's `chat.completion.chunk`s, then the usage chunk when asked

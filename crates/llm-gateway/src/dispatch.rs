@@ -100,6 +100,34 @@ impl<'a> Call<'a> {
         Ok((answer, self.log))
     }
 
+    /// The whole answer, written by `write` (the door's body for it), with who answered in
+    /// the headers; a failure as the door's error.
+    pub(crate) async fn respond(
+        self,
+        write: impl FnOnce(&ChatResponse) -> Response,
+    ) -> Result<Response, ApiError> {
+        let (answer, log) = self
+            .complete()
+            .await
+            .map_err(|err| ApiError::from_llm(&err))?;
+        let mut response = write(&answer);
+        annotate(&mut response, &answer.provider, &log);
+        Ok(response)
+    }
+
+    /// The answer streamed as `writer` writes it, once its first chunk is in; a failure
+    /// before it as the door's error.
+    pub(crate) async fn respond_streamed(
+        self,
+        writer: impl StreamWriter,
+    ) -> Result<Response, ApiError> {
+        let (stream, log) = self
+            .stream()
+            .await
+            .map_err(|err| ApiError::from_llm(&err))?;
+        Ok(sse(stream, writer, &log))
+    }
+
     /// The answer as a stream, once its first chunk is in.
     pub(crate) async fn stream(self) -> Result<(RecoveringStream, AttemptLog), LlmError> {
         let chain = self.route.chain.stream();

@@ -18,7 +18,7 @@ use tower::{Layer, ServiceExt};
 use super::auth::{CallerKey, check_model};
 use super::error::ApiError;
 use super::gateway::{Current, EmbeddingRoute};
-use super::respond::{observed, read_json};
+use super::respond::{answered, read_json};
 
 /// OpenAI's limit on inputs in one request.
 const MAX_INPUTS: usize = 2048;
@@ -43,11 +43,8 @@ pub(crate) async fn embeddings(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match embeddings_inner(&gw, &caller, body).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    observed(&gw, "/v1/embeddings", started, response)
+    let result = embeddings_inner(&gw, &caller, body).await;
+    answered(&gw, "/v1/embeddings", started, result)
 }
 
 fn inputs(input: Value) -> Result<Vec<String>, ApiError> {

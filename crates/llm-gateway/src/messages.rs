@@ -14,10 +14,10 @@ use serde_json::json;
 
 use super::anthropic::{self, MessageEvents, MessagesRequest, NamedEvent};
 use super::auth::CallerKey;
-use super::dispatch::{Call, StreamWriter, annotate, route_for, sse, targets};
+use super::dispatch::{Call, StreamWriter, route_for, targets};
 use super::error::ApiError;
 use super::gateway::Current;
-use super::respond::{observed, read_json};
+use super::respond::{answered, read_json};
 
 pub(crate) async fn messages(
     gw: Current,
@@ -26,16 +26,8 @@ pub(crate) async fn messages(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match messages_inner(&gw, &caller, body).await {
-        Ok(response) => response,
-        Err(err) => err.into_anthropic_response(),
-    };
-    observed(
-        &gw,
-        "/v1/messages",
-        started,
-        with_request_id(response, &headers),
-    )
+    let result = messages_inner(&gw, &caller, body).await;
+    with_request_id(answered(&gw, "/v1/messages", started, result), &headers)
 }
 
 pub(crate) async fn count_tokens(
@@ -45,16 +37,9 @@ pub(crate) async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match count_inner(&gw, &caller, body) {
-        Ok(response) => response,
-        Err(err) => err.into_anthropic_response(),
-    };
-    observed(
-        &gw,
-        "/v1/messages/count_tokens",
-        started,
-        with_request_id(response, &headers),
-    )
+    let result = count_inner(&gw, &caller, body);
+    let response = answered(&gw, "/v1/messages/count_tokens", started, result);
+    with_request_id(response, &headers)
 }
 
 /// Anthropic's SDKs read the request id from `request-id`: the gateway's `x-request-id`.
@@ -80,19 +65,11 @@ async fn messages_inner(
     let call = Call::new(gw, caller, route, request.take_chat_request(false)?);
     let id = gw.next_id("msg_gw");
     if !request.stream {
-        let (answer, log) = call
-            .complete()
-            .await
-            .map_err(|err| ApiError::from_llm(&err))?;
-        let mut response = axum::Json(anthropic::message(&id, &answer)).into_response();
-        annotate(&mut response, &answer.provider, &log);
-        return Ok(response);
+        return call
+            .respond(|answer| axum::Json(anthropic::message(&id, answer)).into_response())
+            .await;
     }
-    let (stream, log) = call
-        .stream()
-        .await
-        .map_err(|err| ApiError::from_llm(&err))?;
-    Ok(sse(stream, MessageEvents::new(id), &log))
+    call.respond_streamed(MessageEvents::new(id)).await
 }
 
 fn count_inner(

@@ -67,6 +67,18 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|err| ApiError::invalid(format!("invalid JSON body: {err}")))
 }
 
+/// Counts a request to `endpoint` once answered: its response, or its error in the
+/// endpoint's shape.
+pub(crate) fn answered(
+    gw: &Current,
+    endpoint: &'static str,
+    started: Instant,
+    result: Result<Response, ApiError>,
+) -> Response {
+    let response = result.unwrap_or_else(|error| refusal(endpoint, error));
+    observed(gw, endpoint, started, response)
+}
+
 /// A body axum refused: too large (413), or unreadable (400).
 pub(crate) fn body_error(rejection: &BytesRejection) -> (StatusCode, String) {
     let status = rejection.status();

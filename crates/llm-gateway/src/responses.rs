@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use llm_providers::ChatChunk;
 
 use super::auth::CallerKey;
-use super::dispatch::{Call, StreamWriter, annotate, route_for, sse, targets};
+use super::dispatch::{Call, StreamWriter, route_for, targets};
 use super::error::ApiError;
 use super::gateway::Current;
-use super::respond::{observed, read_json};
+use super::respond::{answered, read_json};
 use super::responses_api::{self, ResponseEvents, ResponsesRequest, TypedEvent};
 
 pub(crate) async fn responses(
@@ -21,11 +21,8 @@ pub(crate) async fn responses(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match responses_inner(&gw, &caller, body).await {
-        Ok(response) => response,
-        Err(err) => err.into_response(),
-    };
-    observed(&gw, "/v1/responses", started, response)
+    let result = responses_inner(&gw, &caller, body).await;
+    answered(&gw, "/v1/responses", started, result)
 }
 
 async fn responses_inner(
@@ -40,19 +37,13 @@ async fn responses_inner(
     let call = Call::new(gw, caller, route, chat);
     let id = gw.next_id("gw");
     if !request.stream {
-        let (answer, log) = call
-            .complete()
-            .await
-            .map_err(|err| ApiError::from_llm(&err))?;
-        let mut response = axum::Json(responses_api::response(&id, &echo, &answer)).into_response();
-        annotate(&mut response, &answer.provider, &log);
-        return Ok(response);
+        return call
+            .respond(|answer| {
+                axum::Json(responses_api::response(&id, &echo, answer)).into_response()
+            })
+            .await;
     }
-    let (stream, log) = call
-        .stream()
-        .await
-        .map_err(|err| ApiError::from_llm(&err))?;
-    Ok(sse(stream, ResponseEvents::new(id, echo), &log))
+    call.respond_streamed(ResponseEvents::new(id, echo)).await
 }
 
 fn typed(event: TypedEvent) -> Event {

@@ -18,45 +18,30 @@ use super::respond::{json_response, observed};
 /// `anthropic-version` (its SDKs always send it, OpenAI's never do), OpenAI's otherwise.
 pub(crate) async fn models(gw: Current, caller: CallerKey, headers: HeaderMap) -> Response {
     let started = Instant::now();
-    if is_anthropic_client(&headers) {
-        let allowed = gw
-            .inner
-            .routes
-            .iter()
-            .filter(|route| check_model(&caller, &route.model).is_ok())
-            .map(|route| route.model.as_str());
-        let response = axum::Json(anthropic::model_list(allowed)).into_response();
-        return observed(&gw, "/v1/models", started, response);
-    }
-    let data: Vec<_> = gw
+    // (model, who serves it) of every route the caller's key may use.
+    let chat = gw
         .inner
         .routes
         .iter()
-        .filter(|route| check_model(&caller, &route.model).is_ok())
-        .map(|route| {
-            json!({
-                "id": route.model,
-                "object": "model",
-                "created": 0,
-                "owned_by": route.owner,
-            })
-        })
-        .chain(
-            gw.inner
-                .embedding_routes
-                .iter()
-                .filter(|route| check_model(&caller, &route.model).is_ok())
-                .map(|route| {
-                    json!({
-                        "id": route.model,
-                        "object": "model",
-                        "created": 0,
-                        "owned_by": "llm-gateway",
-                    })
-                }),
-        )
-        .collect();
-    let response = axum::Json(json!({ "object": "list", "data": data })).into_response();
+        .map(|route| (route.model.as_str(), route.owner.as_str()));
+    let allowed = |&(model, _): &(&str, &str)| check_model(&caller, model).is_ok();
+    let response = if is_anthropic_client(&headers) {
+        let models = chat.filter(allowed).map(|(model, _)| model);
+        axum::Json(anthropic::model_list(models)).into_response()
+    } else {
+        let embedding = gw.inner.embedding_routes.iter().map(|route| {
+            let owner = route.targets.first().map_or("", String::as_str);
+            (route.model.as_str(), owner)
+        });
+        let data: Vec<_> = chat
+            .chain(embedding)
+            .filter(allowed)
+            .map(
+                |(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}),
+            )
+            .collect();
+        axum::Json(json!({ "object": "list", "data": data })).into_response()
+    };
     observed(&gw, "/v1/models", started, response)
 }
 

@@ -3,25 +3,14 @@
 //! provider takes, errors classified as a chat call's are; Anthropic refuses before any call.
 
 use llm_core::ErrorKind;
-use llm_providers::{EmbeddingRequest, Provider, ProviderKind};
+use llm_providers::{EmbeddingRequest, ProviderKind};
 use llm_testkit::server::MockProvider;
 use tower::ServiceExt;
 
-const KEY: &str = "sk-live-SECRET-0123456789";
+mod support;
+use support::provider;
 
-fn provider(base: &str, kind: ProviderKind, key: &str) -> Provider {
-    let url = match kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => format!("{base}/v1"),
-        ProviderKind::OpenRouter => format!("{base}/api/v1"),
-        ProviderKind::Gemini => format!("{base}/v1beta"),
-        _ => base.to_owned(),
-    };
-    let mut builder = Provider::builder(kind).base_url(url);
-    if kind != ProviderKind::Ollama {
-        builder = builder.api_key(key);
-    }
-    builder.build().unwrap()
-}
+const KEY: &str = "sk-live-SECRET-0123456789";
 
 /// Inputs whose lengths say their place (the mock's vectors start with the input's length).
 fn inputs(n: usize) -> Vec<String> {

@@ -3,24 +3,13 @@
 //! server — each classified as a call's failure would be, no chat call made.
 
 use llm_core::ErrorKind;
-use llm_providers::{Provider, ProviderKind};
+use llm_providers::ProviderKind;
 use llm_testkit::server::MockProvider;
 
-const KEY: &str = "sk-live-SECRET-0123456789";
+mod support;
+use support::provider;
 
-fn provider(base: &str, kind: ProviderKind, key: &str) -> Provider {
-    let url = match kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => format!("{base}/v1"),
-        ProviderKind::OpenRouter => format!("{base}/api/v1"),
-        ProviderKind::Gemini => format!("{base}/v1beta"),
-        _ => base.to_owned(),
-    };
-    let mut builder = Provider::builder(kind).base_url(url);
-    if kind != ProviderKind::Ollama {
-        builder = builder.api_key(key);
-    }
-    builder.build().unwrap()
-}
+const KEY: &str = "sk-live-SECRET-0123456789";
 
 #[tokio::test]
 async fn every_kind_confirms_a_listed_model_and_refuses_an_unlisted_one() {
