@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::fields::check_passed;
-use super::openai::{in_range, out_call_id, split_signature};
+use super::openai::{function_tool, in_range, out_call_id, split_signature};
 
 /// `POST /v1/messages`' body (and `/v1/messages/count_tokens`', without `max_tokens`).
 #[derive(Debug, Deserialize)]
@@ -517,24 +517,7 @@ fn in_tool(tool: &Value, i: usize) -> Result<Tool, ApiError> {
         ],
         &path,
     )?;
-    let name = str_field(tool, "name", &path)?;
-    let mut out = Tool::new(name);
-    if let Some(d) = tool.get("description").and_then(Value::as_str) {
-        out = out.description(d);
-    }
-    match tool.get("input_schema") {
-        Some(schema @ Value::Object(_)) => out = out.parameters(schema.clone()),
-        _ => {
-            return Err(bad(
-                format!("{path}.input_schema"),
-                "Field required (a JSON Schema object)",
-            ));
-        }
-    }
-    if let Some(strict) = tool.get("strict").and_then(Value::as_bool) {
-        out = out.strict(strict);
-    }
-    Ok(out)
+    function_tool(tool, &path, "input_schema", true)
 }
 
 /// `tool_choice`, and whether parallel calls are allowed (`disable_parallel_tool_use`).

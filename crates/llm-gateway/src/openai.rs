@@ -456,26 +456,38 @@ fn in_tool(tool: Value, i: usize) -> Result<Tool, ApiError> {
         .get("function")
         .filter(|f| f.is_object())
         .ok_or_else(|| bad(param("function"), "a tool needs `function`"))?;
-    let name = function
+    function_tool(function, &param("function"), "parameters", false)
+}
+
+/// A function tool from `def` — `name`, `description`, the JSON Schema under `schema_key`
+/// (required or not), `strict` — as every front door declares one (OpenAI's chat nests it
+/// under `function`, Responses and Anthropic do not); errors name `path`'s fields.
+pub(crate) fn function_tool(
+    def: &Value,
+    path: &str,
+    schema_key: &str,
+    schema_required: bool,
+) -> Result<Tool, ApiError> {
+    let name = def
         .get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
-        .ok_or_else(|| bad(param("function.name"), "a tool needs `function.name`"))?;
+        .ok_or_else(|| bad(format!("{path}.name"), "a tool needs `name`"))?;
     let mut out = Tool::new(name);
-    if let Some(d) = function.get("description").and_then(Value::as_str) {
+    if let Some(d) = def.get("description").and_then(Value::as_str) {
         out = out.description(d);
     }
-    match function.get("parameters") {
-        None | Some(Value::Null) => {}
+    match def.get(schema_key) {
+        None | Some(Value::Null) if !schema_required => {}
         Some(schema @ Value::Object(_)) => out = out.parameters(schema.clone()),
-        Some(_) => {
+        _ => {
             return Err(bad(
-                param("function.parameters"),
-                "`parameters` must be a JSON Schema object",
+                format!("{path}.{schema_key}"),
+                format!("`{schema_key}` must be a JSON Schema object"),
             ));
         }
     }
-    if let Some(strict) = function.get("strict").and_then(Value::as_bool) {
+    if let Some(strict) = def.get("strict").and_then(Value::as_bool) {
         out = out.strict(strict);
     }
     Ok(out)

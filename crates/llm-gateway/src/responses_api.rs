@@ -19,7 +19,9 @@ use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
 use super::fields::check_passed;
-use super::openai::{in_range, out_call_id, speaks_openai, split_signature, unix_now};
+use super::openai::{
+    function_tool, in_range, out_call_id, speaks_openai, split_signature, unix_now,
+};
 
 /// `POST /v1/responses`' body.
 #[derive(Debug, Deserialize)]
@@ -501,29 +503,7 @@ fn in_tool(tool: &Value, i: usize) -> Result<Tool, ApiError> {
             ));
         }
     }
-    let name = tool
-        .get("name")
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| bad(format!("{path}.name"), "a function tool needs `name`"))?;
-    let mut out = Tool::new(name);
-    if let Some(d) = tool.get("description").and_then(Value::as_str) {
-        out = out.description(d);
-    }
-    match tool.get("parameters") {
-        None | Some(Value::Null) => {}
-        Some(schema @ Value::Object(_)) => out = out.parameters(schema.clone()),
-        Some(_) => {
-            return Err(bad(
-                format!("{path}.parameters"),
-                "`parameters` must be a JSON Schema object",
-            ));
-        }
-    }
-    if let Some(strict) = tool.get("strict").and_then(Value::as_bool) {
-        out = out.strict(strict);
-    }
-    Ok(out)
+    function_tool(tool, &path, "parameters", false)
 }
 
 fn in_tool_choice(choice: &Value) -> Result<ToolChoice, ApiError> {
