@@ -450,7 +450,14 @@ fn in_block(block: &Value, path: &str) -> Result<Block, ApiError> {
             allowed_keys(block, &["type", "thinking", "signature"], path)?;
             let text = str_field(block, "thinking", path)?;
             let signature = str_field(block, "signature", path)?;
-            Ok(Block::Thinking(Reasoning::anthropic(text, signature)))
+            // NOTE: an empty signature is the gateway's own mark for reasoning another
+            // provider wrote (it has none): such a block is text, never sent to Anthropic as
+            // a thinking block it would refuse to verify.
+            Ok(Block::Thinking(if signature.is_empty() {
+                Reasoning::text(text)
+            } else {
+                Reasoning::anthropic(text, signature)
+            }))
         }
         "redacted_thinking" => {
             allowed_keys(block, &["type", "data"], path)?;

@@ -282,6 +282,27 @@ async fn the_blocks_of_a_messages_request_reach_an_openai_upstream() {
 }
 
 #[tokio::test]
+async fn reasoning_without_a_signature_is_not_sent_to_anthropic_as_thinking() {
+    let doors = start("", ROUTES).await;
+    // Reasoning another provider wrote comes back to the client with an empty signature;
+    // replayed on an Anthropic route, it must not reach Anthropic as a thinking block.
+    let body = json!({
+        "model": "claude", "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Let me think.", "signature": ""},
+                {"type": "text", "text": "Hello."},
+            ]},
+            {"role": "user", "content": "And?"},
+        ],
+    });
+    // (The mock refuses an unsigned thinking block with a 400, as Anthropic does.)
+    let (status, message) = doors.post("/v1/messages", &body).await;
+    assert_eq!(status, 200, "{message}");
+}
+
+#[tokio::test]
 async fn messages_errors_answer_in_anthropics_shape() {
     let doors = start("", ROUTES).await;
     let cases = [

@@ -129,10 +129,29 @@ pub(crate) fn parse(
                 .get("messages")
                 .and_then(Value::as_array)
                 .ok_or("messages: Field required")?;
-            for m in messages {
+            for (i, m) in messages.iter().enumerate() {
                 let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
                 if role == "system" {
                     return Err("messages: Unexpected role \"system\". The Messages API accepts a top-level `system` parameter, not \"system\" as an input message role.".into());
+                }
+                // As Anthropic does: a thinking block must carry the signature it was given.
+                let blocks = m
+                    .get("content")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten();
+                for (j, block) in blocks.enumerate() {
+                    let unsigned = block.get("type") == Some(&Value::from("thinking"))
+                        && block
+                            .get("signature")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .is_empty();
+                    if unsigned {
+                        return Err(format!(
+                            "messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
+                        ));
+                    }
                 }
                 add(role, text_of(m.get("content").unwrap_or(&Value::Null)));
             }
