@@ -93,8 +93,11 @@ async fn embed(inner: Arc<Inner>, req: EmbeddingRequest) -> Result<EmbeddingResp
     let url = url(&inner, req.model())?;
     let total = effective_total(&inner, &req);
     tracing::debug!(
-        gen_ai.system = %inner.name,
+        gen_ai.operation.name = "embeddings",
+        gen_ai.provider.name = inner.kind.otel_name(),
         gen_ai.request.model = req.model(),
+        server.address = inner.base.host_str(),
+        llm.upstream = %inner.name,
         inputs = req.inputs().len(),
         "provider embeddings call"
     );

@@ -62,6 +62,27 @@ impl ProviderKind {
         }
     }
 
+    /// The provider's `gen_ai.provider.name` in OpenTelemetry's GenAI semantic conventions
+    /// (`openai`, `azure.ai.openai`, `anthropic`, `gcp.gemini`; the conventions list no value
+    /// for OpenRouter and Ollama, which keep their names; an OpenAI-compatible server speaks
+    /// OpenAI's API and is reported as `openai`).
+    ///
+    /// ```
+    /// use llm_providers::ProviderKind;
+    ///
+    /// assert_eq!(ProviderKind::Gemini.otel_name(), "gcp.gemini");
+    /// ```
+    pub const fn otel_name(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => "openai",
+            ProviderKind::Azure => "azure.ai.openai",
+            ProviderKind::OpenRouter => "openrouter",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gcp.gemini",
+            ProviderKind::Ollama => "ollama",
+        }
+    }
+
     /// The environment variable holding the key (`None`: no key needed).
     pub const fn key_variable(self) -> Option<&'static str> {
         match self {

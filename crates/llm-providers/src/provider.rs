@@ -128,8 +128,11 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
     let kind = inner.kind;
     let total = effective_total(&inner, &req);
     tracing::debug!(
-        gen_ai.system = %inner.name,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = kind.otel_name(),
         gen_ai.request.model = req.model(),
+        server.address = inner.base.host_str(),
+        llm.upstream = %inner.name,
         stream = false,
         "provider call"
     );
@@ -177,17 +180,39 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
     };
     match &result {
         Ok(res) => tracing::debug!(
-            gen_ai.system = %inner.name,
+            gen_ai.provider.name = kind.otel_name(),
+            llm.upstream = %inner.name,
             gen_ai.response.model = %res.model,
+            gen_ai.response.id = res.id.as_deref(),
+            gen_ai.response.finish_reasons = res.finish_reason.as_ref().map(finish_name),
             gen_ai.usage.input_tokens = res.usage.map(|u| u.input_tokens),
             gen_ai.usage.output_tokens = res.usage.map(|u| u.output_tokens),
             "provider answered"
         ),
         Err(err) => {
-            tracing::debug!(gen_ai.system = %inner.name, error.kind = err.kind().as_str(), error = %err, "provider failed");
+            tracing::debug!(
+                gen_ai.provider.name = kind.otel_name(),
+                llm.upstream = %inner.name,
+                error.type = err.kind().as_str(),
+                error = %err,
+                "provider failed"
+            );
         }
     }
     result
+}
+
+/// A finish reason as `gen_ai.response.finish_reasons` names it (the normalized name).
+pub(crate) fn finish_name(reason: &crate::types::FinishReason) -> &str {
+    use crate::types::FinishReason;
+    match reason {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ContentFilter => "content_filter",
+        FinishReason::ToolCalls => "tool_calls",
+        FinishReason::ContextWindow => "context_window",
+        FinishReason::Other(other) => other,
+    }
 }
 
 /// A provider as a `Service<ChatRequest>` answering [`ChatStream`]s.
@@ -252,8 +277,11 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
     let total = effective_total(&inner, &req);
     let first_token = attempt_wait(inner.timeouts.first_token, &req).min(total);
     tracing::debug!(
-        gen_ai.system = %inner.name,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = kind.otel_name(),
         gen_ai.request.model = req.model(),
+        server.address = inner.base.host_str(),
+        llm.upstream = %inner.name,
         stream = true,
         "provider call"
     );

@@ -220,11 +220,12 @@ impl ChatStream {
             observer.finish(end);
         }
         tracing::debug!(
-            gen_ai.system = %self.inner.name,
+            gen_ai.provider.name = self.inner.kind.otel_name(),
+            llm.upstream = %self.inner.name,
             gen_ai.response.model = self.model(),
             gen_ai.usage.input_tokens = self.parser.usage.map(|u| u.input_tokens),
             gen_ai.usage.output_tokens = self.parser.usage.map(|u| u.output_tokens),
-            outcome = outcome.kind().map_or("success", |k| k.as_str()),
+            error.type = outcome.kind().map(|k| k.as_str()),
             "stream ended"
         );
     }
