@@ -15,11 +15,14 @@ use tracing::{Event, Metadata, Subscriber};
 mod support;
 use support::provider;
 
-/// Every event's fields, as `name=value` text.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Vec<(String, String)>>>>);
+/// One event's fields: (name, value as text).
+type EventFields = Vec<(String, String)>;
 
-struct Fields(Vec<(String, String)>);
+/// Every event's fields.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<EventFields>>>);
+
+struct Fields(EventFields);
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -51,7 +54,7 @@ impl Subscriber for Events {
 
 impl Events {
     /// The events whose message is `message`, each as its fields.
-    fn named(&self, message: &str) -> Vec<Vec<(String, String)>> {
+    fn named(&self, message: &str) -> Vec<EventFields> {
         self.0
             .lock()
             .unwrap()
