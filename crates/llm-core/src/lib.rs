@@ -74,6 +74,7 @@ mod redis;
 mod redis_config;
 mod request;
 mod response;
+mod trace_context;
 mod transport;
 
 pub use classify::{Classify, DefaultClassifier, ErrorClassifier};
@@ -97,6 +98,7 @@ pub use request::{
     AttemptBudget, Deadline, EarlierFailures, ModelRequest, RemainingTargets, RequestExtensions,
 };
 pub use response::{EndObserver, ObserveEnd, ResponseMeta, ResponseMetadata, StreamEnd};
+pub use trace_context::TraceContext;
 
 /// Infrastructure the llm-tower crates share among themselves: the keyed registry, the Redis
 /// link, environment helpers. Not part of the public API: no semver guarantees.

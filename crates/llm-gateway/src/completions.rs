@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use llm_providers::ChatChunk;
 
 use super::auth::CallerKey;
-use super::dispatch::{Call, StreamWriter, route_for, targets};
+use super::dispatch::{Call, StreamWriter, Traced, route_for, targets};
 use super::error::ApiError;
 use super::gateway::Current;
 use super::openai::{self, CompletionRequest};
@@ -18,16 +18,18 @@ use super::respond::{answered, read_json};
 pub(crate) async fn chat_completions(
     gw: Current,
     caller: CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = completions_inner(&gw, &caller, body).await;
+    let result = completions_inner(&gw, &caller, trace, body).await;
     answered(&gw, "/v1/chat/completions", started, result)
 }
 
 pub(crate) async fn completions_inner(
     gw: &Current,
     caller: &CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut request: CompletionRequest = read_json(body)?;
@@ -35,7 +37,7 @@ pub(crate) async fn completions_inner(
     let passed = request.check_fields(&targets(route))?;
     // The fields checked are the ones that go; `take_chat_request` sends what `rest` holds.
     request.rest = passed;
-    let call = Call::new(gw, caller, route, request.take_chat_request()?);
+    let call = Call::new(gw, caller, route, request.take_chat_request()?, trace);
     let id = gw.request_id();
     if !request.stream {
         return call

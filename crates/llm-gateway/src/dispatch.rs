@@ -51,6 +51,9 @@ pub(crate) fn targets(route: &Route) -> Vec<(&str, ProviderKind)> {
         .collect()
 }
 
+/// The caller's W3C trace context, when it sent a valid one (the front door reads it).
+pub(crate) type Traced = Option<axum::Extension<llm_tower::TraceContext>>;
+
 /// A request on its way through a route, with the log of its attempts.
 pub(crate) struct Call<'a> {
     gw: &'a Current,
@@ -70,9 +73,13 @@ impl<'a> Call<'a> {
         caller: &'a CallerKey,
         route: &'a Route,
         request: ChatRequest,
+        trace: Traced,
     ) -> Call<'a> {
         let wants_json = request.response_format_value().is_some_and(|f| f.is_json());
         let (mut request, log) = gw.prepare(request);
+        if let Some(axum::Extension(context)) = trace {
+            request.extensions_mut().insert(context);
+        }
         if wants_json && route.recovery.after_output == AfterOutput::Continue {
             request.extensions_mut().insert(RecoveryPolicy {
                 after_output: AfterOutput::Fail,

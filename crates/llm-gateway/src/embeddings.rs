@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 
 use super::auth::{CallerKey, check_model};
+use super::dispatch::Traced;
 use super::error::ApiError;
 use super::gateway::{Current, EmbeddingRoute};
 use super::respond::{answered, read_json};
@@ -40,10 +41,11 @@ struct EmbeddingsBody {
 pub(crate) async fn embeddings(
     gw: Current,
     caller: CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = embeddings_inner(&gw, &caller, body).await;
+    let result = embeddings_inner(&gw, &caller, trace, body).await;
     answered(&gw, "/v1/embeddings", started, result)
 }
 
@@ -105,6 +107,7 @@ fn route_for<'a>(gw: &'a Current, model: &str) -> Result<&'a EmbeddingRoute, Api
 async fn embeddings_inner(
     gw: &Current,
     caller: &CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request: EmbeddingsBody = read_json(body)?;
@@ -136,6 +139,9 @@ async fn embeddings_inner(
     embed
         .extensions_mut()
         .insert(Deadline::after(gw.inner.request_timeout));
+    if let Some(axum::Extension(context)) = trace {
+        embed.extensions_mut().insert(context);
+    }
     let chain = route.chain.clone();
     let call = match caller.as_ref().and_then(|key| key.limit.as_ref()) {
         Some(limit) => Either::Left(limit.layer(chain).oneshot(embed)),

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::anthropic::{self, MessageEvents, MessagesRequest, NamedEvent};
 use super::auth::CallerKey;
-use super::dispatch::{Call, StreamWriter, route_for, targets};
+use super::dispatch::{Call, StreamWriter, Traced, route_for, targets};
 use super::error::ApiError;
 use super::gateway::Current;
 use super::respond::{answered, read_json};
@@ -22,11 +22,12 @@ use super::respond::{answered, read_json};
 pub(crate) async fn messages(
     gw: Current,
     caller: CallerKey,
+    trace: Traced,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = messages_inner(&gw, &caller, body).await;
+    let result = messages_inner(&gw, &caller, trace, body).await;
     with_request_id(answered(&gw, "/v1/messages", started, result), &headers)
 }
 
@@ -57,12 +58,13 @@ fn parse(body: Result<Bytes, BytesRejection>) -> Result<MessagesRequest, ApiErro
 async fn messages_inner(
     gw: &Current,
     caller: &CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut request = parse(body)?;
     let route = route_for(gw, caller, &request.model)?;
     request.rest = request.check_fields(&targets(route))?;
-    let call = Call::new(gw, caller, route, request.take_chat_request(false)?);
+    let call = Call::new(gw, caller, route, request.take_chat_request(false)?, trace);
     let id = gw.next_id("msg_gw");
     if !request.stream {
         return call

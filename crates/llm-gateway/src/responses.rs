@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use llm_providers::ChatChunk;
 
 use super::auth::CallerKey;
-use super::dispatch::{Call, StreamWriter, route_for, targets};
+use super::dispatch::{Call, StreamWriter, Traced, route_for, targets};
 use super::error::ApiError;
 use super::gateway::Current;
 use super::respond::{answered, read_json};
@@ -18,23 +18,25 @@ use super::responses_api::{self, ResponseEvents, ResponsesRequest, TypedEvent};
 pub(crate) async fn responses(
     gw: Current,
     caller: CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let result = responses_inner(&gw, &caller, body).await;
+    let result = responses_inner(&gw, &caller, trace, body).await;
     answered(&gw, "/v1/responses", started, result)
 }
 
 async fn responses_inner(
     gw: &Current,
     caller: &CallerKey,
+    trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let mut request: ResponsesRequest = read_json(body)?;
     let route = route_for(gw, caller, request.model()?)?;
     request.rest = request.check_fields(&targets(route))?;
     let (chat, echo) = request.take_chat_request()?;
-    let call = Call::new(gw, caller, route, chat);
+    let call = Call::new(gw, caller, route, chat, trace);
     let id = gw.next_id("gw");
     if !request.stream {
         return call

@@ -245,6 +245,23 @@ pub(crate) async fn front_door(
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
+    // The caller's trace context goes on to the upstreams when it is well formed.
+    // NOTE: header names made once: a lookup by `&str` parses the name on every request.
+    static TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
+    static TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
+    if let Some(traceparent) = request.headers().get(&TRACEPARENT) {
+        let tracestate = request
+            .headers()
+            .get(&TRACESTATE)
+            .and_then(|v| v.to_str().ok());
+        let context = traceparent
+            .to_str()
+            .ok()
+            .and_then(|t| llm_tower::TraceContext::parse(t, tracestate));
+        if let Some(context) = context {
+            request.extensions_mut().insert(context);
+        }
+    }
     let max = gw.inner.max_body_bytes;
     let declared = request
         .headers()

@@ -18,7 +18,7 @@ const KEY: &str = "test-key";
 struct Doors {
     base: String,
     client: reqwest::Client,
-    _mock: MockProvider,
+    mock: MockProvider,
 }
 
 /// A gateway over one mock provider reached as openai, anthropic, gemini and ollama, with
@@ -69,7 +69,7 @@ retry = {{ max_retries = 0 }}
     Doors {
         base: addr,
         client: reqwest::Client::new(),
-        _mock: mock,
+        mock,
     }
 }
 
@@ -604,4 +604,70 @@ async fn every_door_is_counted_in_the_metrics() {
         metrics.contains("gateway_upstream_attempts_total{provider=\"openai\",outcome=\"ok\"} 2"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn the_callers_trace_context_reaches_the_upstream() {
+    let doors = start(
+        "",
+        &format!("{ROUTES}\n[[embedding_routes]]\nmodel = \"embed\"\ndimensions = 8\ntargets = [{{ provider = \"openai\" }}]\n"),
+    )
+    .await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let asks = [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt", "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        ("/v1/responses", json!({"model": "gpt", "input": "Hi"})),
+        ("/v1/embeddings", json!({"model": "embed", "input": "Hi"})),
+    ];
+    for (path, body) in &asks {
+        let response = doors
+            .client
+            .post(format!("{}{path}", doors.base))
+            .header("content-type", "application/json")
+            .header("traceparent", traceparent)
+            .header("tracestate", "vendor=1")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    // A malformed one is not passed on.
+    let response = doors
+        .client
+        .post(format!("{}/v1/chat/completions", doors.base))
+        .header("content-type", "application/json")
+        .header("traceparent", "00-not-a-trace-01")
+        .body(asks[0].1.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let attempts = doors.mock.attempts();
+    assert_eq!(attempts.len(), 5);
+    let header = |attempt: &llm_testkit::server::Attempt, name: &str| {
+        attempt
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    for attempt in &attempts[..4] {
+        assert_eq!(
+            header(attempt, "traceparent").as_deref(),
+            Some(traceparent),
+            "{}",
+            attempt.path
+        );
+        assert_eq!(header(attempt, "tracestate").as_deref(), Some("vendor=1"));
+    }
+    assert_eq!(header(&attempts[4], "traceparent"), None);
 }

@@ -9,7 +9,9 @@ use tower_service::Service;
 
 use crate::embedding::{EmbeddingRequest, EmbeddingResponse};
 use crate::errors;
-use crate::inner::{Inner, effective_total, fmt_duration, is_path_name, named, read_body};
+use crate::inner::{
+    Inner, effective_total, fmt_duration, is_path_name, named, read_body, with_trace_context,
+};
 use crate::kind::ProviderKind;
 use crate::provider::{Provider, ResponseFuture};
 use crate::wire::embeddings;
@@ -108,11 +110,12 @@ async fn embed(inner: Arc<Inner>, req: EmbeddingRequest) -> Result<EmbeddingResp
         for inputs in req.inputs().chunks(embeddings::max_batch(inner.kind)) {
             let body = serde_json::to_vec(&embeddings::body(inner.kind, &req, inputs))
                 .expect("a JSON value with string keys always serializes");
-            let mut res = inner
+            let request = inner
                 .client
                 .post(url.clone())
                 .headers(inner.headers.clone())
-                .body(body)
+                .body(body);
+            let mut res = with_trace_context(request, req.extensions())
                 .send()
                 .await
                 .map_err(|err| errors::from_transport(inner.kind, err))?;

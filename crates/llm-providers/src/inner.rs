@@ -139,11 +139,13 @@ impl Inner {
                 if model.is_empty() {
                     return Err(self.bad_name("model", model));
                 }
-                return Ok(self
-                    .client
-                    .post(endpoint.clone())
-                    .headers(self.headers.clone())
-                    .body(body()));
+                return Ok(with_trace_context(
+                    self.client
+                        .post(endpoint.clone())
+                        .headers(self.headers.clone())
+                        .body(body()),
+                    req.extensions(),
+                ));
             }
             (None, ProviderKind::Azure) => {
                 // `deployment|api-version` overrides the configured version for one call.
@@ -182,11 +184,13 @@ impl Inner {
                 url
             }
         };
-        Ok(self
-            .client
-            .post(url)
-            .headers(self.headers.clone())
-            .body(body()))
+        Ok(with_trace_context(
+            self.client
+                .post(url)
+                .headers(self.headers.clone())
+                .body(body()),
+            req.extensions(),
+        ))
     }
 
     /// The base URL with `segments` appended, each percent-encoded as one path segment.
@@ -211,6 +215,20 @@ impl Inner {
         .with_code("invalid_model_name")
         .with_provider(self.name.to_string())
     }
+}
+
+/// `builder` with the caller's W3C trace context, when the request carries one
+/// ([`llm_core::TraceContext`]): the upstream call continues the caller's trace.
+pub(crate) fn with_trace_context(
+    mut builder: reqwest::RequestBuilder,
+    extensions: &http::Extensions,
+) -> reqwest::RequestBuilder {
+    if let Some(context) = extensions.get::<llm_core::TraceContext>() {
+        for (name, value) in context.headers() {
+            builder = builder.header(name, value.clone());
+        }
+    }
+    builder
 }
 
 /// The default of `ProviderBuilder::max_response_bytes`.
