@@ -597,6 +597,17 @@ fn in_thinking(
     effort: Option<ReasoningEffort>,
 ) -> Result<ReasoningConfig, ApiError> {
     allowed_keys(thinking, &["type", "budget_tokens", "display"], "thinking")?;
+    // The gateway shows the reasoning it gets (`summarized`, the default); hiding it is not
+    // something it can ask every provider for, so `omitted` is refused, not ignored.
+    match thinking.get("display").and_then(Value::as_str) {
+        None | Some("summarized") => {}
+        Some(other) => {
+            return Err(bad(
+                "thinking.display",
+                format!("{other:?} is not supported by this gateway (\"summarized\" only)"),
+            ));
+        }
+    }
     match thinking.get("type").and_then(Value::as_str) {
         Some("enabled") => {
             let budget = thinking

@@ -325,6 +325,13 @@ async fn messages_errors_answer_in_anthropics_shape() {
             "`top_k` cannot be sent to openai",
         ),
         (
+            json!({"model": "gpt", "max_tokens": 4096, "thinking": {"type": "enabled", "budget_tokens": 2048, "display": "omitted"},
+                   "messages": [{"role": "user", "content": "Hi"}]}),
+            400,
+            "invalid_request_error",
+            "thinking.display",
+        ),
+        (
             json!({"model": "nope", "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}),
             404,
             "not_found_error",
