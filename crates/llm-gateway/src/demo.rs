@@ -13,7 +13,9 @@
 //!   20 s, then probes until the outage is over.
 //! - **gemini** and **openrouter** answer, with some latency.
 //!
-//! Every mock answers with the same deterministic text (`"Alfa-1 Bravo-2 Charlie-3 …"`).
+//! Every mock answers with the same deterministic text (`"Alfa-1 Bravo-2 Charlie-3 …"`), on
+//! every front door (`/v1/chat/completions`, `/v1/messages`, `/v1/responses`, `/api/chat`);
+//! `text-embedding-3-small` answers `/v1/embeddings`, falling back to Gemini.
 
 use llm_testkit::server::{MockProvider, Plan};
 
@@ -120,6 +122,15 @@ model = "*"
 targets = [
   { provider = "openrouter" },
   { provider = "openai", model = "gpt-4o-mini" },
+]
+
+# Embeddings (`POST /v1/embeddings`): OpenAI's model, then Gemini's asked for the same size.
+[[embedding_routes]]
+model = "text-embedding-3-small"
+dimensions = 256
+targets = [
+  { provider = "openai", model = "text-embedding-3-small" },
+  { provider = "gemini", model = "gemini-embedding-001" },
 ]
 "#;
 

@@ -1097,6 +1097,36 @@ async fn the_demo_configuration_starts_and_answers() {
     }
     assert_eq!(providers[0], "openai");
     assert_ne!(providers[1], "openai");
+
+    // The other front doors answer too, embeddings included.
+    let asks = [
+        (
+            "/v1/messages",
+            json!({"model": "gpt-4o-mini", "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "gemini-2.0-flash", "input": "Hi"}),
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": ["a", "b"]}),
+        ),
+    ];
+    for (path, body) in asks {
+        let response = client
+            .post(format!("{base}{path}"))
+            .header("anthropic-version", "2023-06-01")
+            .json_body(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        if path == "/v1/embeddings" {
+            assert_eq!(body["data"][1]["embedding"].as_array().unwrap().len(), 256);
+        }
+    }
 }
 
 #[test]
