@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::fields::check_passed;
+use super::fields::{allowed_keys, check_passed};
 use super::openai::{function_tool, in_range, out_call_id, split_signature};
 
 /// `POST /v1/messages`' body (and `/v1/messages/count_tokens`', without `max_tokens`).
@@ -225,23 +225,6 @@ fn in_metadata(request: ChatRequest, metadata: &Value) -> Result<ChatRequest, Ap
         Some(user) => request.end_user(user),
         None => request,
     })
-}
-
-/// Refuses a key of `value` that is not in `allowed` and not null: a block's field the
-/// gateway would otherwise drop.
-fn allowed_keys(value: &Value, allowed: &[&str], path: &str) -> Result<(), ApiError> {
-    if let Some(map) = value.as_object() {
-        if let Some((key, _)) = map
-            .iter()
-            .find(|(k, v)| !allowed.contains(&k.as_str()) && !v.is_null())
-        {
-            return Err(bad(
-                format!("{path}.{key}"),
-                "is not supported by this gateway (it would be dropped)",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// What one content block is, in the neutral request's terms.

@@ -156,6 +156,9 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The code of the gateway's own overload (at capacity, load shedding).
+pub(crate) const GATEWAY_OVERLOADED: &str = "gateway_overloaded";
+
 /// Anthropic's status for an upstream overload: the SDKs raise `OverloadedError` for it and
 /// retry it.
 const OVERLOADED: u16 = 529;
@@ -181,7 +184,7 @@ impl ApiError {
 
     /// The status Anthropic's API would answer with: an upstream overload is its 529.
     pub(crate) fn anthropic_status(&self) -> StatusCode {
-        let overloaded = [ErrorKind::Overloaded.as_str(), "gateway_overloaded"];
+        let overloaded = [ErrorKind::Overloaded.as_str(), GATEWAY_OVERLOADED];
         if self
             .code
             .as_deref()

@@ -26,3 +26,20 @@ pub(crate) fn check_passed(
         None => Ok(()),
     }
 }
+
+/// Refuses a key of `value` that is not in `allowed` and not null: a field of a block, item or
+/// part the gateway would otherwise drop (`path` names the object: `messages.0.content.1`).
+pub(crate) fn allowed_keys(value: &Value, allowed: &[&str], path: &str) -> Result<(), ApiError> {
+    if let Some(map) = value.as_object() {
+        if let Some((key, _)) = map
+            .iter()
+            .find(|(k, v)| !allowed.contains(&k.as_str()) && !v.is_null())
+        {
+            return Err(ApiError::invalid(
+                "is not supported by this gateway (it would be dropped)",
+            )
+            .param(format!("{path}.{key}")));
+        }
+    }
+    Ok(())
+}

@@ -51,17 +51,13 @@ fn with_request_id(mut response: Response, headers: &HeaderMap) -> Response {
     response
 }
 
-fn parse(body: Result<Bytes, BytesRejection>) -> Result<MessagesRequest, ApiError> {
-    read_json(body)
-}
-
 async fn messages_inner(
     gw: &Current,
     caller: &CallerKey,
     trace: Traced,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request = parse(body)?;
+    let mut request: MessagesRequest = read_json(body)?;
     let route = route_for(gw, caller, &request.model)?;
     request.rest = request.check_fields(&targets(route))?;
     let call = Call::new(gw, caller, route, request.take_chat_request(false)?, trace);
@@ -79,7 +75,7 @@ fn count_inner(
     caller: &CallerKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut request = parse(body)?;
+    let mut request: MessagesRequest = read_json(body)?;
     route_for(gw, caller, &request.model)?;
     let chat = request.take_chat_request(true)?;
     // The rate limiter's own estimate (about four characters a token), so a client can see

@@ -6,7 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, GATEWAY_OVERLOADED};
 use super::gateway::Current;
 
 /// Whether the endpoint at `path` answers errors in Anthropic's shape (its Messages door).
@@ -37,9 +37,6 @@ pub(crate) fn at_capacity(path: &str, what: &str) -> Response {
     };
     refusal(path, error)
 }
-
-/// The code of the gateway's own overload.
-pub(crate) const GATEWAY_OVERLOADED: &str = "gateway_overloaded";
 
 /// Counts a request to `endpoint` once its response is ready.
 pub(crate) fn observed(

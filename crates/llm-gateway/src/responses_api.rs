@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use super::fields::check_passed;
+use super::fields::{allowed_keys, check_passed};
 use super::openai::{
     function_tool, in_range, out_call_id, speaks_openai, split_signature, unix_now,
 };
@@ -230,8 +230,17 @@ impl ResponsesRequest {
         if let Some(p) = self.top_p {
             request = request.top_p(in_range("top_p", p, 0.0, 1.0)?);
         }
-        if let Some(user) = self.safety_identifier.take().or(self.user.take()) {
-            request = request.end_user(user);
+        // Both name the end user: one may be given, or both alike, never two different ones
+        // of which one would be dropped.
+        match (self.safety_identifier.take(), self.user.take()) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(bad(
+                    "user",
+                    "`user` and `safety_identifier` name the end user: send one (they differ)",
+                ));
+            }
+            (Some(user), _) | (None, Some(user)) => request = request.end_user(user),
+            (None, None) => {}
         }
         if let Some(tools) = self.tools.take() {
             let tools = tools
@@ -286,6 +295,11 @@ fn in_items(items: Vec<Value>, system: &mut Vec<String>) -> Result<Vec<Message>,
             .unwrap_or("message");
         match kind {
             "message" => {
+                allowed_keys(
+                    &item,
+                    &["type", "role", "content", "id", "status", "phase"],
+                    &path,
+                )?;
                 let role = item
                     .get("role")
                     .and_then(Value::as_str)
@@ -324,6 +338,11 @@ fn in_items(items: Vec<Value>, system: &mut Vec<String>) -> Result<Vec<Message>,
                 }
             }
             "function_call" => {
+                allowed_keys(
+                    &item,
+                    &["type", "call_id", "name", "arguments", "id", "status"],
+                    &path,
+                )?;
                 let field = |key: &str| {
                     item.get(key).and_then(Value::as_str).ok_or_else(|| {
                         bad(
@@ -348,6 +367,7 @@ fn in_items(items: Vec<Value>, system: &mut Vec<String>) -> Result<Vec<Message>,
                 }
             }
             "function_call_output" => {
+                allowed_keys(&item, &["type", "call_id", "output", "id", "status"], &path)?;
                 let (id, _) = split_signature(
                     item.get("call_id").and_then(Value::as_str).ok_or_else(|| {
                         bad(
@@ -361,6 +381,20 @@ fn in_items(items: Vec<Value>, system: &mut Vec<String>) -> Result<Vec<Message>,
                 open_assistant = false;
             }
             "reasoning" => {
+                // NOTE: `content` (the reasoning text OpenAI's own models show) is context the
+                // model wrote, not an instruction: the summary and signature are what go back.
+                allowed_keys(
+                    &item,
+                    &[
+                        "type",
+                        "id",
+                        "summary",
+                        "encrypted_content",
+                        "content",
+                        "status",
+                    ],
+                    &path,
+                )?;
                 reasoning.push(in_reasoning(&item));
                 open_assistant = false;
             }
@@ -432,6 +466,16 @@ fn in_content(content: Option<&Value>, path: &str) -> Result<Content, ApiError> 
                 .map(str::to_owned)
                 .ok_or_else(|| bad(path.clone(), format!("this part needs `{key}`")))
         };
+        let allowed: &[&str] = match part.get("type").and_then(Value::as_str) {
+            Some("input_text" | "text") => &["type", "text"],
+            // Annotations and logprobs of an earlier answer are what it showed, not input.
+            Some("output_text") => &["type", "text", "annotations", "logprobs"],
+            Some("refusal") => &["type", "refusal"],
+            Some("input_image") => &["type", "image_url", "file_id", "detail"],
+            Some("input_file") => &["type", "file_data", "file_id", "file_url", "filename"],
+            _ => &["type"],
+        };
+        allowed_keys(part, allowed, &path)?;
         match part.get("type").and_then(Value::as_str) {
             Some("input_text" | "output_text" | "text") => out.push(Part::Text(text_of("text")?)),
             Some("refusal") => out.push(Part::Text(text_of("refusal")?)),

@@ -568,6 +568,26 @@ async fn the_responses_input_items_reach_the_upstream() {
         assert_eq!(status, 400, "{field}: {error}");
         assert_eq!(error["error"]["param"], field, "{error}");
     }
+    // A field of an item or a part the gateway would drop is refused, naming its path; two
+    // different end users are refused rather than one dropped.
+    for (body, param) in [
+        (
+            json!({"model": "gpt", "input": [{"role": "user", "content": "Hi", "audio": {"id": "a"}}]}),
+            "input[0].audio",
+        ),
+        (
+            json!({"model": "gpt", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Hi", "cache": true}]}]}),
+            "input[0].content[0].cache",
+        ),
+        (
+            json!({"model": "gpt", "input": "Hi", "user": "a", "safety_identifier": "b"}),
+            "user",
+        ),
+    ] {
+        let (status, error) = doors.post("/v1/responses", &body).await;
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["param"], param, "{error}");
+    }
 }
 
 #[tokio::test]
