@@ -250,7 +250,7 @@ fn retry_layer(
     on_retry: Option<OnRetry>,
     on_give_up: Option<OnGiveUp>,
 ) -> Result<RetryLayer, ConfigError> {
-    let mut builder = RetryLayer::builder().config(config);
+    let mut builder = RetryLayer::builder().config(config).name(name.clone());
     if let Some(budget) = budget {
         builder = builder.budget(budget);
     }
@@ -442,6 +442,7 @@ impl UpstreamBuilder {
         // NOTE: tower's `Either` chooses between the store kinds and breaker scopes, so a
         // stack is boxed once under the retry layer, not at every choice.
         let mut builder = RateLimitLayer::builder()
+            .name(name.clone())
             .config(self.rate_limit)
             .token_cost(EstimatedCost::approximate());
         if let Some(hook) = self.on_rate_limited {

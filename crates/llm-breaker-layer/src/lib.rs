@@ -6,6 +6,7 @@ mod future;
 mod handle;
 mod keyed;
 mod layer;
+mod metrics;
 mod service;
 #[cfg(feature = "redis")]
 mod shared;

@@ -253,6 +253,7 @@ pub struct CircuitBreaker {
     rejected: AtomicU64,
     trips: AtomicU64,
     control: Mutex<Control>,
+    meters: crate::metrics::Meters,
 }
 
 impl fmt::Debug for CircuitBreaker {
@@ -312,6 +313,7 @@ impl CircuitBreaker {
     ) -> Self {
         CircuitBreaker {
             window: Window::new(settings.config.window, now),
+            meters: crate::metrics::Meters::new(name.as_deref().unwrap_or("")),
             settings,
             name,
             state: AtomicU8::new(State::Closed as u8),
@@ -394,6 +396,7 @@ impl CircuitBreaker {
 
     fn reject(&self, retry_in: Duration) -> CircuitOpen {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.meters.rejected();
         let mut err = CircuitOpen::new(retry_in);
         if let Some(name) = &self.name {
             err = err.with_name(name.clone());
@@ -656,6 +659,8 @@ impl CircuitBreaker {
 
     fn notify(&self, change: &StateChange) {
         let name = change.name.as_deref().unwrap_or("");
+        self.meters
+            .changed(name, change.from.as_str(), change.to.as_str());
         match change.to {
             State::Open | State::ForcedOpen => tracing::warn!(
                 breaker = name,

@@ -52,6 +52,8 @@
 //!
 //! - `reqwest`: classify `reqwest::Error` and `reqwest::Response`.
 //! - `hyper`: classify `hyper::Error` found in an error chain.
+//! - `metrics`: [`metrics::CounterSeries`] and its kin, the fixed series the layers record
+//!   through the `metrics` facade (the names of every metric are in [`metrics`] either way).
 //! - `redis`: [`RedisConfig`], where the layers share their state (the connection itself is
 //!   internal to the llm-tower crates).
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -67,6 +69,7 @@ mod env;
 mod error;
 mod keyed;
 mod kind;
+pub mod metrics;
 mod outcome;
 #[cfg(feature = "redis")]
 mod redis;

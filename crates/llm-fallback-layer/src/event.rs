@@ -23,6 +23,26 @@ pub enum FallbackReason {
     },
 }
 
+impl FallbackReason {
+    /// A stable `snake_case` label: the failure's kind (`rate_limited`, `circuit_open`, …)
+    /// or `hedged` — the `reason` of the `llm_fallbacks_total` metric.
+    ///
+    /// ```
+    /// use llm_core::ErrorKind;
+    /// use llm_fallback_layer::FallbackReason;
+    /// use std::time::Duration;
+    ///
+    /// let hedged = FallbackReason::Hedged { after: Duration::from_secs(2) };
+    /// assert_eq!(hedged.as_str(), "hedged");
+    /// ```
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FallbackReason::Failed { kind, .. } => kind.as_str(),
+            FallbackReason::Hedged { .. } => "hedged",
+        }
+    }
+}
+
 /// The chain moved from one target to another.
 ///
 /// ```

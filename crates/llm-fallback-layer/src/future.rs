@@ -168,6 +168,16 @@ where
             hedge = matches!(event.reason, FallbackReason::Hedged { .. }),
             "falling back"
         );
+        #[cfg(feature = "metrics")]
+        llm_core::metrics::CounterSeries::new(
+            llm_core::metrics::FALLBACKS,
+            &[
+                ("from", &event.from),
+                ("to", &event.to),
+                ("reason", event.reason.as_str()),
+            ],
+        )
+        .increment(1);
         if let Some(hook) = &shared.on_fallback {
             hook(&event);
         }

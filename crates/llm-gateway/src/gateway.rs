@@ -181,6 +181,19 @@ impl Inner {
         previous: Option<&Inner>,
     ) -> Result<Inner, ConfigError> {
         let metrics = previous.map_or_else(Metrics::default, |p| p.metrics.clone());
+        // Built with the gateway's recorder current: the series a layer sets as it is built
+        // (each breaker's state) land in its metrics.
+        metrics
+            .clone()
+            .scoped(|| Inner::build_into(config, vars, previous, metrics))
+    }
+
+    fn build_into(
+        config: &GatewayConfig,
+        vars: Lookup<'_>,
+        previous: Option<&Inner>,
+        metrics: Metrics,
+    ) -> Result<Inner, ConfigError> {
         let mut upstreams = Vec::with_capacity(config.providers.len());
         let mut providers = Vec::with_capacity(config.providers.len());
         for (i, settings) in config.providers.iter().enumerate() {
@@ -200,7 +213,7 @@ impl Inner {
             providers.push((settings.name.clone(), provider.clone()));
             let models = config.models_of(&settings.name);
             upstreams.push(Configured {
-                upstream: stack::upstream(settings, provider.clone(), &models, &metrics)
+                upstream: stack::upstream(settings, provider.clone(), &models)
                     .map_err(|e| e.in_section(&section))?,
                 model: settings.model.clone(),
                 settings: settings.clone(),
@@ -214,7 +227,7 @@ impl Inner {
                 let order =
                     std::iter::once(first).chain((0..upstreams.len()).filter(|&i| i != first));
                 order
-                    .fold(stack::chain(&metrics), |chain, i| {
+                    .fold(stack::chain(), |chain, i| {
                         chain.upstream_as(&upstreams[i].upstream, upstreams[i].model.clone())
                     })
                     .map_retry(|retry| {
@@ -234,7 +247,7 @@ impl Inner {
             let chain = route
                 .targets
                 .iter()
-                .fold(stack::chain(&metrics), |chain, target| {
+                .fold(stack::chain(), |chain, target| {
                     let up = &upstreams
                         .iter()
                         .find(|u| u.upstream.name() == target.provider)
@@ -278,7 +291,7 @@ impl Inner {
                 model: route.model.clone(),
                 dimensions: route.dimensions,
                 targets: route.targets.iter().map(|t| t.provider.clone()).collect(),
-                chain: stack::embedding_chain(route, &ups, &metrics)
+                chain: stack::embedding_chain(route, &ups)
                     .map_err(|e| e.in_section(&format!("embedding_routes[{i}]")))?,
             });
         }
@@ -369,6 +382,15 @@ impl Gateway {
             !current.keys.is_empty(),
             current.allow_unauthenticated,
         )
+    }
+
+    /// Makes this gateway's metrics recorder the process's global `metrics` recorder, so
+    /// that what the layers record outside any request — a breaker change another instance
+    /// published through Redis — reaches `/metrics` too (inside a request, the gateway's
+    /// recorder is current whatever the global one is). `false` if the process has a global
+    /// recorder already. The binary does this; an app embedding the gateway need not.
+    pub fn install_global_recorder(&self) -> bool {
+        self.current().inner.metrics.install_global()
     }
 
     /// The providers' names, in order.

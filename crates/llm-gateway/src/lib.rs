@@ -47,6 +47,7 @@ mod keys;
 mod messages;
 mod metrics;
 mod openai;
+mod recording;
 mod respond;
 mod responses;
 mod responses_api;

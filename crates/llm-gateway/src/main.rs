@@ -153,6 +153,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    gateway.install_global_recorder();
     if let Err(err) = gateway.check_exposure(config.listen) {
         eprintln!(
             "llm-gateway: refusing to start: {source}: `{}` {}",

@@ -19,6 +19,7 @@ use super::embeddings::embeddings;
 use super::error::ApiError;
 use super::gateway::{Current, Gateway};
 use super::messages::{count_tokens, messages};
+use super::recording::RecordInto;
 use super::respond::{at_capacity, refusal};
 use super::responses::responses;
 use super::status::{health, metrics, models};
@@ -79,6 +80,9 @@ impl Gateway {
                     .layer(TraceLayer::new_for_http().make_span_with(request_span))
                     .layer(PropagateRequestIdLayer::x_request_id()),
             )
+            // Outermost: what every layer above and every handler records lands in this
+            // gateway's metrics.
+            .layer(RecordInto(current.inner.metrics.clone()))
             .with_state(self.clone())
     }
 
@@ -93,6 +97,7 @@ impl Gateway {
                 self.clone(),
                 authenticate,
             ))
+            .layer(RecordInto(self.current().inner.metrics.clone()))
             .with_state(self.clone())
     }
 

@@ -9,7 +9,8 @@
 //!
 //! Every retry passes the breaker and spends a rate permit; `Recorded` wraps each attempt
 //! (`Upstream::around_attempts`) so each one — refused locally or sent — lands in the
-//! request's [`AttemptLog`] and the metrics. The upstream's complete and streaming services
+//! request's [`AttemptLog`]. The layers and providers record their own metrics (the table
+//! in `llm_tower::metrics`) into the gateway's recorder. The upstream's complete and streaming services
 //! share one breaker and one limit. Chains are [`UpstreamChain`]s over these upstreams; a
 //! chain is cheap to clone (axum clones per request) and every clone shares the same breakers
 //! and limiters.
@@ -20,21 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use llm_providers::recovery::RecoveryEvent;
-use llm_providers::{
-    ChatRequest, ChatResponse, ChatStream, EmbeddingRequest, EmbeddingResponse, Provider,
-};
+use llm_providers::{ChatRequest, EmbeddingRequest, EmbeddingResponse, Provider};
 use llm_tower::fallback::{Fallback, FallbackEvent, FallbackReason, Target};
 use llm_tower::upstream::{
     BreakerScope as UpstreamBreakerScope, EmbedService, Upstream, UpstreamChain,
     UpstreamChainBuilder,
 };
-use llm_tower::{ConfigError, EndObserver, ErrorKind, LlmError, ObserveEnd, ReportsUsage, Usage};
+use llm_tower::{ConfigError, ErrorKind, LlmError};
 use serde::Serialize;
 use tower::{Layer, Service};
 
 use super::config::{BreakerScope, EmbeddingRouteConfig, ProviderSettings};
-use super::metrics::{Metrics, ProviderSeries};
 
 /// One attempt on one provider, as the gateway reports it.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -85,36 +82,10 @@ impl AttemptLog {
     }
 }
 
-/// What the recorder needs of an answer: the tokens it used, now or when its stream ends.
-pub(crate) trait Answer: Send + 'static {
-    /// Calls `report` with the usage once it is known (`None`: never reported), and `broke`
-    /// if a stream breaks after its first chunk.
-    fn when_done(&mut self, report: Box<dyn FnOnce(Option<Usage>, bool) + Send>);
-}
-
-impl Answer for ChatResponse {
-    fn when_done(&mut self, report: Box<dyn FnOnce(Option<Usage>, bool) + Send>) {
-        report(self.usage(), false);
-    }
-}
-
-impl Answer for ChatStream {
-    fn when_done(&mut self, report: Box<dyn FnOnce(Option<Usage>, bool) + Send>) {
-        self.observe_end(EndObserver::new(move |end| {
-            let broke = end
-                .outcome
-                .kind()
-                .is_some_and(|kind| kind == ErrorKind::StreamInterrupted);
-            report(end.usage, broke);
-        }));
-    }
-}
-
 /// Wraps a service in [`Recorded`], reporting as `provider`.
 #[derive(Clone)]
 pub(crate) struct RecordLayer {
     provider: Arc<str>,
-    metrics: Metrics,
 }
 
 impl<S> Layer<S> for RecordLayer {
@@ -124,26 +95,22 @@ impl<S> Layer<S> for RecordLayer {
         Recorded {
             inner,
             provider: self.provider.clone(),
-            series: self.metrics.provider_series(&self.provider),
-            metrics: self.metrics.clone(),
         }
     }
 }
 
-/// Records each attempt in the request's [`AttemptLog`] and the metrics.
+/// Records each attempt in the request's [`AttemptLog`].
 #[derive(Clone)]
 pub(crate) struct Recorded<S> {
     inner: S,
     provider: Arc<str>,
-    series: ProviderSeries,
-    metrics: Metrics,
 }
 
 impl<S, R> Service<ChatRequest> for Recorded<S>
 where
     S: Service<ChatRequest, Response = R, Error = LlmError>,
     S::Future: Send + 'static,
-    R: Answer,
+    R: Send + 'static,
 {
     type Response = R;
     type Error = LlmError;
@@ -154,16 +121,15 @@ where
     }
 
     fn call(&mut self, request: ChatRequest) -> Self::Future {
-        let log = request.extensions().get::<AttemptLog>().cloned();
+        let Some(log) = request.extensions().get::<AttemptLog>().cloned() else {
+            return Box::pin(self.inner.call(request));
+        };
         let model = request.model().to_owned();
         let provider = self.provider.clone();
-        let metrics = self.metrics.clone();
-        let series = self.series.clone();
         let started = Instant::now();
         let call = self.inner.call(request);
         Box::pin(async move {
-            let mut result = call.await;
-            let elapsed = started.elapsed();
+            let result = call.await;
             let (outcome, status, error) = match &result {
                 Ok(_) => ("ok", None, None),
                 Err(err) => (
@@ -175,35 +141,15 @@ where
             let skipped = result
                 .as_ref()
                 .is_err_and(|err| err.kind().is_local_rejection());
-            if skipped {
-                // Not an upstream attempt: counted apart, and not logged per request.
-                metrics.local_rejection(&provider, outcome);
-            } else {
-                series.attempt(&metrics, outcome, elapsed);
-            }
-            if let Ok(answer) = &mut result {
-                let metrics = metrics.clone();
-                let provider = provider.clone();
-                answer.when_done(Box::new(move |usage, broke| {
-                    if let Some(usage) = usage {
-                        series.tokens(&usage);
-                    }
-                    if broke {
-                        metrics.stream_interrupted(&provider);
-                    }
-                }));
-            }
-            if let Some(log) = log {
-                log.push(AttemptRecord {
-                    provider: provider.to_string(),
-                    model,
-                    outcome,
-                    status,
-                    error,
-                    latency_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                    skipped,
-                });
-            }
+            log.push(AttemptRecord {
+                provider: provider.to_string(),
+                model,
+                outcome,
+                status,
+                error,
+                latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                skipped,
+            });
             result
         })
     }
@@ -223,14 +169,13 @@ pub(crate) struct Configured {
     pub(crate) provider: Provider,
 }
 
-/// Builds `settings`' stack over `provider`, reporting to `metrics` and the log; with one
+/// Builds `settings`' stack over `provider`, narrating to the log; with one
 /// breaker per model, the breakers of `models` (the ones the configuration names) exist
 /// from the start.
 pub(crate) fn upstream(
     settings: &ProviderSettings,
     provider: Provider,
     models: &[&str],
-    metrics: &Metrics,
 ) -> Result<Upstream, ConfigError> {
     let name: Arc<str> = Arc::from(settings.name.as_str());
     let mut builder = Upstream::builder(name.clone(), provider)
@@ -245,7 +190,6 @@ pub(crate) fn upstream(
         .prefill(settings.prefill)
         .around_attempts(RecordLayer {
             provider: name.clone(),
-            metrics: metrics.clone(),
         });
     if let Some(redis) = &settings.shared_limit {
         builder = builder.shared_rate_limit(redis.clone());
@@ -253,10 +197,8 @@ pub(crate) fn upstream(
     if let Some(redis) = &settings.shared_breaker {
         builder = builder.shared_breaker(redis.clone());
     }
-    let retries = metrics.clone();
-    let breakers = metrics.clone();
-    let (rejections, waits) = (metrics.clone(), metrics.clone());
-    let (rejected_by, waited_on) = (name.clone(), name.clone());
+    // NOTE: the layers log give-ups, limiter waits and refusals themselves (DEBUG); these
+    // hooks say what an operator reads at WARN, in the provider's name.
     builder
         .on_retry(move |name, event| {
             tracing::warn!(
@@ -267,17 +209,6 @@ pub(crate) fn upstream(
                 "retrying {name} after {} in {:?}",
                 event.kind,
                 event.delay
-            );
-            retries.retry(name, event.kind.as_str());
-        })
-        .on_give_up(|name, give_up| {
-            tracing::debug!(
-                provider = %name,
-                attempts = give_up.attempts,
-                kind = give_up.kind.as_str(),
-                "{name} gives up after {} attempt(s): {:?}",
-                give_up.attempts,
-                give_up.reason
             );
         })
         .on_breaker_change(move |change| {
@@ -301,47 +232,29 @@ pub(crate) fn upstream(
                 change.from,
                 change.to
             );
-            breakers.breaker_transition(&name, change.from.as_str(), change.to.as_str());
-        })
-        // NOTE: a rejection is also counted by `Recorded`, which sees it as the call's result.
-        .on_rate_limited(move |rejected| {
-            tracing::debug!(provider = %rejected_by, "rate limit of {rejected_by}: {rejected}");
-            rejections.limiter_rejection(&rejected_by);
-        })
-        .on_rate_limit_wait(move |wait| {
-            tracing::debug!(provider = %waited_on, "rate limit of {waited_on}: waiting {wait:?}");
-            waits.limiter_wait(&waited_on);
         })
         .build()
 }
 
-/// A chain builder that logs and counts each move to the next provider and each stream
-/// repair.
-/// What the gateway does on a move to the next target: a log line (DEBUG for a target our
-/// own breaker or limiter skipped, WARN otherwise) and the fallback counter.
-fn on_fallback(metrics: Metrics) -> impl Fn(&FallbackEvent) + Send + Sync + 'static {
-    move |event| {
-        let reason = match &event.reason {
-            FallbackReason::Failed { kind, .. } => kind.as_str(),
-            FallbackReason::Hedged { .. } => "hedged",
-            _ => "other",
-        };
-        // NOTE: a target skipped by our own breaker or limiter is an expected, counted
-        // event: logging it per request at WARN would flood the log during an outage.
-        let skipped = matches!(&event.reason, FallbackReason::Failed { kind, .. } if kind.is_local_rejection());
-        if skipped {
-            tracing::debug!(from = %event.from, to = %event.to, reason, "skipping {} for {} ({reason})", event.from, event.to);
-        } else {
-            tracing::warn!(
-                from = %event.from,
-                to = %event.to,
-                reason,
-                "falling back from {} to {} ({reason})",
-                event.from,
-                event.to
-            );
-        }
-        metrics.fallback(&event.from, &event.to, reason);
+/// What the gateway says on a move to the next target: DEBUG for a target our own breaker
+/// or limiter skipped, WARN otherwise.
+fn on_fallback(event: &FallbackEvent) {
+    let reason = event.reason.as_str();
+    // NOTE: a target skipped by our own breaker or limiter is an expected, counted
+    // event: logging it per request at WARN would flood the log during an outage.
+    let skipped =
+        matches!(&event.reason, FallbackReason::Failed { kind, .. } if kind.is_local_rejection());
+    if skipped {
+        tracing::debug!(from = %event.from, to = %event.to, reason, "skipping {} for {} ({reason})", event.from, event.to);
+    } else {
+        tracing::warn!(
+            from = %event.from,
+            to = %event.to,
+            reason,
+            "falling back from {} to {} ({reason})",
+            event.from,
+            event.to
+        );
     }
 }
 
@@ -351,7 +264,6 @@ fn on_fallback(metrics: Metrics) -> impl Fn(&FallbackEvent) + Send + Sync + 'sta
 pub(crate) fn embedding_chain(
     route: &EmbeddingRouteConfig,
     upstreams: &[&Upstream],
-    metrics: &Metrics,
 ) -> Result<Fallback<EmbedService, EmbeddingRequest>, ConfigError> {
     let dimensions = route.dimensions;
     let size = usize::try_from(dimensions).unwrap_or(usize::MAX);
@@ -389,33 +301,11 @@ pub(crate) fn embedding_chain(
                 t
             })
             .collect::<Vec<_>>();
-    Fallback::builder(targets)
-        .on_fallback(on_fallback(metrics.clone()))
-        .build()
+    Fallback::builder(targets).on_fallback(on_fallback).build()
 }
 
-pub(crate) fn chain(metrics: &Metrics) -> UpstreamChainBuilder {
-    let recoveries = metrics.clone();
-    UpstreamChain::builder()
-        .on_fallback(on_fallback(metrics.clone()))
-        .on_recovery(move |event| match event {
-            RecoveryEvent::Recovered(r) => {
-                tracing::warn!(
-                    "stream from {} broke after {} tokens ({}); {} continued it ({})",
-                    r.from,
-                    r.after_tokens,
-                    r.cause,
-                    r.to,
-                    r.mode.as_str()
-                );
-                recoveries.stream_recovery(&r.from, &r.to, r.mode.as_str(), "recovered");
-            }
-            // A route that does not continue broken streams has nothing to count here: the
-            // interruption itself is counted.
-            RecoveryEvent::Failed { reason, .. } if *reason == "not allowed" => {}
-            RecoveryEvent::Failed { from, reason, .. } => {
-                recoveries.stream_recovery(from, "none", "none", reason);
-            }
-            _ => {}
-        })
+/// A chain builder that narrates each move to the next provider (the stream recovery
+/// narrates its repairs itself).
+pub(crate) fn chain() -> UpstreamChainBuilder {
+    UpstreamChain::builder().on_fallback(on_fallback)
 }

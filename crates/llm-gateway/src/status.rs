@@ -185,7 +185,7 @@ pub(crate) async fn metrics(gw: Current) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            "text/plain; version=0.0.4; charset=utf-8",
         )],
         body,
     )

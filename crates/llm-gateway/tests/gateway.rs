@@ -769,18 +769,25 @@ fault = { fault = "overloaded" }
     let (status, metrics) = h.get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
-        r#"gateway_breaker_transitions_total{provider="anthropic",from="closed",to="open"} 1"#,
-        r#"gateway_upstream_attempts_total{provider="anthropic",outcome="overloaded"} 9"#,
-        r#"gateway_local_rejections_total{provider="anthropic",reason="circuit_open"} 1"#,
-        r#"gateway_retries_total{provider="anthropic",kind="overloaded"} 6"#,
-        r#"gateway_fallbacks_total{from="anthropic",to="openai",reason="overloaded"} 3"#,
-        r#"gateway_fallbacks_total{from="anthropic",to="openai",reason="circuit_open"} 1"#,
+        r#"llm_breaker_transitions_total{breaker="anthropic/claude-3-5-haiku-latest",from="closed",to="open"} 1"#,
+        r#"llm_breaker_state{breaker="anthropic/claude-3-5-haiku-latest"} 2"#,
+        r#"llm_breaker_state{breaker="openai/gpt-4o-mini"} 0"#,
+        r#"llm_breaker_rejections_total{breaker="anthropic/claude-3-5-haiku-latest"} 1"#,
+        r#"llm_attempts_total{upstream="anthropic",outcome="overloaded"} 9"#,
+        r#"llm_attempts_total{upstream="anthropic",outcome="circuit_open"} 1"#,
+        r#"llm_attempts_total{upstream="openai",outcome="ok"} 4"#,
+        r#"llm_retries_total{upstream="anthropic",kind="overloaded"} 6"#,
+        r#"llm_retry_give_ups_total{upstream="anthropic",reason="retries_exhausted"} 2"#,
+        r#"llm_fallbacks_total{from="anthropic",to="openai",reason="overloaded"} 3"#,
+        r#"llm_fallbacks_total{from="anthropic",to="openai",reason="circuit_open"} 1"#,
         r#"gateway_requests_total{endpoint="/api/chat",status="200"} 4"#,
-        r#"gateway_tokens_total{provider="openai",type="output"} 240"#,
+        r#"llm_tokens_total{upstream="openai",type="output"} 240"#,
+        r#"gen_ai_client_operation_duration_count{gen_ai_operation_name="chat",gen_ai_provider_name="anthropic",llm_upstream="anthropic",error_type="overloaded"} 9"#,
+        r#"gen_ai_client_token_usage_sum{gen_ai_operation_name="chat",gen_ai_provider_name="openai",llm_upstream="openai",gen_ai_token_type="output"} 240"#,
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-    assert!(metrics.contains("gateway_upstream_attempt_duration_seconds_bucket"));
+    assert!(metrics.contains("gen_ai_client_operation_duration_bucket{"));
 
     // The providers' key appears in nothing the gateway serves.
     for text in [
@@ -819,9 +826,10 @@ sequence = [
     assert_eq!(h.mocks["openai"].attempts().len(), 3);
     let (_, metrics) = h.get("/metrics").await;
     for line in [
-        r#"gateway_limiter_waits_total{provider="openai"} 1"#,
-        r#"gateway_limiter_rejections_total{provider="openai"} 2"#,
-        r#"gateway_local_rejections_total{provider="openai",reason="local_rate_limited"} 2"#,
+        r#"llm_ratelimit_waits_total{limiter="openai"} 1"#,
+        r#"llm_ratelimit_wait_seconds_count{limiter="openai"} 1"#,
+        r#"llm_ratelimit_rejections_total{limiter="openai"} 2"#,
+        r#"llm_attempts_total{upstream="openai",outcome="local_rate_limited"} 2"#,
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
@@ -1340,7 +1348,7 @@ recovery = { after_output = "continue" }
             >= 60
     );
     let (_, metrics) = h.get("/metrics").await;
-    let line = r#"gateway_stream_recoveries_total{from="openai",to="anthropic",mode="prefill",outcome="recovered"} 1"#;
+    let line = r#"llm_stream_recoveries_total{from="openai",to="anthropic",mode="prefill",outcome="recovered"} 1"#;
     assert!(metrics.contains(line), "missing {line} in\n{metrics}");
 
     // An invalid policy names its field.
@@ -1490,9 +1498,7 @@ async fn an_open_breaker_is_counted_not_logged_per_request() {
     );
     let (_, metrics) = h.get("/metrics").await;
     assert!(
-        metrics.contains(
-            r#"gateway_local_rejections_total{provider="anthropic",reason="circuit_open"} 50"#
-        ),
+        metrics.contains(r#"llm_attempts_total{upstream="anthropic",outcome="circuit_open"} 50"#),
         "{metrics}"
     );
 }

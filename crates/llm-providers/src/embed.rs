@@ -148,12 +148,20 @@ async fn embed(inner: Arc<Inner>, req: EmbeddingRequest) -> Result<EmbeddingResp
         answer.usage = usage;
         Ok(answer)
     };
-    match tokio::time::timeout(total, batches).await {
+    let started = tokio::time::Instant::now();
+    let result = match tokio::time::timeout(total, batches).await {
         Ok(result) => result,
         Err(_) => Err(LlmError::new(
             ErrorKind::Timeout,
             format!("no embeddings within {}", fmt_duration(total)),
         )
         .with_provider(inner.name.to_string())),
-    }
+    };
+    crate::metrics::call_ended(
+        &inner,
+        "embeddings",
+        started.elapsed(),
+        result.as_ref().map(|res| res.usage).map_err(LlmError::kind),
+    );
+    result
 }

@@ -14,6 +14,7 @@ mod errors;
 pub mod fuzzing;
 mod inner;
 mod kind;
+mod metrics;
 mod probe;
 mod provider;
 pub mod recovery;

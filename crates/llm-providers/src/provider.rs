@@ -178,6 +178,12 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
         )
         .with_provider(inner.name.to_string())),
     };
+    crate::metrics::call_ended(
+        &inner,
+        "chat",
+        started.elapsed(),
+        result.as_ref().map(|res| res.usage).map_err(LlmError::kind),
+    );
     match &result {
         Ok(res) => tracing::debug!(
             gen_ai.provider.name = kind.otel_name(),
@@ -292,24 +298,32 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
         )
         .with_provider(inner.name.to_string())
     };
-    let request = inner.request(&req, true)?;
-    let mut res = tokio::time::timeout_at(started + first_token, request.send())
-        .await
-        .map_err(|_| timeout_error())?
-        .map_err(|err| named(errors::from_transport(kind, err), &inner))?;
-    let status = res.status();
-    // Taken, not cloned: reading the body needs none of them.
-    let headers = std::mem::take(res.headers_mut());
-    if !status.is_success() {
-        let body = tokio::time::timeout_at(
-            started + first_token,
-            read_body(&mut res, inner.max_error_bytes, &inner),
-        )
-        .await
-        .map_err(|_| timeout_error())??;
-        let err = errors::from_status(kind, status, &headers, &body, &inner.secrets());
-        return Err(named(err, &inner));
-    }
+    let opened = async {
+        let request = inner.request(&req, true)?;
+        let mut res = tokio::time::timeout_at(started + first_token, request.send())
+            .await
+            .map_err(|_| timeout_error())?
+            .map_err(|err| named(errors::from_transport(kind, err), &inner))?;
+        let status = res.status();
+        // Taken, not cloned: reading the body needs none of them.
+        let headers = std::mem::take(res.headers_mut());
+        if !status.is_success() {
+            let body = tokio::time::timeout_at(
+                started + first_token,
+                read_body(&mut res, inner.max_error_bytes, &inner),
+            )
+            .await
+            .map_err(|_| timeout_error())??;
+            let err = errors::from_status(kind, status, &headers, &body, &inner.secrets());
+            return Err(named(err, &inner));
+        }
+        Ok((res, headers))
+    };
+    // NOTE: a failure before the stream exists is recorded here; once it exists, the
+    // stream records its own end.
+    let (res, headers) = opened.await.inspect_err(|err| {
+        crate::metrics::call_ended(&inner, "chat", started.elapsed(), Err(err.kind()));
+    })?;
     let mut stream = ChatStream::new(
         inner.clone(),
         req.model().to_owned(),

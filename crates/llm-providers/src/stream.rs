@@ -49,6 +49,8 @@ pub struct ChatStream {
     queue: VecDeque<ChatChunk>,
     timer: Pin<Box<Sleep>>,
     deadline: Instant,
+    // When the call started: the stream's time to first chunk and duration count from it.
+    started: Instant,
     idle: Duration,
     /// Content has reached (or is about to reach) the caller: later errors are in band.
     delivered: bool,
@@ -97,6 +99,7 @@ impl ChatStream {
             queue: VecDeque::new(),
             timer: Box::pin(tokio::time::sleep_until(started + first_token)),
             deadline: started + total,
+            started,
             idle,
             delivered: false,
             end: None,
@@ -177,7 +180,9 @@ impl ChatStream {
         })
         .await?;
         self.delivered = true;
-        let next = self.idle_deadline(Instant::now());
+        let now = Instant::now();
+        crate::metrics::first_chunk(&self.inner, "chat", now - self.started);
+        let next = self.idle_deadline(now);
         self.timer.as_mut().reset(next);
         Ok(())
     }
@@ -216,6 +221,15 @@ impl ChatStream {
             ))
         });
         let end = StreamEnd::new(outcome, self.parser.usage);
+        crate::metrics::call_ended(
+            &self.inner,
+            "chat",
+            self.started.elapsed(),
+            match outcome.kind() {
+                None => Ok(self.parser.usage),
+                Some(kind) => Err(kind),
+            },
+        );
         for observer in self.observers.drain(..) {
             observer.finish(end);
         }

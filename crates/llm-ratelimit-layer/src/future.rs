@@ -140,7 +140,7 @@ where
                 if grant.wait.is_zero() {
                     // NOTE: most calls: admitted at once. The future is built in one
                     // expression, straight into the caller's slot.
-                    shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
+                    shared.admitted::<KF::Key>();
                     return ResponseFuture {
                         state: State::Called {
                             future: inner.call(request),
@@ -260,7 +260,7 @@ where
         let key = self.key.take().expect("the key is held once");
         self.held = Some(Held { key, grant, sent });
         if sent {
-            self.shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
+            self.shared.admitted::<KF::Key>();
         }
     }
 }
@@ -356,7 +356,7 @@ where
                         held.sent = true;
                     }
                     *this.waiting = None;
-                    this.shared.stats.admitted.fetch_add(1, Ordering::Relaxed);
+                    this.shared.admitted::<KF::Key>();
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }

@@ -55,6 +55,7 @@ impl RateLimitLayer {
             classifier: DefaultClassifier,
             on_rejected: None,
             on_wait: None,
+            name: Arc::from(""),
             store: InProcess::default(),
             key_of: NoKey,
         }
@@ -139,6 +140,7 @@ pub struct RateLimitLayerBuilder<
     classifier: Cl,
     on_rejected: Option<OnRejected>,
     on_wait: Option<OnWait>,
+    name: Arc<str>,
     store: St,
     key_of: KF,
 }
@@ -152,6 +154,14 @@ impl<C, Cl, St, KF> fmt::Debug for RateLimitLayerBuilder<C, Cl, St, KF> {
 }
 
 impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
+    /// Names the limiter in its logs and its metrics' `limiter` label
+    /// (`llm_core::metrics`). Unnamed, the label is empty.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// The limits and mode.
     #[must_use]
     pub fn config(mut self, config: RateLimitConfig) -> Self {
@@ -236,6 +246,7 @@ impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
             classifier,
             on_rejected: self.on_rejected,
             on_wait: self.on_wait,
+            name: self.name,
             store,
             key_of,
         }
@@ -264,6 +275,7 @@ impl<C, Cl, St, KF> RateLimitLayerBuilder<C, Cl, St, KF> {
                 stats: Arc::new(Stats::default()),
                 on_rejected: self.on_rejected,
                 on_wait: self.on_wait,
+                meters: crate::metrics::Meters::new(&self.name),
             }),
         })
     }

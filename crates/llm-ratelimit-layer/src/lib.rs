@@ -8,6 +8,7 @@ mod future;
 mod gcra;
 mod handle;
 mod layer;
+mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 mod service;

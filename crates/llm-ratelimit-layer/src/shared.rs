@@ -8,6 +8,8 @@ use llm_core::LocalRateLimited;
 use tokio::sync::Semaphore;
 
 use crate::config::Mode;
+use crate::metrics::Meters;
+use crate::store::RateLimitStore;
 
 /// The concurrency cap: its slots, and how many there are (what `in_flight` counts from).
 #[derive(Clone, Debug)]
@@ -39,11 +41,27 @@ pub(crate) struct Shared<St, KF, C, Cl> {
     pub(crate) stats: Arc<Stats>,
     pub(crate) on_rejected: Option<OnRejected>,
     pub(crate) on_wait: Option<OnWait>,
+    pub(crate) meters: Meters,
 }
 
 impl<St, KF, C, Cl> Shared<St, KF, C, Cl> {
+    /// A call was let through (`K`: the limit's key type).
+    #[inline]
+    pub(crate) fn admitted<K>(&self)
+    where
+        St: RateLimitStore<K>,
+    {
+        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        self.meters.admitted(|| {
+            self.store
+                .unkeyed_capacity()
+                .map(|capacity| (capacity.requests, capacity.tokens))
+        });
+    }
+
     pub(crate) fn rejected(&self, err: &LocalRateLimited) {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        self.meters.rejected();
         tracing::debug!(
             retry_after_ms = err.retry_after().map(|d| d.as_millis() as u64),
             "rate limited locally"
@@ -54,6 +72,7 @@ impl<St, KF, C, Cl> Shared<St, KF, C, Cl> {
     }
 
     pub(crate) fn waits(&self, wait: Duration) {
+        self.meters.waited(wait);
         tracing::debug!(
             wait_ms = wait.as_millis() as u64,
             "waiting for rate-limit capacity"

@@ -167,6 +167,7 @@ where
     ) -> Option<Result<S::Response, S::Error>> {
         let outcome = this.retry.classifier.classify(result.as_ref());
         let Some(kind) = outcome.kind() else {
+            this.retry.policy.meters.succeeded();
             record_attempts(&mut result, *this.upstream + 1);
             return Some(result);
         };
@@ -186,6 +187,7 @@ where
         kind: ErrorKind,
     ) -> Option<Result<S::Response, S::Error>> {
         let policy = &*this.retry.policy;
+        policy.meters.failed(kind);
         let attempts = *this.attempts;
         let reached_upstream = !kind.is_local_rejection();
         if reached_upstream {
@@ -279,13 +281,16 @@ where
             reached_upstream,
             event,
         } = failed;
+        let policy = &*this.retry.policy;
+        policy.meters.retried(kind);
         tracing::debug!(
+            upstream = &*policy.name,
             attempt = event.attempt,
             delay_ms = event.delay.as_millis() as u64,
             error.kind = kind.as_str(),
             "retrying after failed attempt"
         );
-        if let Some(hook) = &this.retry.policy.on_retry {
+        if let Some(hook) = &policy.on_retry {
             hook(&event);
         }
         *this.previous_delay = event.delay;
@@ -382,11 +387,14 @@ fn record_attempts<T: ResponseMetadata, E>(result: &mut Result<T, E>, attempts: 
 }
 
 fn give_up(policy: &Policy, event: GiveUp) {
+    policy.meters.gave_up(event.reason.as_str());
+    let upstream = &*policy.name;
     match event.reason {
         // NOTE: these are per-request routine (a breaker that is open rejects every request):
         // logged at debug, counted through the hooks; a warning per request would flood.
         GiveUpReason::NotRetryable | GiveUpReason::HandedOver | GiveUpReason::TargetClosed => {
             tracing::debug!(
+                upstream,
                 attempts = event.attempts,
                 error.kind = event.kind.as_str(),
                 reason = event.reason.as_str(),
@@ -394,6 +402,7 @@ fn give_up(policy: &Policy, event: GiveUp) {
             );
         }
         _ => tracing::warn!(
+            upstream,
             attempts = event.attempts,
             error.kind = event.kind.as_str(),
             reason = event.reason.as_str(),

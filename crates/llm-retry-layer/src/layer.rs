@@ -156,6 +156,7 @@ pub struct RetryLayerBuilder<C = DefaultClassifier, R = UseClone, P = KeepReques
     retry_if: Option<RetryIf>,
     on_retry: Option<OnRetry>,
     on_give_up: Option<OnGiveUp>,
+    name: Arc<str>,
     classifier: C,
     cloner: R,
     prepare: P,
@@ -178,6 +179,7 @@ impl RetryLayerBuilder {
             retry_if: None,
             on_retry: None,
             on_give_up: None,
+            name: Arc::from(""),
             classifier: DefaultClassifier,
             cloner: UseClone,
             prepare: KeepRequest,
@@ -309,6 +311,14 @@ impl<C, R, P> RetryLayerBuilder<C, R, P> {
         self
     }
 
+    /// Names the layer in its logs and its metrics' `upstream` label (`llm_core::metrics`):
+    /// the upstream it retries, say. Unnamed, the label is empty.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Called before each retry's wait.
     #[must_use]
     pub fn on_retry(mut self, hook: impl Fn(&RetryEvent) + Send + Sync + 'static) -> Self {
@@ -352,6 +362,7 @@ impl<C, R, P> RetryLayerBuilder<C, R, P> {
             retry_if: self.retry_if,
             on_retry: self.on_retry,
             on_give_up: self.on_give_up,
+            name: self.name,
             classifier,
             cloner,
             prepare,
@@ -379,6 +390,8 @@ impl<C, R, P> RetryLayerBuilder<C, R, P> {
             budget,
             on_retry: self.on_retry,
             on_give_up: self.on_give_up,
+            meters: crate::metrics::Meters::new(&self.name),
+            name: self.name,
         };
         Ok(RetryLayer {
             policy: Arc::new(policy),

@@ -5,6 +5,7 @@ mod budget;
 mod config;
 mod future;
 mod layer;
+mod metrics;
 mod policy;
 mod retry_policy;
 mod service;

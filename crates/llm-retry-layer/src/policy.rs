@@ -124,6 +124,9 @@ pub(crate) struct Policy {
     pub(crate) budget: Option<RetryBudget>,
     pub(crate) on_retry: Option<OnRetry>,
     pub(crate) on_give_up: Option<OnGiveUp>,
+    /// The name its logs and metrics give the layer.
+    pub(crate) name: Arc<str>,
+    pub(crate) meters: crate::metrics::Meters,
 }
 
 impl fmt::Debug for Policy {

@@ -168,6 +168,14 @@ impl RecoveringStream {
     }
 
     fn hook(&self, event: &RecoveryEvent) {
+        match event {
+            RecoveryEvent::Recovered(r) => {
+                crate::metrics::stream_recovery(&r.from, &r.to, r.mode.as_str(), "recovered");
+            }
+            RecoveryEvent::Failed { from, reason, .. } => {
+                crate::metrics::stream_recovery(from, "", "", reason);
+            }
+        }
         if let Some(hook) = &self.shared.on_recovery {
             hook(event);
         }

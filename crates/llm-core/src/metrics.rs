@@ -1,0 +1,175 @@
+//! The metrics the llm-tower layers record, one table of names and labels for every crate.
+//!
+//! With their `metrics` feature on, the layers and providers record through the
+//! [`metrics`](https://docs.rs/metrics) facade: install any recorder (Prometheus,
+//! OpenTelemetry, StatsD…) and they appear; with none, each record is a no-op. The names
+//! and labels below are stable across releases; a label's values are bounded — the names
+//! you gave your layers, breakers and upstreams, error kinds, states — never request ids,
+//! models a client chose freely, or free text.
+//!
+//! | name | type | labels | recorded by |
+//! |---|---|---|---|
+//! | `llm_attempts_total` | counter | `upstream`, `outcome` (`ok` or an [`ErrorKind`](crate::ErrorKind) name) | retry layer, each attempt |
+//! | `llm_retries_total` | counter | `upstream`, `kind` (the failure retried) | retry layer |
+//! | `llm_retry_give_ups_total` | counter | `upstream`, `reason` (`retries_exhausted`, `not_retryable`, `handed_over`, …) | retry layer |
+//! | `llm_fallbacks_total` | counter | `from`, `to`, `reason` (an error kind, or `hedged`) | fallback layer |
+//! | `llm_breaker_state` | gauge | `breaker` | breaker layer: 0 closed, 1 half open, 2 open, 3 forced open, 4 disabled |
+//! | `llm_breaker_transitions_total` | counter | `breaker`, `from`, `to` | breaker layer |
+//! | `llm_breaker_rejections_total` | counter | `breaker` | breaker layer |
+//! | `llm_ratelimit_admissions_total` | counter | `limiter` | rate-limit layer, each call let through |
+//! | `llm_ratelimit_waits_total` | counter | `limiter` | rate-limit layer, each call held back before it was let through |
+//! | `llm_ratelimit_wait_seconds` | histogram | `limiter` | rate-limit layer, the wait of each held call |
+//! | `llm_ratelimit_rejections_total` | counter | `limiter` | rate-limit layer |
+//! | `llm_ratelimit_available_requests` | gauge | `limiter` | rate-limit layer, after each admission |
+//! | `llm_ratelimit_available_tokens` | gauge | `limiter` | rate-limit layer, after each admission (limits with a token budget) |
+//! | `llm_tokens_total` | counter | `upstream`, `type` (`input`, `output`, `cached_input`, `cache_creation`, `reasoning`) | providers |
+//! | `llm_stream_recoveries_total` | counter | `from`, `to` (empty if not repaired), `mode` (`prefill`, `instruction`, `restarted`, or empty), `outcome` (`recovered`, or why not: `budget`, `deadline`, `not_allowed`, …) | providers' stream recovery |
+//! | `gen_ai.client.operation.duration` | histogram (s) | `gen_ai.operation.name`, `gen_ai.provider.name`, `llm.upstream`, `error.type` (failures) | providers, each call (streams: until the last chunk) |
+//! | `gen_ai.client.token.usage` | histogram | `gen_ai.operation.name`, `gen_ai.provider.name`, `llm.upstream`, `gen_ai.token.type` (`input`, `output`) | providers |
+//! | `gen_ai.client.operation.time_to_first_chunk` | histogram (s) | `gen_ai.operation.name`, `gen_ai.provider.name`, `llm.upstream` | providers, streams |
+//!
+//! `upstream`, `limiter` and `breaker` are the names given to the layers (`name(…)` on
+//! their builders; an [`Upstream`](https://docs.rs/llm-tower) names all three, a per-model
+//! breaker is `upstream/model`); a layer without a name records an empty label. The three
+//! `gen_ai.client.*` metrics are OpenTelemetry's GenAI client metrics; their
+//! `gen_ai.request.model` attribute is left out, as a model a caller names freely would be
+//! an unbounded label (`llm.upstream` names the configured upstream instead). A Prometheus
+//! exporter writes their dots as underscores.
+//!
+//! Series whose labels are known when a layer is built are resolved through the current
+//! recorder at each record ([`metrics::with_recorder`](::metrics::with_recorder)), so a
+//! recorder installed after the layers were built, or one scoped to a task
+//! ([`metrics::with_local_recorder`](::metrics::with_local_recorder)), still receives them;
+//! building them once keeps a record free of allocation.
+
+/// Attempts by outcome.
+pub const ATTEMPTS: &str = "llm_attempts_total";
+/// Retries by the kind of failure retried.
+pub const RETRIES: &str = "llm_retries_total";
+/// Calls the retry layer stopped retrying, by reason.
+pub const RETRY_GIVE_UPS: &str = "llm_retry_give_ups_total";
+/// Moves from one fallback target to the next.
+pub const FALLBACKS: &str = "llm_fallbacks_total";
+/// A breaker's state, as a number (see [`breaker_state_value`]).
+pub const BREAKER_STATE: &str = "llm_breaker_state";
+/// Breaker state changes.
+pub const BREAKER_TRANSITIONS: &str = "llm_breaker_transitions_total";
+/// Calls a breaker refused.
+pub const BREAKER_REJECTIONS: &str = "llm_breaker_rejections_total";
+/// Calls a rate limiter let through.
+pub const RATELIMIT_ADMISSIONS: &str = "llm_ratelimit_admissions_total";
+/// Calls a rate limiter held back before letting them through.
+pub const RATELIMIT_WAITS: &str = "llm_ratelimit_waits_total";
+/// How long a held call waited.
+pub const RATELIMIT_WAIT_SECONDS: &str = "llm_ratelimit_wait_seconds";
+/// Calls a rate limiter refused.
+pub const RATELIMIT_REJECTIONS: &str = "llm_ratelimit_rejections_total";
+/// Requests a limiter could admit now.
+pub const RATELIMIT_AVAILABLE_REQUESTS: &str = "llm_ratelimit_available_requests";
+/// Tokens a limiter could admit now.
+pub const RATELIMIT_AVAILABLE_TOKENS: &str = "llm_ratelimit_available_tokens";
+/// Tokens the providers reported, by type.
+pub const TOKENS: &str = "llm_tokens_total";
+/// Broken streams repaired, or not.
+pub const STREAM_RECOVERIES: &str = "llm_stream_recoveries_total";
+/// OpenTelemetry's `gen_ai.client.operation.duration`.
+pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+/// OpenTelemetry's `gen_ai.client.token.usage`.
+pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+/// OpenTelemetry's `gen_ai.client.operation.time_to_first_chunk`.
+pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+
+/// The value [`BREAKER_STATE`] records for a state, by its `snake_case` name: 0 closed,
+/// 1 half open, 2 open, 3 forced open, 4 disabled.
+pub fn breaker_state_value(state: &str) -> f64 {
+    match state {
+        "closed" => 0.0,
+        "half_open" => 1.0,
+        "open" => 2.0,
+        "forced_open" => 3.0,
+        _ => 4.0,
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub use series::{CounterSeries, GaugeSeries, HistogramSeries};
+
+#[cfg(feature = "metrics")]
+mod series {
+    use ::metrics::{Key, Label, Level, Metadata};
+
+    static METADATA: Metadata<'static> =
+        Metadata::new("llm_tower", Level::INFO, Some(module_path!()));
+
+    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+            .collect();
+        Key::from_parts(name, labels)
+    }
+
+    macro_rules! series {
+        ($(#[$doc:meta])* $name:ident, $register:ident, $method:ident($arg:ty)) => {
+            $(#[$doc])*
+            #[derive(Clone, Debug)]
+            pub struct $name(Key);
+
+            impl $name {
+                /// The series `name` with `labels`.
+                pub fn new(name: &'static str, labels: &[(&'static str, &str)]) -> Self {
+                    $name(key(name, labels))
+                }
+
+                /// Records `value` through the current recorder.
+                #[inline]
+                pub fn $method(&self, value: $arg) {
+                    ::metrics::with_recorder(|recorder| {
+                        recorder.$register(&self.0, &METADATA).$method(value);
+                    });
+                }
+            }
+        };
+    }
+
+    series!(
+        /// A counter whose labels are fixed: built once, incremented without allocating.
+        CounterSeries, register_counter, increment(u64)
+    );
+    series!(
+        /// A gauge whose labels are fixed: built once, set without allocating.
+        GaugeSeries, register_gauge, set(f64)
+    );
+    series!(
+        /// A histogram whose labels are fixed: built once, recorded without allocating.
+        HistogramSeries, register_histogram, record(f64)
+    );
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        #[test]
+        fn a_series_reaches_the_recorder_current_at_each_record() {
+            let counter = CounterSeries::new(crate::metrics::ATTEMPTS, &[("upstream", "a")]);
+            // No recorder yet: a no-op.
+            counter.increment(1);
+            let recorder = DebuggingRecorder::new();
+            let snapshotter = recorder.snapshotter();
+            ::metrics::with_local_recorder(&recorder, || counter.increment(2));
+            let values: Vec<_> = snapshotter.snapshot().into_vec();
+            assert_eq!(values.len(), 1);
+            let (key, _, _, value) = &values[0];
+            assert_eq!(key.key().name(), "llm_attempts_total");
+            assert_eq!(
+                key.key()
+                    .labels()
+                    .map(|l| (l.key(), l.value()))
+                    .collect::<Vec<_>>(),
+                [("upstream", "a")]
+            );
+            assert_eq!(value, &DebugValue::Counter(2));
+        }
+    }
+}
