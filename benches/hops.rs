@@ -289,6 +289,43 @@ fn full_stack(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same stack (polled once) recording its metrics into nothing — the `metrics` facade's
+/// no-op recorder, what a user without a recorder gets — and into a Prometheus recorder
+/// (`metrics-exporter-prometheus`, as the gateway's `/metrics`), side by side.
+fn stack_metrics(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut cx = Context::from_waker(Waker::noop());
+    let limits = unlimited();
+    let target = |name: &'static str| {
+        let limited = RateLimitLayer::builder()
+            .name(name)
+            .config(limits.clone())
+            .build()
+            .unwrap()
+            .layer(INSTANT);
+        let breaker = BreakerLayer::builder().name(name).build().unwrap();
+        let retry = RetryLayer::builder().name(name).build().unwrap();
+        Target::new(name, retry.layer(breaker.layer(limited)))
+    };
+    let mut ours = Fallback::builder(vec![target("primary"), target("backup")])
+        .build()
+        .unwrap();
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+
+    let mut group = c.benchmark_group("stack/metrics");
+    group.bench_function("no recorder (the facade's no-op)", |b| {
+        b.iter(|| hop(&mut ours, &mut cx));
+    });
+    group.bench_function("metrics-exporter-prometheus recorder", |b| {
+        metrics::with_local_recorder(&prometheus, || b.iter(|| hop(&mut ours, &mut cx)));
+    });
+    group.finish();
+}
+
 /// One call awaited on a current-thread runtime: for layers whose futures box and await
 /// (tower-resilience, tower's buffer), and for ours beside them on the same footing.
 fn awaited<S>(rt: &tokio::runtime::Runtime, svc: &mut S)
@@ -356,6 +393,7 @@ criterion_group!(
     hop_breaker,
     hop_fallback,
     full_stack,
+    stack_metrics,
     awaited_alternatives
 );
 criterion_main!(benches);

@@ -8,6 +8,11 @@
 //! `ours-no-budget`, `tower` (tower's retry, no budget), `breaker`, `fallback` (two targets,
 //! the first answers), `ratelimit` (tokio clock, reject mode), `stack` (fallback over retry →
 //! breaker → rate limit) and `bare` (the inner service alone).
+//!
+//! With `RECORDER=prometheus` in the environment, a Prometheus recorder
+//! (`metrics-exporter-prometheus`, as the gateway's `/metrics` has) is installed first: what
+//! the layers' metrics cost with a real recorder. Without it, they record into the `metrics`
+//! facade's no-op recorder.
 
 use std::task::{Context, Waker};
 
@@ -44,6 +49,12 @@ fn main() {
         .build()
         .expect("a runtime");
     let _guard = runtime.enter();
+    if std::env::var("RECORDER").as_deref() == Ok("prometheus") {
+        // NOTE: built and set, not `install_recorder()`: that one also starts an upkeep
+        // thread, whose instructions callgrind would count.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        metrics::set_global_recorder(recorder).expect("the only recorder");
+    }
     let instant = ReadyService::new(());
     match contender.as_str() {
         "ours" => run(RetryLayer::standard().layer(instant), n),

@@ -31,8 +31,12 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether `path` is an admin endpoint.
 pub(crate) fn is_admin(path: &str) -> bool {
-    matches!(path, "/health" | "/metrics")
+    matches!(path, "/health" | "/metrics" | "/status/data")
 }
+
+/// The status page itself: open to anyone who can reach the gateway, as it holds no data
+/// (what it shows comes from `/status/data`, an admin endpoint; the page asks for the key).
+pub(crate) const STATUS_PAGE: &str = "/status";
 
 /// Lets a request in, or answers it: 401 without a valid key, 403 for an endpoint the key
 /// may not call. The caller's key, and the configuration the request lives under, travel on
@@ -48,6 +52,9 @@ pub(crate) async fn authenticate(gw: Current, mut request: Request, next: Next) 
 /// admits the body into the byte budget: one middleware, one boxed future per request).
 pub(crate) fn admit(gw: Current, request: &mut Request) -> Result<(), Box<Response>> {
     let path = request.uri().path();
+    if path == STATUS_PAGE {
+        return Ok(());
+    }
     if is_admin(path) {
         if let Some(admin) = &gw.inner.admin_key {
             if !presented(request.headers()).is_some_and(|key| admin.matches(key)) {

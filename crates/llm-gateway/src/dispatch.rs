@@ -14,10 +14,10 @@ use llm_providers::{ChatChunk, ChatRequest, ChatResponse, ProviderKind};
 use llm_tower::LlmError;
 use tower::{Layer, ServiceExt};
 
+use super::attempts::AttemptLog;
 use super::auth::{CallerKey, check_model};
 use super::error::ApiError;
 use super::gateway::{Current, Route};
-use super::stack::AttemptLog;
 
 /// The route for `model`, after checking the caller's key may use it; a 403 or a 404 naming
 /// the routed models otherwise.

@@ -15,12 +15,13 @@ use llm_tower::fallback::Fallback;
 use llm_tower::upstream::{ChatService, EmbedService, Upstream, UpstreamChain};
 use llm_tower::{ConfigError, Deadline, ErrorKind, LlmError};
 
+use super::attempts::{AttemptLog, RecentRequests};
 use super::check::{self, ProbeResults};
 use super::config::{ConfigFileError, GatewayConfig, Lookup, ServerLimits};
 use super::keys::{AdminKey, Keys, exposure};
 use super::metrics::Metrics;
 use super::openai::{self};
-use super::stack::{self, AttemptLog, Configured};
+use super::stack::{self, Configured};
 
 /// The gateway: its providers' stacks, routes and metrics, served by
 /// [`serve`](Gateway::serve) or mounted in your own axum app through
@@ -63,6 +64,8 @@ pub(crate) struct Inner {
     pub(crate) wildcard: Option<Route>,
     pub(crate) embedding_routes: Vec<EmbeddingRoute>,
     pub(crate) metrics: Metrics,
+    /// The last requests and their attempts, for the status page (kept across reloads).
+    pub(crate) recent: RecentRequests,
     pub(crate) request_timeout: Duration,
     pub(crate) max_body_bytes: usize,
     pub(crate) server: ServerLimits,
@@ -340,6 +343,7 @@ impl Inner {
             wildcard,
             embedding_routes,
             metrics,
+            recent: previous.map_or_else(RecentRequests::default, |p| p.recent.clone()),
             request_timeout: config.request_timeout,
             max_body_bytes: front.max_body_bytes,
             server: front.server,
@@ -437,7 +441,7 @@ impl Current {
 
     /// `request` with a fresh attempt log and the gateway's deadline.
     pub(crate) fn prepare(&self, mut request: ChatRequest) -> (ChatRequest, AttemptLog) {
-        let log = AttemptLog::default();
+        let log = AttemptLog::new(request.model(), &self.inner.recent);
         request.extensions_mut().insert(log.clone());
         request
             .extensions_mut()

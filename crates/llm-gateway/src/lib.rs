@@ -31,6 +31,7 @@
 
 mod anthropic;
 mod api_chat;
+mod attempts;
 mod auth;
 pub mod check;
 mod completions;
@@ -54,6 +55,7 @@ mod responses_api;
 mod server;
 mod stack;
 mod status;
+mod status_page;
 
 pub use gateway::Gateway;
 

@@ -23,6 +23,7 @@ use super::recording::RecordInto;
 use super::respond::{at_capacity, refusal};
 use super::responses::responses;
 use super::status::{health, metrics, models};
+use super::status_page::{status_data, status_page};
 
 impl Gateway {
     /// The HTTP routes, behind the front door's request caps: at most `max_in_flight`
@@ -53,7 +54,9 @@ impl Gateway {
         if !current.inner.admin_apart {
             routes = routes
                 .route("/health", get(health))
-                .route("/metrics", get(metrics));
+                .route("/metrics", get(metrics))
+                .route("/status", get(status_page))
+                .route("/status/data", get(status_data));
         }
         routes
             .layer(DefaultBodyLimit::max(current.inner.max_body_bytes))
@@ -93,6 +96,8 @@ impl Gateway {
         Router::new()
             .route("/health", get(health))
             .route("/metrics", get(metrics))
+            .route("/status", get(status_page))
+            .route("/status/data", get(status_data))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 authenticate,

@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -28,59 +28,10 @@ use llm_tower::upstream::{
     UpstreamChainBuilder,
 };
 use llm_tower::{ConfigError, ErrorKind, LlmError};
-use serde::Serialize;
 use tower::{Layer, Service};
 
+use super::attempts::{AttemptLog, AttemptRecord};
 use super::config::{BreakerScope, EmbeddingRouteConfig, ProviderSettings};
-
-/// One attempt on one provider, as the gateway reports it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct AttemptRecord {
-    /// The provider tried.
-    pub(crate) provider: String,
-    /// The upstream model asked for.
-    pub(crate) model: String,
-    /// `ok`, or the error kind (`rate_limited`, `timeout`, `circuit_open`, …).
-    pub(crate) outcome: &'static str,
-    /// The provider's HTTP status, when it answered with an error.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) status: Option<u16>,
-    /// The error, when it failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) error: Option<String>,
-    /// How long the attempt took.
-    pub(crate) latency_ms: u64,
-    /// Refused by our own breaker or limiter: no call reached the provider.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub(crate) skipped: bool,
-}
-
-/// The attempts made for one gateway request, in order. It travels in the request's
-/// extensions, so every copy the retry and fallback layers make writes to the same log.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct AttemptLog(Arc<Mutex<Vec<AttemptRecord>>>);
-
-impl AttemptLog {
-    /// The attempts so far.
-    pub(crate) fn records(&self) -> Vec<AttemptRecord> {
-        self.0.lock().expect("attempt log poisoned").clone()
-    }
-
-    /// The calls that reached a provider (a call our own breaker or limiter refused did not).
-    pub(crate) fn upstream_calls(&self) -> usize {
-        self.0
-            .lock()
-            .expect("attempt log poisoned")
-            .iter()
-            .filter(|record| !record.skipped)
-            .count()
-    }
-
-    fn push(&self, record: AttemptRecord) {
-        self.0.lock().expect("attempt log poisoned").push(record);
-    }
-}
 
 /// Wraps a service in [`Recorded`], reporting as `provider`.
 #[derive(Clone)]

@@ -104,6 +104,14 @@ pub(crate) fn breakers_json(health: &UpstreamHealth) -> (serde_json::Value, bool
 
 pub(crate) async fn health(gw: Current) -> Response {
     let started = Instant::now();
+    let (status, health) = health_json(&gw);
+    observed(&gw, "/health", started, json_response(status, health))
+}
+
+/// What `/health` answers: each provider's breakers, limiter and probes, each route, and
+/// the gateway's status (`ok`; `degraded` with some provider's every breaker open; `down`,
+/// a 503, with all of them).
+pub(crate) fn health_json(gw: &Current) -> (StatusCode, serde_json::Value) {
     let mut open = 0;
     let providers: Vec<_> = gw
         .inner
@@ -122,9 +130,15 @@ pub(crate) async fn health(gw: Current) -> Response {
                 StoreLocation::Shared { reachable } => (true, !reachable),
                 _ => (false, false),
             };
+            let limits = &configured.settings.rate_limit;
+            let most = |rate: Option<llm_tower::ratelimit::Rate>| {
+                rate.map(|rate| rate.burst.unwrap_or(rate.limit))
+            };
             let limiter = json!({
                 "requestsAvailable": capacity.requests,
+                "requestsBurst": most(limits.requests),
                 "tokensAvailable": capacity.tokens,
+                "tokensBurst": most(limits.tokens),
                 "pausedForMs": u64::try_from(capacity.paused_for.as_millis()).unwrap_or(u64::MAX),
                 "waiting": limiter.waiting(),
                 "admitted": limiter.admitted(),
@@ -147,11 +161,8 @@ pub(crate) async fn health(gw: Current) -> Response {
         n if n < providers.len() => (StatusCode::OK, "degraded"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "down"),
     };
-    let response = json_response(
-        status,
-        json!({ "status": label, "providers": providers, "routes": routes_json(&gw) }),
-    );
-    observed(&gw, "/health", started, response)
+    let health = json!({ "status": label, "providers": providers, "routes": routes_json(gw) });
+    (status, health)
 }
 
 /// Each route, the front doors that reach it and its targets in order.

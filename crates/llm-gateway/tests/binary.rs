@@ -193,7 +193,7 @@ async fn admin_endpoints_take_the_admin_key_or_their_own_listener() {
     let config = providers(&mock) + "\n[admin]\nkey_env = \"ADMIN_KEY\"\n";
     let gateway = Running::start(&config, &[("ADMIN_KEY", ADMIN)]).await;
     let client = reqwest::Client::new();
-    for path in ["/health", "/metrics"] {
+    for path in ["/health", "/metrics", "/status/data"] {
         let refused = client.get(gateway.url(path)).send().await.unwrap();
         assert_eq!(refused.status(), 401, "{path}");
         let wrong = client
@@ -211,6 +211,10 @@ async fn admin_endpoints_take_the_admin_key_or_their_own_listener() {
             .unwrap();
         assert_eq!(allowed.status(), 200, "{path}");
     }
+    // The status page holds no data (it asks for the key to read `/status/data`).
+    let page = client.get(gateway.url("/status")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("admin key"));
     // The API itself needs no key here (none configured, loopback).
     let (status, _, _) = post(&gateway.url("/v1/chat/completions"), None, &chat("fast")).await;
     assert_eq!(status, 200);
