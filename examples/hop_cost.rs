@@ -7,7 +7,8 @@
 //! Usage: `hop_cost <contender> <N>`, contenders `ours` (`RetryLayer::standard()`),
 //! `ours-no-budget`, `tower` (tower's retry, no budget), `breaker`, `fallback` (two targets,
 //! the first answers), `ratelimit` (tokio clock, reject mode), `stack` (fallback over retry →
-//! breaker → rate limit) and `bare` (the inner service alone).
+//! breaker → rate limit), `bare` (the inner service alone) and `record` (one counter
+//! recorded through the `metrics` facade, no layer).
 //!
 //! With `RECORDER=prometheus` in the environment, a Prometheus recorder
 //! (`metrics-exporter-prometheus`, as the gateway's `/metrics` has) is installed first: what
@@ -89,6 +90,17 @@ fn main() {
             };
             let fallback = Fallback::builder(vec![target("primary"), target("backup")]);
             run(fallback.build().expect("valid"), n);
+        }
+        // One counter record through the `metrics` facade, alone: what each of the layers'
+        // records costs.
+        "record" => {
+            let series = llm_tower::metrics::CounterSeries::new(
+                llm_tower::metrics::ATTEMPTS,
+                &[("upstream", "primary"), ("outcome", "ok")],
+            );
+            for _ in 0..n {
+                std::hint::black_box(&series).increment(1);
+            }
         }
         _ => run(instant, n),
     }

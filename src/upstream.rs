@@ -790,9 +790,14 @@ impl UpstreamChainBuilder {
             recovery_targets.push(repair);
             names.push((up.name.clone(), up.kind));
         }
-        let mut chat = Fallback::builder(chat_targets);
-        let mut stream = Fallback::builder(stream_targets);
-        let mut embed = Fallback::builder(embed_targets);
+        let mut chat = Fallback::builder(chat_targets)
+            .make_span_with(|request: &ChatRequest| request_span("chat", request.model()));
+        let mut stream = Fallback::builder(stream_targets)
+            .make_span_with(|request: &ChatRequest| request_span("chat", request.model()));
+        let mut embed =
+            Fallback::builder(embed_targets).make_span_with(|request: &EmbeddingRequest| {
+                request_span("embeddings", request.model())
+            });
         if let Some(hook) = &self.on_fallback {
             let (a, b, c) = (hook.clone(), hook.clone(), hook.clone());
             chat = chat.on_fallback(move |event| a(event));
@@ -813,6 +818,29 @@ impl UpstreamChainBuilder {
             targets: names.into(),
         })
     }
+}
+
+/// The span of one logical request through a chain, named as OpenTelemetry's GenAI
+/// conventions name an operation (`chat gpt-4o`): its attempts' spans (each provider call)
+/// are its children, its retries and moves to the next upstream its events; when it ends it
+/// records the upstream that answered, the fallbacks and the attempts, or `error.type`. No
+/// message content is recorded.
+fn request_span(operation: &'static str, model: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = tracing::info_span!(
+        "gen_ai.request",
+        otel.name = Empty,
+        gen_ai.operation.name = operation,
+        gen_ai.request.model = model,
+        llm.upstream = Empty,
+        llm.fallbacks = Empty,
+        llm.attempts = Empty,
+        error.type = Empty,
+    );
+    if !span.is_disabled() {
+        span.record("otel.name", format!("{operation} {model}"));
+    }
+    span
 }
 
 /// The service a recovering stream chain is, boxed: for holding chains of different

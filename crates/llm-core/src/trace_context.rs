@@ -63,6 +63,11 @@ impl TraceContext {
         self.traceparent.to_str().unwrap_or_default()
     }
 
+    /// The `tracestate` header value, when there was one.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_ref().and_then(|v| v.to_str().ok())
+    }
+
     /// The headers to send upstream: `traceparent`, and `tracestate` when there was one.
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
         std::iter::once(("traceparent", &self.traceparent))

@@ -5,7 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use llm_core::{
     AttemptBudget, AttemptRecord, Classify, CloneRequest, ErrorKind, FallbackExhausted,
@@ -41,6 +41,8 @@ struct Core<S, Req, C, R> {
     failures: Vec<AttemptRecord>,
     // The request's attempt budget, kept apart: the last target takes the request itself.
     budget: Option<AttemptBudget>,
+    // The call's span (`make_span_with`), or a disabled one.
+    span: tracing::Span,
 }
 
 enum Step<T> {
@@ -93,6 +95,10 @@ where
             }
         }
         let budget = request.attempt_budget().cloned();
+        let span = match &shared.make_span {
+            Some(make_span) => make_span(&request),
+            None => tracing::Span::none(),
+        };
         let starting = Starting {
             target: 0,
             service: shared.targets[0].service.clone(),
@@ -111,6 +117,7 @@ where
                 hedges: 0,
                 failures: Vec::new(),
                 budget,
+                span,
             },
             first: None,
             second: None,
@@ -284,6 +291,14 @@ where
 
     fn record_success(&mut self, target: usize, result: &mut Result<S::Response, S::Error>) {
         let Ok(response) = result else { return };
+        if !self.span.is_disabled() {
+            let upstream: u32 = self.failures.iter().map(|f| f.upstream_attempts).sum();
+            let attempts = response.metadata().map_or(1, |meta| meta.attempts.max(1));
+            self.span
+                .record("llm.upstream", &*self.shared.targets[target].name)
+                .record("llm.fallbacks", self.failures.len() as u64)
+                .record("llm.attempts", u64::from(attempts + upstream));
+        }
         if let Some(meta) = response.metadata_mut() {
             meta.target = Some(self.shared.targets[target].name.clone());
             meta.fallbacks = self.failures.len() as u32;
@@ -307,7 +322,36 @@ where
 {
     type Output = Result<S::Response, S::Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.core.span.is_disabled() {
+            return self.poll_chain(cx);
+        }
+        // NOTE: the targets' calls are polled inside the span: their spans are its children
+        // and the retries' and moves' events are its events.
+        let span = self.core.span.clone();
+        let _entered = span.enter();
+        let result = ready!(self.as_mut().poll_chain(cx));
+        if let Err(err) = &result {
+            let kind = self.core.classifier.classify(Err(err)).kind();
+            span.record("error.type", kind.map_or("other", |k| k.as_str()));
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<S, Req, C, R> ResponseFuture<S, Req, C, R>
+where
+    S: Service<Req> + Clone,
+    S::Response: ResponseMetadata,
+    S::Error: From<FallbackExhausted> + fmt::Display + 'static,
+    C: Classify<S::Response, S::Error>,
+    R: CloneRequest<Req>,
+    Req: RequestExtensions,
+{
+    fn poll_chain(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<S::Response, S::Error>> {
         let mut this = self.project();
         let core = &mut *this.core;
         loop {

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use crate::config::FallbackConfig;
 use crate::event::{FallbackEvent, OnFallback};
 use crate::service::Fallback;
-use crate::shared::Shared;
+use crate::shared::{MakeSpan, Shared};
 use crate::target::Target;
 
 impl<S, Req> Fallback<S, Req> {
@@ -22,6 +22,7 @@ impl<S, Req> Fallback<S, Req> {
             max_hedges: 1,
             max_attempts: None,
             on_fallback: None,
+            make_span: None,
             classifier: DefaultClassifier,
             cloner: UseClone,
         }
@@ -36,6 +37,7 @@ pub struct FallbackBuilder<S, Req, C = DefaultClassifier, R = UseClone> {
     max_hedges: u32,
     max_attempts: Option<u32>,
     on_fallback: Option<OnFallback>,
+    make_span: Option<MakeSpan<Req>>,
     classifier: C,
     cloner: R,
 }
@@ -89,6 +91,33 @@ impl<S, Req, C, R> FallbackBuilder<S, Req, C, R> {
         self
     }
 
+    /// Makes a span for each call through the chain — the logical request, whose targets'
+    /// calls are polled inside it (their spans are its children, the moves from one to the
+    /// next its events). When the call ends the span records `llm.upstream` (the target
+    /// that answered), `llm.fallbacks` and `llm.attempts`, or `error.type`; declare them
+    /// (`tracing::field::Empty`) to have them. Without it, calls make no span.
+    ///
+    /// ```
+    /// use llm_fallback_layer::{Fallback, Target};
+    /// use llm_testkit::{ReadyService, TestRequest};
+    /// use tracing::field::Empty;
+    ///
+    /// let chain = Fallback::builder(vec![Target::<_, TestRequest>::new("a", ReadyService::new(()))])
+    ///     .make_span_with(|_request: &TestRequest| {
+    ///         tracing::info_span!("llm.request", llm.upstream = Empty, llm.fallbacks = Empty, llm.attempts = Empty, error.type = Empty)
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    #[must_use]
+    pub fn make_span_with(
+        mut self,
+        make_span: impl Fn(&Req) -> tracing::Span + Send + Sync + 'static,
+    ) -> Self {
+        self.make_span = Some(Arc::new(make_span));
+        self
+    }
+
     /// Classifies results with `classifier` instead of [`DefaultClassifier`].
     pub fn classifier<C2>(self, classifier: C2) -> FallbackBuilder<S, Req, C2, R> {
         FallbackBuilder {
@@ -97,6 +126,7 @@ impl<S, Req, C, R> FallbackBuilder<S, Req, C, R> {
             max_hedges: self.max_hedges,
             max_attempts: self.max_attempts,
             on_fallback: self.on_fallback,
+            make_span: self.make_span,
             classifier,
             cloner: self.cloner,
         }
@@ -110,6 +140,7 @@ impl<S, Req, C, R> FallbackBuilder<S, Req, C, R> {
             max_hedges: self.max_hedges,
             max_attempts: self.max_attempts,
             on_fallback: self.on_fallback,
+            make_span: self.make_span,
             classifier: self.classifier,
             cloner,
         }
@@ -129,6 +160,7 @@ impl<S, Req, C, R> FallbackBuilder<S, Req, C, R> {
             max_hedges: self.max_hedges,
             max_attempts: self.max_attempts,
             on_fallback: self.on_fallback,
+            make_span: self.make_span,
         };
         (shared, self.classifier, self.cloner)
     }
@@ -229,6 +261,7 @@ impl<S: Clone, Req, C: Clone, R: Clone> Layer<S> for FallbackLayer<S, Req, C, R>
             max_hedges: self.shared.max_hedges,
             max_attempts: self.shared.max_attempts,
             on_fallback: self.shared.on_fallback.clone(),
+            make_span: self.shared.make_span.clone(),
         };
         Fallback {
             shared: Arc::new(shared),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use llm_core::ErrorKind;
 
 use crate::event::OnFallback;
@@ -14,7 +16,11 @@ pub(crate) struct Shared<S, Req> {
     pub(crate) max_hedges: u32,
     pub(crate) max_attempts: Option<u32>,
     pub(crate) on_fallback: Option<OnFallback>,
+    pub(crate) make_span: Option<MakeSpan<Req>>,
 }
+
+/// Makes the span of one call through the chain (`FallbackBuilder::make_span_with`).
+pub(crate) type MakeSpan<Req> = Arc<dyn Fn(&Req) -> tracing::Span + Send + Sync>;
 
 impl<S, Req> Shared<S, Req> {
     /// The target a failure of `kind` leads to, among those from `from` on.

@@ -98,6 +98,87 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// Where `/health` and `/metrics` are served and who may read them.
     pub admin: AdminConfig,
+    /// OpenTelemetry export: traces and metrics over OTLP, when an endpoint is set.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces and metrics exported over OTLP/HTTP to a collector. Without an
+/// endpoint nothing is exported (`/metrics` serves Prometheus either way).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP address (`http://127.0.0.1:4318`): spans go to
+    /// `/v1/traces`, metrics to `/v1/metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// `http/protobuf` (the default) or `http/json`.
+    pub otlp_protocol: OtlpProtocol,
+    /// The `service.name` of what is exported.
+    pub service_name: String,
+    /// How often metrics are exported.
+    #[serde(with = "llm_tower::config::duration")]
+    pub metrics_interval: Duration,
+    /// Which spans and events are exported, as `RUST_LOG` directives: by default the
+    /// requests' and attempts' spans, and the retries and fallbacks as their events.
+    pub filter: String,
+}
+
+/// How OTLP is written over HTTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// Protobuf (`application/x-protobuf`), what collectors expect by default.
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON (`application/json`).
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
+            service_name: "llm-gateway".to_owned(),
+            metrics_interval: Duration::from_secs(10),
+            // NOTE: the gateway's `request` span is at DEBUG, so that it costs nothing
+            // unless spans are exported.
+            filter: "info,llm_gateway=debug,llm_retry_layer=debug,llm_fallback_layer=debug"
+                .to_owned(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// Checks the endpoint, the interval and the filter; the error names the field.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(endpoint) = &self.otlp_endpoint {
+            let scheme = endpoint.split_once("://").map(|(scheme, _)| scheme);
+            if !matches!(scheme, Some("http" | "https")) || endpoint.len() < "http://x".len() {
+                return Err(ConfigError::new(
+                    "telemetry.otlp_endpoint",
+                    format!("must be an http:// or https:// URL (got {endpoint:?})"),
+                ));
+            }
+        }
+        if self.metrics_interval.is_zero() {
+            return Err(ConfigError::new(
+                "telemetry.metrics_interval",
+                "must be longer than 0s",
+            ));
+        }
+        if self.service_name.is_empty() {
+            return Err(ConfigError::new(
+                "telemetry.service_name",
+                "must not be empty",
+            ));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.filter) {
+            return Err(ConfigError::new("telemetry.filter", err.to_string()));
+        }
+        Ok(())
+    }
 }
 
 /// `[admin]`: `/health` and `/metrics` on a listener of their own, or behind a key of their
@@ -385,6 +466,7 @@ struct FileConfig {
     server: ServerLimits,
     auth: Option<toml::Value>,
     admin: Option<toml::Value>,
+    telemetry: Option<toml::Value>,
 }
 
 /// The largest configuration file read.
@@ -445,6 +527,7 @@ impl GatewayConfig {
             server: file.server,
             auth: section("auth", file.auth).map_err(at)?,
             admin: section("admin", file.admin).map_err(at)?,
+            telemetry: section("telemetry", file.telemetry).map_err(at)?,
         };
         config.validate().map_err(at)?;
         // The environment's values are checked again: they answer for their own errors.
@@ -525,6 +608,7 @@ impl GatewayConfig {
         }
         self.server.validate()?;
         self.auth.validate()?;
+        self.telemetry.validate()?;
         if self.server.max_in_flight_bytes < self.max_body_bytes {
             return Err(ConfigError::new(
                 "server.max_in_flight_bytes",

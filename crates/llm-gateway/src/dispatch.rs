@@ -54,6 +54,15 @@ pub(crate) fn targets(route: &Route) -> Vec<(&str, ProviderKind)> {
 /// The caller's W3C trace context, when it sent a valid one (the front door reads it).
 pub(crate) type Traced = Option<axum::Extension<llm_tower::TraceContext>>;
 
+/// The trace context the upstreams get: the caller's, or, when the gateway exports spans, one
+/// naming the gateway's own span in the caller's trace.
+pub(crate) fn upstream_trace(trace: Traced) -> Option<llm_tower::TraceContext> {
+    let trace = trace.map(|axum::Extension(context)| context);
+    #[cfg(feature = "otlp")]
+    let trace = super::telemetry::outgoing(trace);
+    trace
+}
+
 /// A request on its way through a route, with the log of its attempts.
 pub(crate) struct Call<'a> {
     gw: &'a Current,
@@ -77,7 +86,7 @@ impl<'a> Call<'a> {
     ) -> Call<'a> {
         let wants_json = request.response_format_value().is_some_and(|f| f.is_json());
         let (mut request, log) = gw.prepare(request);
-        if let Some(axum::Extension(context)) = trace {
+        if let Some(context) = upstream_trace(trace) {
             request.extensions_mut().insert(context);
         }
         if wants_json && route.recovery.after_output == AfterOutput::Continue {

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 
 use super::auth::{CallerKey, check_model};
-use super::dispatch::Traced;
+use super::dispatch::{Traced, upstream_trace};
 use super::error::ApiError;
 use super::gateway::{Current, EmbeddingRoute};
 use super::respond::{answered, read_json};
@@ -139,7 +139,7 @@ async fn embeddings_inner(
     embed
         .extensions_mut()
         .insert(Deadline::after(gw.inner.request_timeout));
-    if let Some(axum::Extension(context)) = trace {
+    if let Some(context) = upstream_trace(trace) {
         embed.extensions_mut().insert(context);
     }
     let chain = route.chain.clone();

@@ -183,7 +183,10 @@ impl Inner {
         vars: Lookup<'_>,
         previous: Option<&Inner>,
     ) -> Result<Inner, ConfigError> {
-        let metrics = previous.map_or_else(Metrics::default, |p| p.metrics.clone());
+        let metrics = match previous {
+            Some(previous) => previous.metrics.clone(),
+            None => Metrics::new(&config.telemetry)?,
+        };
         // Built with the gateway's recorder current: the series a layer sets as it is built
         // (each breaker's state) land in its metrics.
         metrics

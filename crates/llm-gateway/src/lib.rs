@@ -56,6 +56,8 @@ mod server;
 mod stack;
 mod status;
 mod status_page;
+#[cfg(feature = "otlp")]
+pub mod telemetry;
 
 pub use gateway::Gateway;
 

@@ -63,23 +63,48 @@ enum LogFormat {
 /// The gateway narrates what the layers do through their hooks (retries, fallbacks, breaker
 /// changes); the layers' own events join in at `RUST_LOG=debug`. `RUST_LOG` takes
 /// `tracing-subscriber`'s `EnvFilter` directives (`info,llm_fallback_layer=debug`).
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+///
+/// With `[telemetry]`'s OTLP endpoint set (and the `otlp` feature), spans are exported too,
+/// through a filter of their own; the guard returned flushes them at exit.
+fn init_logging(
+    format: LogFormat,
+    telemetry: Option<&llm_gateway::config::TelemetryConfig>,
+) -> Result<Option<Traces>, llm_tower::ConfigError> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
 
     const DEFAULT: &str = "info,llm_retry_layer=error,llm_breaker_layer=error,\
         llm_fallback_layer=error,llm_ratelimit_layer=error,llm_providers=error";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT));
     // Colours only on a terminal: a log file or a collector gets plain text.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_target(false)
         .with_ansi(colours);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let log = match format {
+        LogFormat::Text => log.boxed(),
+        LogFormat::Json => log.json().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(log.with_filter(filter));
+    #[cfg(feature = "otlp")]
+    if let Some(telemetry) = telemetry {
+        if let Some((export, guard)) = llm_gateway::telemetry::traces(telemetry)? {
+            registry.with(export).init();
+            return Ok(Some(guard));
+        }
     }
+    #[cfg(not(feature = "otlp"))]
+    let _ = telemetry;
+    registry.init();
+    Ok(None)
 }
+
+/// What keeps the span export going until exit.
+#[cfg(feature = "otlp")]
+type Traces = llm_gateway::telemetry::TracesGuard;
+#[cfg(not(feature = "otlp"))]
+type Traces = ();
 
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -106,9 +131,9 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let vars = |name: &str| std::env::var(name).ok();
     if let Some(Command::Check) = cli.command {
+        let _ = init_logging(cli.log_format, None);
         return check(&cli, &vars).await;
     }
 
@@ -146,6 +171,15 @@ async fn main() -> ExitCode {
     if let Some(listen) = cli.listen {
         config.listen = listen;
     }
+    // NOTE: after the configuration is read, which says where spans are exported; reading
+    // it logs nothing (its errors are printed).
+    let _traces = match init_logging(cli.log_format, Some(&config.telemetry)) {
+        Ok(traces) => traces,
+        Err(err) => {
+            eprintln!("llm-gateway: invalid configuration: {source}: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let gateway = match Gateway::from_config(&config, &source, &vars) {
         Ok(gateway) => gateway,
         Err(err) => {

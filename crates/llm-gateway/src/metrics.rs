@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use llm_tower::ConfigError;
 use llm_tower::metrics::{CounterSeries, HistogramSeries};
 use metrics::Recorder;
-use metrics_exporter_prometheus::{
-    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
-};
+
+use super::config::TelemetryConfig;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests by endpoint and HTTP status.
 const REQUESTS: &str = "gateway_requests_total";
@@ -41,8 +42,13 @@ pub(crate) struct Metrics {
 }
 
 struct Inner {
-    recorder: Arc<PrometheusRecorder>,
+    // Prometheus's recorder, or it and the OTLP exporter's side by side.
+    recorder: Arc<dyn Recorder + Send + Sync>,
     handle: PrometheusHandle,
+    // The OTLP metrics exporter's provider, kept for as long as the metrics (dropping it
+    // flushes and stops the export).
+    #[cfg(feature = "otlp")]
+    _export: Option<opentelemetry_sdk::metrics::SdkMeterProvider>,
     // The 200 count and the latency of each of `HOT_ENDPOINTS`, built once: a series built
     // per request allocates its labels.
     hot_requests: [(CounterSeries, HistogramSeries); 2],
@@ -52,9 +58,10 @@ struct Inner {
 /// The endpoints whose successes are counted through series built once.
 const HOT_ENDPOINTS: [&str; 2] = ["/v1/chat/completions", "/api/chat"];
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let recorder = PrometheusBuilder::new()
+impl Metrics {
+    /// The gateway's metrics, also exported over OTLP when `telemetry` names an endpoint.
+    pub(crate) fn new(telemetry: &TelemetryConfig) -> Result<Metrics, ConfigError> {
+        let prometheus = PrometheusBuilder::new()
             .set_buckets(&SECONDS)
             .and_then(|b| {
                 b.set_buckets_for_metric(
@@ -64,7 +71,21 @@ impl Default for Metrics {
             })
             .expect("the bucket lists are not empty")
             .build_recorder();
-        let handle = recorder.handle();
+        let handle = prometheus.handle();
+        #[cfg(feature = "otlp")]
+        let (recorder, export): (Arc<dyn Recorder + Send + Sync>, _) =
+            match super::telemetry::metrics(telemetry)? {
+                Some((otlp, provider)) => (
+                    Arc::new(super::telemetry::Both(prometheus, otlp)),
+                    Some(provider),
+                ),
+                None => (Arc::new(prometheus), None),
+            };
+        #[cfg(not(feature = "otlp"))]
+        let recorder: Arc<dyn Recorder + Send + Sync> = {
+            let _ = telemetry;
+            Arc::new(prometheus)
+        };
         let hot_requests = HOT_ENDPOINTS.map(|endpoint| {
             (
                 CounterSeries::new(REQUESTS, &[("endpoint", endpoint), ("status", "200")]),
@@ -73,18 +94,18 @@ impl Default for Metrics {
         });
         let metrics = Metrics {
             inner: Arc::new(Inner {
-                recorder: Arc::new(recorder),
+                recorder,
                 handle,
+                #[cfg(feature = "otlp")]
+                _export: export,
                 hot_requests,
                 connections_refused: CounterSeries::new(CONNECTIONS_REFUSED, &[]),
             }),
         };
         metrics.describe();
-        metrics
+        Ok(metrics)
     }
-}
 
-impl Metrics {
     /// Runs `f` with this gateway's recorder current: what the layers record in it lands
     /// here.
     #[inline]

@@ -221,12 +221,17 @@ fn request_span(request: &axum::extract::Request) -> tracing::Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::debug_span!(
+    let span = tracing::debug_span!(
         "request",
         method = %request.method(),
         path = request.uri().path(),
         request_id = id,
-    )
+        otel.name = tracing::field::Empty,
+        otel.kind = "server",
+    );
+    #[cfg(feature = "otlp")]
+    super::telemetry::continue_trace(&span, request);
+    span
 }
 
 /// The answer to a request over `max_in_flight`: a fast 503 asking to come back shortly, in

@@ -43,7 +43,9 @@ impl Service<EmbeddingRequest> for Provider {
     }
 
     fn call(&mut self, req: EmbeddingRequest) -> Self::Future {
-        ResponseFuture::new(embed(self.inner.clone(), req))
+        use tracing::Instrument;
+        let span = crate::spans::attempt(&self.inner, "embeddings", req.model(), false);
+        ResponseFuture::new(embed(self.inner.clone(), req, span.clone()).instrument(span))
     }
 }
 
@@ -84,7 +86,11 @@ fn url(inner: &Inner, model: &str) -> Result<reqwest::Url, LlmError> {
     }
 }
 
-async fn embed(inner: Arc<Inner>, req: EmbeddingRequest) -> Result<EmbeddingResponse, LlmError> {
+async fn embed(
+    inner: Arc<Inner>,
+    req: EmbeddingRequest,
+    span: tracing::Span,
+) -> Result<EmbeddingResponse, LlmError> {
     if req.inputs().is_empty() {
         return Err(LlmError::new(
             ErrorKind::InvalidRequest,
@@ -157,6 +163,10 @@ async fn embed(inner: Arc<Inner>, req: EmbeddingRequest) -> Result<EmbeddingResp
         )
         .with_provider(inner.name.to_string())),
     };
+    match &result {
+        Ok(answer) => crate::spans::answered(&span, &answer.model, None, None, answer.usage),
+        Err(err) => crate::spans::failed(&span, err.kind()),
+    }
     crate::metrics::call_ended(
         &inner,
         "embeddings",

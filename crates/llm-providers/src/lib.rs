@@ -18,6 +18,7 @@ mod metrics;
 mod probe;
 mod provider;
 pub mod recovery;
+mod spans;
 mod stream;
 mod types;
 mod wire;

@@ -117,14 +117,20 @@ impl Service<ChatRequest> for Provider {
     }
 
     fn call(&mut self, req: ChatRequest) -> Self::Future {
+        use tracing::Instrument;
         let inner = self.inner.clone();
+        let span = crate::spans::attempt(&inner, "chat", req.model(), false);
         ResponseFuture {
-            inner: Box::pin(async move { complete(inner, req).await }),
+            inner: Box::pin(complete(inner, req, span.clone()).instrument(span)),
         }
     }
 }
 
-async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, LlmError> {
+async fn complete(
+    inner: Arc<Inner>,
+    req: ChatRequest,
+    span: tracing::Span,
+) -> Result<ChatResponse, LlmError> {
     let kind = inner.kind;
     let total = effective_total(&inner, &req);
     tracing::debug!(
@@ -184,6 +190,16 @@ async fn complete(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatResponse, L
         started.elapsed(),
         result.as_ref().map(|res| res.usage).map_err(LlmError::kind),
     );
+    match &result {
+        Ok(res) => crate::spans::answered(
+            &span,
+            &res.model,
+            res.id.as_deref(),
+            res.finish_reason.as_ref().map(finish_name),
+            res.usage,
+        ),
+        Err(err) => crate::spans::failed(&span, err.kind()),
+    }
     match &result {
         Ok(res) => tracing::debug!(
             gen_ai.provider.name = kind.otel_name(),
@@ -270,14 +286,20 @@ impl Service<ChatRequest> for StreamingProvider {
     }
 
     fn call(&mut self, req: ChatRequest) -> Self::Future {
+        use tracing::Instrument;
         let inner = self.inner.clone();
+        let span = crate::spans::attempt(&inner, "chat", req.model(), true);
         ResponseFuture {
-            inner: Box::pin(async move { open_stream(inner, req).await }),
+            inner: Box::pin(open_stream(inner, req, span.clone()).instrument(span)),
         }
     }
 }
 
-async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, LlmError> {
+async fn open_stream(
+    inner: Arc<Inner>,
+    req: ChatRequest,
+    span: tracing::Span,
+) -> Result<ChatStream, LlmError> {
     let kind = inner.kind;
     let started = tokio::time::Instant::now();
     let total = effective_total(&inner, &req);
@@ -323,6 +345,7 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
     // stream records its own end.
     let (res, headers) = opened.await.inspect_err(|err| {
         crate::metrics::call_ended(&inner, "chat", started.elapsed(), Err(err.kind()));
+        crate::spans::failed(&span, err.kind());
     })?;
     let mut stream = ChatStream::new(
         inner.clone(),
@@ -333,6 +356,7 @@ async fn open_stream(inner: Arc<Inner>, req: ChatRequest) -> Result<ChatStream, 
         started,
         first_token,
         total,
+        span,
     );
     stream.wait_for_first_content().await?;
     Ok(stream)

@@ -51,6 +51,8 @@ pub struct ChatStream {
     deadline: Instant,
     // When the call started: the stream's time to first chunk and duration count from it.
     started: Instant,
+    // The call's span, open until the stream ends or is dropped.
+    span: tracing::Span,
     idle: Duration,
     /// Content has reached (or is about to reach) the caller: later errors are in band.
     delivered: bool,
@@ -88,6 +90,7 @@ impl ChatStream {
         started: Instant,
         first_token: Duration,
         total: Duration,
+        span: tracing::Span,
     ) -> ChatStream {
         let kind = inner.kind;
         let idle = inner.timeouts.idle;
@@ -100,6 +103,7 @@ impl ChatStream {
             timer: Box::pin(tokio::time::sleep_until(started + first_token)),
             deadline: started + total,
             started,
+            span,
             idle,
             delivered: false,
             end: None,
@@ -221,6 +225,10 @@ impl ChatStream {
             ))
         });
         let end = StreamEnd::new(outcome, self.parser.usage);
+        match outcome.kind() {
+            None => crate::spans::answered(&self.span, self.model(), None, None, self.parser.usage),
+            Some(kind) => crate::spans::failed(&self.span, kind),
+        }
         crate::metrics::call_ended(
             &self.inner,
             "chat",

@@ -242,7 +242,7 @@ where
     }
 
     fn reject(mut self, err: LocalRateLimited) -> Self {
-        self.shared.rejected(&err);
+        self.shared.rejected::<KF::Key>(&err);
         self.state = State::Rejected { error: Some(err) };
         self
     }
@@ -291,7 +291,7 @@ where
             }
         }
         Err(err) => {
-            shared.rejected(&err);
+            shared.rejected::<K>(&err);
             State::Rejected { error: Some(err) }
         }
     }

@@ -51,17 +51,28 @@ impl<St, KF, C, Cl> Shared<St, KF, C, Cl> {
     where
         St: RateLimitStore<K>,
     {
-        self.stats.admitted.fetch_add(1, Ordering::Relaxed);
-        self.meters.admitted(|| {
-            self.store
-                .unkeyed_capacity()
-                .map(|capacity| (capacity.requests, capacity.tokens))
-        });
+        let nth = self.stats.admitted.fetch_add(1, Ordering::Relaxed);
+        self.meters.admitted(nth, || self.capacity());
     }
 
-    pub(crate) fn rejected(&self, err: &LocalRateLimited) {
+    /// What the limit can still admit (requests, tokens), when it has one unkeyed budget.
+    fn capacity<K>(&self) -> Option<(Option<u64>, Option<u64>)>
+    where
+        St: RateLimitStore<K>,
+    {
+        self.store
+            .unkeyed_capacity()
+            .map(|capacity| (capacity.requests, capacity.tokens))
+    }
+
+    /// A call was refused (`K`: the limit's key type).
+    pub(crate) fn rejected<K>(&self, err: &LocalRateLimited)
+    where
+        St: RateLimitStore<K>,
+    {
         self.stats.rejected.fetch_add(1, Ordering::Relaxed);
         self.meters.rejected();
+        self.meters.capacity(|| self.capacity());
         tracing::debug!(
             retry_after_ms = err.retry_after().map(|d| d.as_millis() as u64),
             "rate limited locally"
