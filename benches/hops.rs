@@ -85,10 +85,7 @@ impl tower::retry::Policy<Ping, (), tower::BoxError> for RetryBoxed {
 fn hop_retry(c: &mut Criterion) {
     // The tower futures here never register a timer on the success path, so no runtime
     // is needed; a runtime context is entered anyway so that nothing could panic.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 
@@ -158,10 +155,7 @@ where
 }
 
 fn hop_breaker(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 
@@ -197,10 +191,7 @@ fn hop_breaker(c: &mut Criterion) {
 }
 
 fn hop_fallback(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
 
@@ -228,10 +219,7 @@ fn hop_fallback(c: &mut Criterion) {
 fn full_stack(c: &mut Criterion) {
     use tower::util::BoxCloneService;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let limits = unlimited();
@@ -293,10 +281,7 @@ fn full_stack(c: &mut Criterion) {
 /// no-op recorder, what a user without a recorder gets — and into a Prometheus recorder
 /// (`metrics-exporter-prometheus`, as the gateway's `/metrics`), side by side.
 fn stack_metrics(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let limits = unlimited();
@@ -326,6 +311,14 @@ fn stack_metrics(c: &mut Criterion) {
     group.finish();
 }
 
+/// A current-thread runtime with a clock, as the layers' timers need.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 /// One call awaited on a current-thread runtime: for layers whose futures box and await
 /// (tower-resilience, tower's buffer), and for ours beside them on the same footing.
 fn awaited<S>(rt: &tokio::runtime::Runtime, svc: &mut S)
@@ -341,10 +334,7 @@ where
 /// Retry and rate limit, awaited, beside tower-resilience's (which box every call's future)
 /// and tower's rate limit (behind the `Buffer` it needs to be `Clone`).
 fn awaited_alternatives(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
 
     let mut group = c.benchmark_group("awaited/retry");

@@ -4,7 +4,8 @@
 # shared VM do not).
 #
 #   bash benches/instructions.sh          rate-limit admissions (examples/admission_cost)
-#   bash benches/instructions.sh hops     a call through each layer (examples/hop_cost)
+#   bash benches/instructions.sh hops     a call through each layer (examples/hop_cost);
+#                                         RECORDER=prometheus: with a metrics recorder installed
 #   bash benches/instructions.sh decode   a text-only answer decoded (examples/decode_cost)
 #
 # Admissions: on the fixed clocks (the admission alone) and on tokio's clock the counts
@@ -22,7 +23,7 @@ elif [ "${1:-admissions}" = hops ]; then
     N=${N:-200000}
     cargo build -q --release --features retry,breaker,fallback,ratelimit --example hop_cost
     bin=target/release/examples/hop_cost
-    contenders=${CONTENDERS:-bare tower ours-no-budget ours breaker fallback ratelimit stack}
+    contenders=${CONTENDERS:-bare tower ours-no-budget ours breaker fallback ratelimit stack record}
     unit=call
 else
     N=${N:-200000}

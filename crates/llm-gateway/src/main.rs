@@ -74,29 +74,45 @@ fn init_logging(
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
 
+    // NOTE: the library's request and attempt spans are at INFO (`llm_tower`,
+    // `llm_providers`): kept out of the log, they cost nothing unless exported.
     const DEFAULT: &str = "info,llm_retry_layer=error,llm_breaker_layer=error,\
-        llm_fallback_layer=error,llm_ratelimit_layer=error,llm_providers=error";
+        llm_fallback_layer=error,llm_ratelimit_layer=error,llm_providers=error,llm_tower=warn";
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT));
     // Colours only on a terminal: a log file or a collector gets plain text.
     let colours = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let log = tracing_subscriber::fmt::layer()
-        .with_target(false)
-        .with_ansi(colours);
-    let log = match format {
-        LogFormat::Text => log.boxed(),
-        LogFormat::Json => log.json().boxed(),
-    };
-    let registry = tracing_subscriber::registry().with(log.with_filter(filter));
+    // The log, for a subscriber of type `S`.
+    fn log<S>(format: LogFormat, colours: bool) -> Box<dyn Layer<S> + Send + Sync>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        let log = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(colours);
+        match format {
+            LogFormat::Text => log.boxed(),
+            LogFormat::Json => log.json().boxed(),
+        }
+    }
     #[cfg(feature = "otlp")]
     if let Some(telemetry) = telemetry {
         if let Some((export, guard)) = llm_gateway::telemetry::traces(telemetry)? {
-            registry.with(export).init();
+            // Each its own filter: the export takes spans the log leaves out.
+            tracing_subscriber::registry()
+                .with(log(format, colours).with_filter(filter))
+                .with(export)
+                .init();
             return Ok(Some(guard));
         }
     }
     #[cfg(not(feature = "otlp"))]
     let _ = telemetry;
-    registry.init();
+    // NOTE: one filter for the whole subscriber when only the log listens: what it leaves
+    // out is never built.
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(log(format, colours))
+        .init();
     Ok(None)
 }
 
@@ -237,7 +253,7 @@ async fn main() -> ExitCode {
             tracing::info!("mock {name} at {}", mock.base_url());
         }
         println!(
-            "\nTry:\n  curl -s localhost:{port}/api/chat -H 'content-type: application/json' -d '{{\"message\":\"Hello\"}}'\n  curl -s localhost:{port}/health\n  curl -s localhost:{port}/metrics\n",
+            "\nTry:\n  curl -s localhost:{port}/api/chat -H 'content-type: application/json' -d '{{\"message\":\"Hello\"}}'\n  curl -s localhost:{port}/health\n  curl -s localhost:{port}/metrics\nand the live status page: http://localhost:{port}/status\n",
             port = addr.port()
         );
     }

@@ -10,7 +10,6 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use llm_testkit::server::{Fault, MockProvider, Rule};
 use serde_json::{Value, json};
 use support::Running;
 
@@ -94,17 +93,7 @@ fn metric_names(received: &Received) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_then_fallen_back_request_is_exported_as_one_trace() {
     let (collector, received) = receiver().await;
-    let down = MockProvider::builder()
-        .api_key(UPSTREAM_KEY)
-        .rule(Rule::any().fault(Fault::Overloaded))
-        .start()
-        .await
-        .unwrap();
-    let up = MockProvider::builder()
-        .api_key(UPSTREAM_KEY)
-        .start()
-        .await
-        .unwrap();
+    let (down, up) = support::overloaded_and_up(UPSTREAM_KEY).await;
     let config = format!(
         r#"
 [telemetry]

@@ -367,6 +367,7 @@ impl ProviderBuilder {
                 api_version: self.api_version.unwrap_or_else(|| "2024-10-21".to_owned()),
                 headers,
                 client,
+                meters: Default::default(),
             }),
         })
     }

@@ -168,7 +168,7 @@ async fn embed(
         Err(err) => crate::spans::failed(&span, err.kind()),
     }
     crate::metrics::call_ended(
-        &inner,
+        &inner.caller(),
         "embeddings",
         started.elapsed(),
         result.as_ref().map(|res| res.usage).map_err(LlmError::kind),

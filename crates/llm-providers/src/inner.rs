@@ -10,6 +10,7 @@ use llm_core::{ConfigError, ErrorKind, LlmError};
 
 use crate::errors;
 use crate::kind::ProviderKind;
+use crate::metrics::{Caller, Meters};
 use crate::types::ChatRequest;
 use crate::wire;
 
@@ -116,9 +117,19 @@ pub(crate) struct Inner {
     pub(crate) api_version: String,
     pub(crate) headers: HeaderMap,
     pub(crate) client: reqwest::Client,
+    pub(crate) meters: Meters,
 }
 
 impl Inner {
+    /// This provider as its metrics name it.
+    pub(crate) fn caller(&self) -> Caller<'_> {
+        Caller {
+            name: &self.name,
+            kind: self.kind,
+            meters: &self.meters,
+        }
+    }
+
     pub(crate) fn secrets(&self) -> Vec<&str> {
         self.api_key.iter().map(|k| &*k.0).collect()
     }

@@ -1,123 +1,181 @@
 //! The providers' metrics (feature `metrics`): OpenTelemetry's GenAI client metrics and the
 //! tokens counted by type. Names and labels are in [`llm_core::metrics`]; without the feature
 //! every record is an empty inline function.
-//!
-//! NOTE: the series are built per call (a few small allocations), not once per provider: a
-//! provider call already builds a JSON body, a URL and headers, and a provider is renamed
-//! by cloning.
 
 use std::time::Duration;
 
 use llm_core::{ErrorKind, Usage};
 
-use crate::inner::Inner;
+use crate::kind::ProviderKind;
+
+/// Who made a call, as its metrics name it: the provider's name and wire format, and its
+/// series.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct Caller<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) kind: ProviderKind,
+    pub(crate) meters: &'a Meters,
+}
+
+/// A provider's series for each operation, built at their first use so that a record
+/// allocates nothing. A clone starts empty: a renamed provider builds its own.
+#[derive(Debug, Default)]
+pub(crate) struct Meters {
+    #[cfg(feature = "metrics")]
+    chat: std::sync::OnceLock<enabled::Operation>,
+    #[cfg(feature = "metrics")]
+    embeddings: std::sync::OnceLock<enabled::Operation>,
+}
+
+impl Clone for Meters {
+    fn clone(&self) -> Self {
+        Meters::default()
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod enabled {
+    use llm_core::metrics::{
+        CounterSeries, HistogramSeries, OPERATION_DURATION, STREAM_RECOVERIES, TIME_TO_FIRST_CHUNK,
+        TOKEN_USAGE, TOKENS,
+    };
+
+    use super::{Caller, Duration, ErrorKind, Usage};
+
+    /// The series of one operation of one provider.
+    #[derive(Debug)]
+    pub(super) struct Operation {
+        duration: HistogramSeries,
+        usage: [HistogramSeries; 2],
+        tokens: [CounterSeries; 5],
+        first_chunk: HistogramSeries,
+    }
+
+    const TOKEN_TYPES: [&str; 5] = [
+        "input",
+        "output",
+        "cached_input",
+        "cache_creation",
+        "reasoning",
+    ];
+
+    fn labels<'a>(caller: &Caller<'a>, operation: &'static str) -> [(&'static str, &'a str); 3] {
+        [
+            ("gen_ai.operation.name", operation),
+            ("gen_ai.provider.name", caller.kind.otel_name()),
+            ("llm.upstream", caller.name),
+        ]
+    }
+
+    impl Caller<'_> {
+        fn operation(&self, operation: &'static str) -> &Operation {
+            let slot = if operation == "chat" {
+                &self.meters.chat
+            } else {
+                &self.meters.embeddings
+            };
+            slot.get_or_init(|| {
+                let common = labels(self, operation);
+                let [a, b, c] = common;
+                Operation {
+                    duration: HistogramSeries::new(OPERATION_DURATION, &common),
+                    usage: ["input", "output"].map(|token_type| {
+                        HistogramSeries::new(
+                            TOKEN_USAGE,
+                            &[a, b, c, ("gen_ai.token.type", token_type)],
+                        )
+                    }),
+                    tokens: TOKEN_TYPES.map(|token_type| {
+                        CounterSeries::new(TOKENS, &[("upstream", self.name), ("type", token_type)])
+                    }),
+                    first_chunk: HistogramSeries::new(TIME_TO_FIRST_CHUNK, &common),
+                }
+            })
+        }
+    }
+
+    pub(crate) fn call_ended(
+        caller: &Caller<'_>,
+        operation: &'static str,
+        elapsed: Duration,
+        outcome: Result<Option<Usage>, ErrorKind>,
+    ) {
+        let usage = match outcome {
+            Ok(usage) => usage,
+            Err(kind) => {
+                // NOTE: built per failure: failures are few, and their kinds many.
+                let [a, b, c] = labels(caller, operation);
+                HistogramSeries::new(
+                    OPERATION_DURATION,
+                    &[a, b, c, ("error.type", kind.as_str())],
+                )
+                .record(elapsed.as_secs_f64());
+                return;
+            }
+        };
+        let series = caller.operation(operation);
+        series.duration.record(elapsed.as_secs_f64());
+        let Some(usage) = usage else { return };
+        series.usage[0].record(usage.input_tokens as f64);
+        series.usage[1].record(usage.output_tokens as f64);
+        let counts = [
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cached_input_tokens,
+            usage.cache_creation_tokens,
+            usage.reasoning_tokens,
+        ];
+        for (counter, n) in series.tokens.iter().zip(counts) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+    }
+
+    pub(crate) fn first_chunk(caller: &Caller<'_>, operation: &'static str, elapsed: Duration) {
+        caller
+            .operation(operation)
+            .first_chunk
+            .record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn stream_recovery(from: &str, to: &str, mode: &str, outcome: &str) {
+        let outcome = outcome.replace(' ', "_");
+        CounterSeries::new(
+            STREAM_RECOVERIES,
+            &[
+                ("from", from),
+                ("to", to),
+                ("mode", mode),
+                ("outcome", &outcome),
+            ],
+        )
+        .increment(1);
+    }
+}
+
+#[cfg(feature = "metrics")]
+pub(crate) use enabled::{call_ended, first_chunk, stream_recovery};
 
 /// A call of `operation` (`chat`, `embeddings`) ended after `elapsed`, with the usage it
 /// reported or how it failed.
-#[cfg(feature = "metrics")]
-pub(crate) fn call_ended(
-    inner: &Inner,
-    operation: &'static str,
-    elapsed: Duration,
-    outcome: Result<Option<Usage>, ErrorKind>,
-) {
-    use llm_core::metrics::{
-        CounterSeries, HistogramSeries, OPERATION_DURATION, TOKEN_USAGE, TOKENS,
-    };
-
-    let provider = inner.kind.otel_name();
-    let common = [
-        ("gen_ai.operation.name", operation),
-        ("gen_ai.provider.name", provider),
-        ("llm.upstream", &*inner.name),
-    ];
-    let usage = match outcome {
-        Ok(usage) => {
-            HistogramSeries::new(OPERATION_DURATION, &common).record(elapsed.as_secs_f64());
-            usage
-        }
-        Err(kind) => {
-            let [a, b, c] = common;
-            HistogramSeries::new(
-                OPERATION_DURATION,
-                &[a, b, c, ("error.type", kind.as_str())],
-            )
-            .record(elapsed.as_secs_f64());
-            return;
-        }
-    };
-    let Some(usage) = usage else { return };
-    for (token_type, n) in [
-        ("input", usage.input_tokens),
-        ("output", usage.output_tokens),
-    ] {
-        let [a, b, c] = common;
-        HistogramSeries::new(TOKEN_USAGE, &[a, b, c, ("gen_ai.token.type", token_type)])
-            .record(n as f64);
-    }
-    for (token_type, n) in [
-        ("input", usage.input_tokens),
-        ("output", usage.output_tokens),
-        ("cached_input", usage.cached_input_tokens),
-        ("cache_creation", usage.cache_creation_tokens),
-        ("reasoning", usage.reasoning_tokens),
-    ] {
-        if n > 0 {
-            CounterSeries::new(TOKENS, &[("upstream", &inner.name), ("type", token_type)])
-                .increment(n);
-        }
-    }
-}
-
-/// A stream of `operation` delivered its first content after `elapsed`.
-#[cfg(feature = "metrics")]
-pub(crate) fn first_chunk(inner: &Inner, operation: &'static str, elapsed: Duration) {
-    use llm_core::metrics::{HistogramSeries, TIME_TO_FIRST_CHUNK};
-
-    HistogramSeries::new(
-        TIME_TO_FIRST_CHUNK,
-        &[
-            ("gen_ai.operation.name", operation),
-            ("gen_ai.provider.name", inner.kind.otel_name()),
-            ("llm.upstream", &inner.name),
-        ],
-    )
-    .record(elapsed.as_secs_f64());
-}
-
-/// A stream broken after `from` delivered content was repaired on `to` by `mode`
-/// (`outcome` "recovered"), or not (`outcome` why, `to` and `mode` empty).
-#[cfg(feature = "metrics")]
-pub(crate) fn stream_recovery(from: &str, to: &str, mode: &str, outcome: &str) {
-    use llm_core::metrics::{CounterSeries, STREAM_RECOVERIES};
-
-    let outcome = outcome.replace(' ', "_");
-    CounterSeries::new(
-        STREAM_RECOVERIES,
-        &[
-            ("from", from),
-            ("to", to),
-            ("mode", mode),
-            ("outcome", &outcome),
-        ],
-    )
-    .increment(1);
-}
-
-#[cfg(not(feature = "metrics"))]
-#[inline(always)]
-pub(crate) fn stream_recovery(_from: &str, _to: &str, _mode: &str, _outcome: &str) {}
-
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]
 pub(crate) fn call_ended(
-    _inner: &Inner,
+    _caller: &Caller<'_>,
     _operation: &'static str,
     _elapsed: Duration,
     _outcome: Result<Option<Usage>, ErrorKind>,
 ) {
 }
 
+/// A stream of `operation` delivered its first content after `elapsed`.
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]
-pub(crate) fn first_chunk(_inner: &Inner, _operation: &'static str, _elapsed: Duration) {}
+pub(crate) fn first_chunk(_caller: &Caller<'_>, _operation: &'static str, _elapsed: Duration) {}
+
+/// A stream broken after `from` delivered content was repaired on `to` by `mode`
+/// (`outcome` "recovered"), or not (`outcome` why, `to` and `mode` empty).
+#[cfg(not(feature = "metrics"))]
+#[inline(always)]
+pub(crate) fn stream_recovery(_from: &str, _to: &str, _mode: &str, _outcome: &str) {}

@@ -185,7 +185,7 @@ async fn complete(
         .with_provider(inner.name.to_string())),
     };
     crate::metrics::call_ended(
-        &inner,
+        &inner.caller(),
         "chat",
         started.elapsed(),
         result.as_ref().map(|res| res.usage).map_err(LlmError::kind),
@@ -344,7 +344,7 @@ async fn open_stream(
     // NOTE: a failure before the stream exists is recorded here; once it exists, the
     // stream records its own end.
     let (res, headers) = opened.await.inspect_err(|err| {
-        crate::metrics::call_ended(&inner, "chat", started.elapsed(), Err(err.kind()));
+        crate::metrics::call_ended(&inner.caller(), "chat", started.elapsed(), Err(err.kind()));
         crate::spans::failed(&span, err.kind());
     })?;
     let mut stream = ChatStream::new(

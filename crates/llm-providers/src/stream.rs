@@ -185,7 +185,7 @@ impl ChatStream {
         .await?;
         self.delivered = true;
         let now = Instant::now();
-        crate::metrics::first_chunk(&self.inner, "chat", now - self.started);
+        crate::metrics::first_chunk(&self.inner.caller(), "chat", now - self.started);
         let next = self.idle_deadline(now);
         self.timer.as_mut().reset(next);
         Ok(())
@@ -230,7 +230,7 @@ impl ChatStream {
             Some(kind) => crate::spans::failed(&self.span, kind),
         }
         crate::metrics::call_ended(
-            &self.inner,
+            &self.inner.caller(),
             "chat",
             self.started.elapsed(),
             match outcome.kind() {

@@ -133,3 +133,22 @@ impl Running {
         assert!(status.success());
     }
 }
+
+/// Two mock providers taking `key`: one answering every call with an overload (Anthropic's
+/// 529), one answering.
+pub(crate) async fn overloaded_and_up(
+    key: &str,
+) -> (
+    llm_testkit::server::MockProvider,
+    llm_testkit::server::MockProvider,
+) {
+    use llm_testkit::server::{Fault, MockProvider, Rule};
+    let down = MockProvider::builder()
+        .api_key(key)
+        .rule(Rule::any().fault(Fault::Overloaded))
+        .start()
+        .await
+        .unwrap();
+    let up = MockProvider::builder().api_key(key).start().await.unwrap();
+    (down, up)
+}
