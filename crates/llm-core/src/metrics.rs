@@ -36,11 +36,12 @@
 //! an unbounded label (`llm.upstream` names the configured upstream instead). A Prometheus
 //! exporter writes their dots as underscores.
 //!
-//! Series whose labels are known when a layer is built are resolved through the current
-//! recorder at each record ([`metrics::with_recorder`](::metrics::with_recorder)), so a
-//! recorder installed after the layers were built, or one scoped to a task
-//! ([`metrics::with_local_recorder`](::metrics::with_local_recorder)), still receives them;
-//! building them once keeps a record free of allocation.
+//! Series whose labels are known when a layer is built are built once, and each record
+//! finds the recorder current at that moment ([`metrics::with_recorder`]): a recorder
+//! installed after the layers were built, or one scoped to a task
+//! ([`metrics::with_local_recorder`], as the gateway scopes its own), still receives them.
+//! A series keeps the handle of the first real recorder it records into, so that a record
+//! into that recorder again allocates nothing and looks nothing up.
 
 /// Attempts by outcome.
 pub const ATTEMPTS: &str = "llm_attempts_total";
