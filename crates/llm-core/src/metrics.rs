@@ -92,6 +92,99 @@ pub fn breaker_state_value(state: &str) -> f64 {
     }
 }
 
+/// Gives the current recorder the help text (and unit) of every metric in the table above,
+/// for exporters that print it (Prometheus's `# HELP`).
+#[cfg(feature = "metrics")]
+pub fn describe() {
+    use ::metrics::Unit;
+
+    const COUNTERS: [(&str, &str); 11] = [
+        (
+            ATTEMPTS,
+            "Attempts on an upstream by outcome (ok, or the error kind; circuit_open and local_rate_limited were refused locally)",
+        ),
+        (
+            RETRIES,
+            "Retries on an upstream, by the kind of failure retried",
+        ),
+        (
+            RETRY_GIVE_UPS,
+            "Calls an upstream's retry layer stopped retrying, by reason",
+        ),
+        (FALLBACKS, "Moves from one fallback target to the next"),
+        (BREAKER_TRANSITIONS, "Circuit breaker state changes"),
+        (BREAKER_REJECTIONS, "Calls a circuit breaker refused"),
+        (
+            RATELIMIT_ADMISSIONS,
+            "Calls the local rate limiter let through",
+        ),
+        (
+            RATELIMIT_WAITS,
+            "Calls the local rate limiter held back before sending",
+        ),
+        (RATELIMIT_REJECTIONS, "Calls the local rate limiter refused"),
+        (
+            STREAM_RECOVERIES,
+            "Broken streams repaired (outcome recovered) or not (outcome: why)",
+        ),
+        (
+            TOKENS,
+            "Tokens providers reported, by type: input, output, and of them cached_input, cache_creation, reasoning",
+        ),
+    ];
+
+    const GAUGES: [(&str, &str); 3] = [
+        (
+            BREAKER_STATE,
+            "Circuit breaker state: 0 closed, 1 half open, 2 open, 3 forced open, 4 disabled",
+        ),
+        (
+            RATELIMIT_AVAILABLE_REQUESTS,
+            "Requests the local rate limiter could admit now",
+        ),
+        (
+            RATELIMIT_AVAILABLE_TOKENS,
+            "Tokens the local rate limiter could admit now",
+        ),
+    ];
+
+    const HISTOGRAMS: [(&str, &str, bool); 4] = [
+        (
+            RATELIMIT_WAIT_SECONDS,
+            "How long the local rate limiter held a call",
+            true,
+        ),
+        (
+            OPERATION_DURATION,
+            "GenAI operation duration (streams: until the last chunk)",
+            true,
+        ),
+        (
+            TOKEN_USAGE,
+            "Tokens per GenAI operation, by gen_ai.token.type",
+            false,
+        ),
+        (
+            TIME_TO_FIRST_CHUNK,
+            "Time to the first chunk of a streamed GenAI operation",
+            true,
+        ),
+    ];
+
+    ::metrics::with_recorder(|recorder| {
+        for (name, help) in COUNTERS {
+            recorder.describe_counter(name.into(), None, help.into());
+        }
+        for (name, help) in GAUGES {
+            recorder.describe_gauge(name.into(), None, help.into());
+        }
+        for (name, help, seconds) in HISTOGRAMS {
+            let unit = seconds.then_some(Unit::Seconds);
+            recorder.describe_histogram(name.into(), unit, help.into());
+        }
+    });
+}
+
 #[cfg(feature = "metrics")]
 pub use series::{CounterSeries, GaugeSeries, HistogramSeries};
 

@@ -152,94 +152,21 @@ impl Metrics {
     /// The help text of the gateway's own series and of the layers' (the table in
     /// `llm_tower::metrics`).
     fn describe(&self) {
-        use llm_tower::metrics as m;
         let recorder = &*self.inner.recorder;
-        let counters = [
+        for (name, help) in [
             (REQUESTS, "Gateway requests by endpoint and HTTP status"),
             (
                 CONNECTIONS_REFUSED,
                 "Client connections closed at once: the gateway held max_connections",
             ),
-            (
-                m::ATTEMPTS,
-                "Attempts on an upstream by outcome (ok, or the error kind; circuit_open and local_rate_limited were refused locally)",
-            ),
-            (
-                m::RETRIES,
-                "Retries on an upstream, by the kind of failure retried",
-            ),
-            (
-                m::RETRY_GIVE_UPS,
-                "Calls an upstream's retry layer stopped retrying, by reason",
-            ),
-            (m::FALLBACKS, "Moves from one upstream to the next"),
-            (m::BREAKER_TRANSITIONS, "Circuit breaker state changes"),
-            (m::BREAKER_REJECTIONS, "Calls a circuit breaker refused"),
-            (
-                m::RATELIMIT_ADMISSIONS,
-                "Calls the local rate limiter let through",
-            ),
-            (
-                m::RATELIMIT_WAITS,
-                "Calls the local rate limiter held back before sending",
-            ),
-            (
-                m::RATELIMIT_REJECTIONS,
-                "Calls the local rate limiter refused",
-            ),
-            (
-                m::TOKENS,
-                "Tokens providers reported, by type: input, output, and of them cached_input, cache_creation, reasoning",
-            ),
-            (
-                m::STREAM_RECOVERIES,
-                "Broken streams repaired (outcome recovered) or not (outcome: why)",
-            ),
-        ];
-        for (name, help) in counters {
+        ] {
             recorder.describe_counter(name.into(), None, help.into());
         }
-        let gauges = [
-            (
-                m::BREAKER_STATE,
-                "Circuit breaker state: 0 closed, 1 half open, 2 open, 3 forced open, 4 disabled",
-            ),
-            (
-                m::RATELIMIT_AVAILABLE_REQUESTS,
-                "Requests the local rate limiter could admit now",
-            ),
-            (
-                m::RATELIMIT_AVAILABLE_TOKENS,
-                "Tokens the local rate limiter could admit now",
-            ),
-        ];
-        for (name, help) in gauges {
-            recorder.describe_gauge(name.into(), None, help.into());
-        }
-        let histograms = [
-            (
-                REQUEST_SECONDS,
-                "Gateway request latency by endpoint (streams: until the first chunk)",
-            ),
-            (
-                m::RATELIMIT_WAIT_SECONDS,
-                "How long the local rate limiter held a call",
-            ),
-            (
-                m::OPERATION_DURATION,
-                "GenAI operation duration, seconds (streams: until the last chunk)",
-            ),
-            (
-                m::TOKEN_USAGE,
-                "Tokens per GenAI operation, by gen_ai_token_type",
-            ),
-            (
-                m::TIME_TO_FIRST_CHUNK,
-                "Time to the first chunk of a streamed GenAI operation, seconds",
-            ),
-        ];
-        for (name, help) in histograms {
-            recorder.describe_histogram(name.into(), None, help.into());
-        }
+        recorder.describe_histogram(
+            REQUEST_SECONDS.into(),
+            Some(metrics::Unit::Seconds),
+            "Gateway request latency by endpoint (streams: until the first chunk)".into(),
+        );
+        self.scoped(llm_tower::metrics::describe);
     }
 }

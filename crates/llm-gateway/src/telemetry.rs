@@ -11,8 +11,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use llm_tower::{ConfigError, TraceContext};
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_http::HeaderExtractor;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
@@ -132,19 +133,6 @@ pub(crate) fn metrics(
     Ok(Some((recorder, provider)))
 }
 
-/// An HTTP request's headers, as the W3C propagator reads them.
-struct Headers<'a>(&'a http::HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
 /// Names `span` (`request`'s) as OpenTelemetry names a server span (`POST /v1/messages`)
 /// and makes it the child of the caller's `traceparent`, when spans are exported.
 pub(crate) fn continue_trace(span: &tracing::Span, request: &axum::extract::Request) {
@@ -155,7 +143,7 @@ pub(crate) fn continue_trace(span: &tracing::Span, request: &axum::extract::Requ
         "otel.name",
         format!("{} {}", request.method(), request.uri().path()),
     );
-    let parent = TraceContextPropagator::new().extract(&Headers(request.headers()));
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
     if parent.span().span_context().is_valid() {
         let _ = span.set_parent(parent);
     }

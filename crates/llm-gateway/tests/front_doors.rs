@@ -626,6 +626,10 @@ async fn every_door_is_counted_in_the_metrics() {
         let line = format!("gateway_requests_total{{endpoint=\"{path}\",status=\"200\"}} 1");
         assert!(metrics.contains(&line), "{line} not in {metrics}");
     }
+    // Every metric has its help text (the layers' from `llm_tower::metrics::describe`).
+    for help in ["# HELP llm_attempts_total", "# HELP gateway_requests_total"] {
+        assert!(metrics.contains(help), "{help} not in {metrics}");
+    }
     // The upstream attempts of Messages, Responses and embeddings are counted like chat's,
     // by the upstream's retry layer.
     assert!(

@@ -12,7 +12,7 @@ use crate::errors;
 use crate::inner::{
     Inner, effective_total, fmt_duration, is_path_name, named, read_body, with_trace_context,
 };
-use crate::kind::ProviderKind;
+use crate::kind::{Operation, ProviderKind};
 use crate::provider::{Provider, ResponseFuture};
 use crate::wire::embeddings;
 
@@ -44,7 +44,7 @@ impl Service<EmbeddingRequest> for Provider {
 
     fn call(&mut self, req: EmbeddingRequest) -> Self::Future {
         use tracing::Instrument;
-        let span = crate::spans::attempt(&self.inner, "embeddings", req.model(), false);
+        let span = crate::spans::attempt(&self.inner, Operation::Embeddings, req.model(), false);
         ResponseFuture::new(embed(self.inner.clone(), req, span.clone()).instrument(span))
     }
 }
@@ -101,7 +101,7 @@ async fn embed(
     let url = url(&inner, req.model())?;
     let total = effective_total(&inner, &req);
     tracing::debug!(
-        gen_ai.operation.name = "embeddings",
+        gen_ai.operation.name = Operation::Embeddings.as_str(),
         gen_ai.provider.name = inner.kind.otel_name(),
         gen_ai.request.model = req.model(),
         server.address = inner.base.host_str(),
@@ -169,7 +169,7 @@ async fn embed(
     }
     crate::metrics::call_ended(
         &inner.caller(),
-        "embeddings",
+        Operation::Embeddings,
         started.elapsed(),
         result.as_ref().map(|res| res.usage).map_err(LlmError::kind),
     );

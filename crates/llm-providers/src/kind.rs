@@ -159,3 +159,23 @@ impl std::str::FromStr for ProviderKind {
             })
     }
 }
+
+/// A provider call's operation, as OpenTelemetry's GenAI conventions name it
+/// (`gen_ai.operation.name`), for the calls' spans and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Operation {
+    /// A chat completion, whole or streamed.
+    Chat,
+    /// Embeddings.
+    Embeddings,
+}
+
+impl Operation {
+    /// The convention's name.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Operation::Chat => "chat",
+            Operation::Embeddings => "embeddings",
+        }
+    }
+}

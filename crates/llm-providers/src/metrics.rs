@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use llm_core::{ErrorKind, Usage};
 
-use crate::kind::ProviderKind;
+use crate::kind::{Operation, ProviderKind};
 
 /// Who made a call, as its metrics name it: the provider's name and wire format, and its
 /// series.
@@ -22,9 +22,9 @@ pub(crate) struct Caller<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct Meters {
     #[cfg(feature = "metrics")]
-    chat: std::sync::OnceLock<enabled::Operation>,
+    chat: std::sync::OnceLock<enabled::OperationSeries>,
     #[cfg(feature = "metrics")]
-    embeddings: std::sync::OnceLock<enabled::Operation>,
+    embeddings: std::sync::OnceLock<enabled::OperationSeries>,
 }
 
 impl Clone for Meters {
@@ -40,11 +40,11 @@ mod enabled {
         TOKEN_USAGE, TOKENS,
     };
 
-    use super::{Caller, Duration, ErrorKind, Usage};
+    use super::{Caller, Duration, ErrorKind, Operation, Usage};
 
     /// The series of one operation of one provider.
     #[derive(Debug)]
-    pub(super) struct Operation {
+    pub(super) struct OperationSeries {
         duration: HistogramSeries,
         usage: [HistogramSeries; 2],
         tokens: [CounterSeries; 5],
@@ -59,25 +59,24 @@ mod enabled {
         "reasoning",
     ];
 
-    fn labels<'a>(caller: &Caller<'a>, operation: &'static str) -> [(&'static str, &'a str); 3] {
+    fn labels<'a>(caller: &Caller<'a>, operation: Operation) -> [(&'static str, &'a str); 3] {
         [
-            ("gen_ai.operation.name", operation),
+            ("gen_ai.operation.name", operation.as_str()),
             ("gen_ai.provider.name", caller.kind.otel_name()),
             ("llm.upstream", caller.name),
         ]
     }
 
     impl Caller<'_> {
-        fn operation(&self, operation: &'static str) -> &Operation {
-            let slot = if operation == "chat" {
-                &self.meters.chat
-            } else {
-                &self.meters.embeddings
+        fn operation(&self, operation: Operation) -> &OperationSeries {
+            let slot = match operation {
+                Operation::Chat => &self.meters.chat,
+                Operation::Embeddings => &self.meters.embeddings,
             };
             slot.get_or_init(|| {
                 let common = labels(self, operation);
                 let [a, b, c] = common;
-                Operation {
+                OperationSeries {
                     duration: HistogramSeries::new(OPERATION_DURATION, &common),
                     usage: ["input", "output"].map(|token_type| {
                         HistogramSeries::new(
@@ -96,7 +95,7 @@ mod enabled {
 
     pub(crate) fn call_ended(
         caller: &Caller<'_>,
-        operation: &'static str,
+        operation: Operation,
         elapsed: Duration,
         outcome: Result<Option<Usage>, ErrorKind>,
     ) {
@@ -132,7 +131,7 @@ mod enabled {
         }
     }
 
-    pub(crate) fn first_chunk(caller: &Caller<'_>, operation: &'static str, elapsed: Duration) {
+    pub(crate) fn first_chunk(caller: &Caller<'_>, operation: Operation, elapsed: Duration) {
         caller
             .operation(operation)
             .first_chunk
@@ -163,7 +162,7 @@ pub(crate) use enabled::{call_ended, first_chunk, stream_recovery};
 #[inline(always)]
 pub(crate) fn call_ended(
     _caller: &Caller<'_>,
-    _operation: &'static str,
+    _operation: Operation,
     _elapsed: Duration,
     _outcome: Result<Option<Usage>, ErrorKind>,
 ) {
@@ -172,7 +171,7 @@ pub(crate) fn call_ended(
 /// A stream of `operation` delivered its first content after `elapsed`.
 #[cfg(not(feature = "metrics"))]
 #[inline(always)]
-pub(crate) fn first_chunk(_caller: &Caller<'_>, _operation: &'static str, _elapsed: Duration) {}
+pub(crate) fn first_chunk(_caller: &Caller<'_>, _operation: Operation, _elapsed: Duration) {}
 
 /// A stream broken after `from` delivered content was repaired on `to` by `mode`
 /// (`outcome` "recovered"), or not (`outcome` why, `to` and `mode` empty).

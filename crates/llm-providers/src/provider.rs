@@ -14,7 +14,7 @@ use crate::errors;
 use crate::inner::{
     Inner, Timeouts, attempt_wait, effective_total, fmt_duration, named, read_body, request_id,
 };
-use crate::kind::ProviderKind;
+use crate::kind::{Operation, ProviderKind};
 use crate::stream::ChatStream;
 use crate::types::{ChatRequest, ChatResponse};
 use crate::wire;
@@ -119,7 +119,7 @@ impl Service<ChatRequest> for Provider {
     fn call(&mut self, req: ChatRequest) -> Self::Future {
         use tracing::Instrument;
         let inner = self.inner.clone();
-        let span = crate::spans::attempt(&inner, "chat", req.model(), false);
+        let span = crate::spans::attempt(&inner, Operation::Chat, req.model(), false);
         ResponseFuture {
             inner: Box::pin(complete(inner, req, span.clone()).instrument(span)),
         }
@@ -134,7 +134,7 @@ async fn complete(
     let kind = inner.kind;
     let total = effective_total(&inner, &req);
     tracing::debug!(
-        gen_ai.operation.name = "chat",
+        gen_ai.operation.name = Operation::Chat.as_str(),
         gen_ai.provider.name = kind.otel_name(),
         gen_ai.request.model = req.model(),
         server.address = inner.base.host_str(),
@@ -186,7 +186,7 @@ async fn complete(
     };
     crate::metrics::call_ended(
         &inner.caller(),
-        "chat",
+        Operation::Chat,
         started.elapsed(),
         result.as_ref().map(|res| res.usage).map_err(LlmError::kind),
     );
@@ -288,7 +288,7 @@ impl Service<ChatRequest> for StreamingProvider {
     fn call(&mut self, req: ChatRequest) -> Self::Future {
         use tracing::Instrument;
         let inner = self.inner.clone();
-        let span = crate::spans::attempt(&inner, "chat", req.model(), true);
+        let span = crate::spans::attempt(&inner, Operation::Chat, req.model(), true);
         ResponseFuture {
             inner: Box::pin(open_stream(inner, req, span.clone()).instrument(span)),
         }
@@ -305,7 +305,7 @@ async fn open_stream(
     let total = effective_total(&inner, &req);
     let first_token = attempt_wait(inner.timeouts.first_token, &req).min(total);
     tracing::debug!(
-        gen_ai.operation.name = "chat",
+        gen_ai.operation.name = Operation::Chat.as_str(),
         gen_ai.provider.name = kind.otel_name(),
         gen_ai.request.model = req.model(),
         server.address = inner.base.host_str(),
@@ -344,7 +344,12 @@ async fn open_stream(
     // NOTE: a failure before the stream exists is recorded here; once it exists, the
     // stream records its own end.
     let (res, headers) = opened.await.inspect_err(|err| {
-        crate::metrics::call_ended(&inner.caller(), "chat", started.elapsed(), Err(err.kind()));
+        crate::metrics::call_ended(
+            &inner.caller(),
+            Operation::Chat,
+            started.elapsed(),
+            Err(err.kind()),
+        );
         crate::spans::failed(&span, err.kind());
     })?;
     let mut stream = ChatStream::new(

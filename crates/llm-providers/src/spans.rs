@@ -7,14 +7,15 @@ use tracing::Span;
 use tracing::field::Empty;
 
 use crate::inner::Inner;
+use crate::kind::Operation;
 
 /// A call of `operation` (`chat`, `embeddings`) to `inner` for `model`.
-pub(crate) fn attempt(inner: &Inner, operation: &'static str, model: &str, stream: bool) -> Span {
+pub(crate) fn attempt(inner: &Inner, operation: Operation, model: &str, stream: bool) -> Span {
     let span = tracing::info_span!(
         "gen_ai.client",
         otel.name = Empty,
         otel.kind = "client",
-        gen_ai.operation.name = operation,
+        gen_ai.operation.name = operation.as_str(),
         gen_ai.provider.name = inner.kind.otel_name(),
         gen_ai.request.model = model,
         server.address = inner.base.host_str(),
@@ -29,7 +30,7 @@ pub(crate) fn attempt(inner: &Inner, operation: &'static str, model: &str, strea
         error.type = Empty,
     );
     if !span.is_disabled() {
-        span.record("otel.name", format!("{operation} {model}"));
+        span.record("otel.name", format!("{} {model}", operation.as_str()));
     }
     span
 }

@@ -20,6 +20,7 @@ use tokio::time::{Instant, Sleep};
 use crate::assemble::Assembler;
 use crate::decode::Framing;
 use crate::inner::{Inner, fmt_duration, named, request_id};
+use crate::kind::Operation;
 use crate::types::{ChatChunk, ChatResponse, FinishReason};
 use crate::wire::{Step, StreamParser};
 
@@ -185,7 +186,7 @@ impl ChatStream {
         .await?;
         self.delivered = true;
         let now = Instant::now();
-        crate::metrics::first_chunk(&self.inner.caller(), "chat", now - self.started);
+        crate::metrics::first_chunk(&self.inner.caller(), Operation::Chat, now - self.started);
         let next = self.idle_deadline(now);
         self.timer.as_mut().reset(next);
         Ok(())
@@ -231,7 +232,7 @@ impl ChatStream {
         }
         crate::metrics::call_ended(
             &self.inner.caller(),
-            "chat",
+            Operation::Chat,
             self.started.elapsed(),
             match outcome.kind() {
                 None => Ok(self.parser.usage),
