@@ -111,6 +111,12 @@ pub use llm_fallback_layer as fallback;
 #[cfg(feature = "ratelimit")]
 pub use llm_ratelimit_layer as ratelimit;
 
+/// Pools of equivalent members — API keys, deployments, regions, replicas — with
+/// quota-aware, weighted, least-in-flight and peak-EWMA picks, priority tiers, sticky picks
+/// and member health by failure kind: `llm-balance-layer`.
+#[cfg(feature = "balance")]
+pub use llm_balance_layer as balance;
+
 /// OpenAI, Azure OpenAI, OpenRouter, Anthropic, Gemini, Ollama and OpenAI-compatible servers
 /// as tower services, streaming included: `llm-providers`.
 #[cfg(feature = "providers")]
@@ -135,6 +141,9 @@ pub mod prelude {
 
     #[cfg(feature = "ratelimit")]
     pub use llm_ratelimit_layer::{RateLimitConfig, RateLimitLayer};
+
+    #[cfg(feature = "balance")]
+    pub use llm_balance_layer::{Member, Pool, PoolConfig, Strategy};
 
     #[cfg(feature = "providers")]
     pub use llm_providers::{

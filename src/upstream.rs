@@ -46,6 +46,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+#[cfg(feature = "balance")]
+use llm_balance_layer::{Member, Pool, PoolBuilder, PoolConfig, PoolHandle};
 use llm_breaker_layer::{
     BreakerConfig, BreakerHandle, BreakerLayer, KeyedBreakerHandle, StateChange,
 };
@@ -537,6 +539,8 @@ impl UpstreamBuilder {
                 breakers,
                 breakers_shared: shared_breaker,
                 limiter,
+                #[cfg(feature = "balance")]
+                pool: None,
             },
             name,
             kind,
@@ -556,6 +560,263 @@ enum Breakers {
         prefix: Arc<str>,
         handle: KeyedBreakerHandle<String>,
     },
+    /// A pool's: each member's own.
+    #[cfg(feature = "balance")]
+    Pool(Vec<UpstreamHealth>),
+}
+
+#[cfg(feature = "balance")]
+impl Upstream {
+    /// Several upstreams serving the same model — API keys of one provider, deployments or
+    /// regions of one model, replicas of a server — as one upstream: each request goes to
+    /// one member, picked by the pool's strategy (default: the most headroom, read from the
+    /// provider's rate-limit headers and each member's own limiter), and moves to another
+    /// member when its member fails (`llm_tower::balance`). Each member keeps its own retry,
+    /// breaker and limiter; the pool is a chain target like any other upstream.
+    ///
+    /// ```
+    /// use llm_tower::balance::{Member, PoolConfig};
+    /// use llm_tower::providers::{Provider, ProviderKind};
+    /// use llm_tower::upstream::Upstream;
+    ///
+    /// let key = |name: &str, key: &str| {
+    ///     let provider = Provider::builder(ProviderKind::OpenAi).api_key(key).build().unwrap();
+    ///     Upstream::builder(format!("openai/{name}"), provider).build().unwrap()
+    /// };
+    /// let pool = Upstream::pool(
+    ///     "openai",
+    ///     vec![
+    ///         Member::new("key-1", key("key-1", "sk-1")),
+    ///         Member::new("key-2", key("key-2", "sk-2")).weight(2),
+    ///     ],
+    /// )
+    /// .config(&PoolConfig::default())
+    /// .build()
+    /// .unwrap();
+    /// let (members, _) = pool.health().pool_members().unwrap();
+    /// assert_eq!(members.members().len(), 2);
+    /// ```
+    pub fn pool(name: impl Into<Arc<str>>, members: Vec<Member<Upstream>>) -> UpstreamPoolBuilder {
+        UpstreamPoolBuilder {
+            name: name.into(),
+            members,
+            config: PoolConfig::default(),
+            sticky: None,
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+}
+
+/// Builds a pool of upstreams ([`Upstream::pool`]).
+#[cfg(feature = "balance")]
+pub struct UpstreamPoolBuilder {
+    name: Arc<str>,
+    members: Vec<Member<Upstream>>,
+    config: PoolConfig,
+    sticky: Option<SessionKey>,
+    #[cfg(feature = "redis")]
+    shared: Option<llm_core::RedisConfig>,
+}
+
+/// A chat request's session key, for sticky picks.
+#[cfg(feature = "balance")]
+type SessionKey = Arc<dyn Fn(&ChatRequest) -> Option<String> + Send + Sync>;
+
+/// The session a chat request names, for sticky picks: OpenAI's `prompt_cache_key` (an
+/// extra field), else its end user (`user`, Anthropic's `metadata.user_id`), else its
+/// `safety_identifier` (an extra field).
+///
+/// ```
+/// use llm_tower::prelude::*;
+/// use llm_tower::upstream::session_of;
+///
+/// let req = ChatRequest::new("gpt-4o").user("Hi").end_user("alice");
+/// assert_eq!(session_of(&req).as_deref(), Some("alice"));
+/// let req = req.extra("prompt_cache_key", "thread-7");
+/// assert_eq!(session_of(&req).as_deref(), Some("thread-7"));
+/// assert_eq!(session_of(&ChatRequest::new("gpt-4o")), None);
+/// ```
+#[cfg(feature = "balance")]
+pub fn session_of(request: &ChatRequest) -> Option<String> {
+    let extra = |field: &str| request.extras()?.get(field)?.as_str();
+    extra("prompt_cache_key")
+        .or_else(|| request.end_user_value())
+        .or_else(|| extra("safety_identifier"))
+        .filter(|key| !key.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(feature = "balance")]
+impl fmt::Debug for UpstreamPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamPoolBuilder")
+            .field("name", &self.name)
+            .field("members", &self.members)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "balance")]
+impl UpstreamPoolBuilder {
+    /// The pool's strategy and how long failed members stay out.
+    pub fn config(mut self, config: &PoolConfig) -> Self {
+        self.config = config.clone();
+        self
+    }
+
+    /// Sends chat requests with the same key (a session, a user: [`session_of`]) to the same
+    /// member while it is available — the provider's prompt cache stays warm — and by the
+    /// strategy otherwise.
+    pub fn sticky_by(
+        mut self,
+        key: impl Fn(&ChatRequest) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.sticky = Some(Arc::new(key));
+        self
+    }
+
+    /// Shares members going out (a refused key, a rate limit, an exhausted quota) with
+    /// every instance through Redis. Build inside a Tokio runtime.
+    #[cfg(feature = "redis")]
+    pub fn shared(mut self, redis: llm_core::RedisConfig) -> Self {
+        self.shared = Some(redis);
+        self
+    }
+
+    /// The pool, as an upstream; errors name the field at fault (`pool.members`, …).
+    pub fn build(self) -> Result<Upstream, ConfigError> {
+        let UpstreamPoolBuilder {
+            name,
+            members,
+            config,
+            sticky,
+            #[cfg(feature = "redis")]
+            shared,
+        } = self;
+        let Some(first) = members.first().map(|m| m.service().clone()) else {
+            return Err(ConfigError::new(
+                "pool.members",
+                "a pool needs at least one member",
+            ));
+        };
+        if let Some(other) = members.iter().find(|m| m.service().kind != first.kind) {
+            return Err(ConfigError::new(
+                "pool.members",
+                format!(
+                    "a pool's members speak one wire format: {} is {}, {} is {}",
+                    members[0].name(),
+                    first.kind,
+                    other.name(),
+                    other.service().kind
+                ),
+            ));
+        }
+        let settings = PoolSettings {
+            name: &name,
+            members: &members,
+            config: &config,
+            #[cfg(feature = "redis")]
+            shared: shared.as_ref(),
+        };
+        // NOTE: one pool per service, all keeping their members' health in the chat pool's
+        // state: a key refused on a stream is retired for chat too.
+        let chat = settings.pool_of(None, |u| u.chat.clone(), with_session_key(sticky.clone()))?;
+        let handle = chat.handle();
+        let same = Some(&handle);
+        Ok(Upstream {
+            chat: ChatService::new(chat),
+            stream: StreamService::new(settings.pool_of(
+                same,
+                |u| u.stream.clone(),
+                with_session_key(sticky.clone()),
+            )?),
+            embed: EmbedService::new(settings.pool_of(same, |u| u.embed.clone(), |p| p)?),
+            attempt_chat: ChatService::new(settings.pool_of(
+                same,
+                |u| u.attempt_chat.clone(),
+                with_session_key(sticky.clone()),
+            )?),
+            attempt_stream: StreamService::new(settings.pool_of(
+                same,
+                |u| u.attempt_stream.clone(),
+                with_session_key(sticky.clone()),
+            )?),
+            health: UpstreamHealth {
+                name: name.clone(),
+                breakers: Breakers::Pool(
+                    members.iter().map(|m| m.service().health.clone()).collect(),
+                ),
+                breakers_shared: first.health.breakers_shared,
+                limiter: first.health.limiter.clone(),
+                pool: Some(handle),
+            },
+            name,
+            kind: first.kind,
+            prefill: first.prefill,
+            retry: first.retry.clone(),
+            on_retry: first.on_retry.clone(),
+            on_give_up: first.on_give_up.clone(),
+            budget: None,
+        })
+    }
+}
+
+/// Makes a chat pool sticky to `key`, if there is one.
+#[cfg(feature = "balance")]
+fn with_session_key<S>(
+    key: Option<SessionKey>,
+) -> impl FnOnce(PoolBuilder<S, ChatRequest>) -> PoolBuilder<S, ChatRequest> {
+    move |pool| match key {
+        Some(key) => pool.sticky_by(move |request: &ChatRequest| key(request)),
+        None => pool,
+    }
+}
+
+/// What every service's pool of one [`UpstreamPoolBuilder`] is built from.
+#[cfg(feature = "balance")]
+struct PoolSettings<'a> {
+    name: &'a Arc<str>,
+    members: &'a [Member<Upstream>],
+    config: &'a PoolConfig,
+    #[cfg(feature = "redis")]
+    shared: Option<&'a llm_core::RedisConfig>,
+}
+
+#[cfg(feature = "balance")]
+impl PoolSettings<'_> {
+    /// One pool over one of each member's services; each member's headroom is read from
+    /// its own limiter too.
+    fn pool_of<S, Req>(
+        &self,
+        health_of: Option<&PoolHandle>,
+        service: impl Fn(&Upstream) -> S,
+        customize: impl FnOnce(PoolBuilder<S, Req>) -> PoolBuilder<S, Req>,
+    ) -> Result<Pool<S, Req>, ConfigError> {
+        let members = self
+            .members
+            .iter()
+            .map(|member| {
+                let limiter = member.service().health.limiter.clone();
+                member
+                    .clone()
+                    .map(|upstream| service(&upstream))
+                    .headroom_from(move || limiter.capacity().and_then(|c| c.requests))
+            })
+            .collect();
+        let builder = customize(Pool::builder(self.name.clone(), members).config(self.config));
+        let builder = match health_of {
+            Some(handle) => builder.same_health_as(handle),
+            None => builder,
+        };
+        #[cfg(feature = "redis")]
+        let builder = match (self.shared, health_of) {
+            (Some(redis), None) => builder.shared(redis.clone()),
+            _ => builder,
+        };
+        builder.build().map_err(|e| e.in_section("pool"))
+    }
 }
 
 /// An upstream's breakers and limiter, as a health page reads them. Its type names neither
@@ -566,6 +827,8 @@ pub struct UpstreamHealth {
     breakers: Breakers,
     breakers_shared: bool,
     limiter: RateLimitHandle,
+    #[cfg(feature = "balance")]
+    pool: Option<PoolHandle>,
 }
 
 impl UpstreamHealth {
@@ -589,6 +852,17 @@ impl UpstreamHealth {
                     })
                     .collect()
             }
+            #[cfg(feature = "balance")]
+            Breakers::Pool(members) => members.iter().flat_map(|m| m.breakers()).collect(),
+        }
+    }
+
+    /// A pool's handle and its members' health, in the pool's order (`None`: not a pool).
+    #[cfg(feature = "balance")]
+    pub fn pool_members(&self) -> Option<(&PoolHandle, &[UpstreamHealth])> {
+        match (&self.pool, &self.breakers) {
+            (Some(handle), Breakers::Pool(members)) => Some((handle, members)),
+            _ => None,
         }
     }
 
@@ -598,14 +872,20 @@ impl UpstreamHealth {
         match &self.breakers {
             Breakers::Provider(handle) => Some(handle.clone()),
             Breakers::PerModel { prefix, handle } => handle.get(&format!("{prefix}{model}")),
+            #[cfg(feature = "balance")]
+            Breakers::Pool(members) => members.first()?.breaker_for(model),
         }
     }
 
     /// What one breaker covers.
     pub fn breaker_scope(&self) -> BreakerScope {
-        match self.breakers {
+        match &self.breakers {
             Breakers::Provider(_) => BreakerScope::Provider,
             Breakers::PerModel { .. } => BreakerScope::PerModel,
+            #[cfg(feature = "balance")]
+            Breakers::Pool(members) => members
+                .first()
+                .map_or(BreakerScope::Provider, |m| m.breaker_scope()),
         }
     }
 
@@ -614,7 +894,8 @@ impl UpstreamHealth {
         self.breakers_shared
     }
 
-    /// The rate limiter.
+    /// The rate limiter (a pool's: its first member's; each member's own is in
+    /// [`pool_members`](Self::pool_members)).
     pub fn limiter(&self) -> &RateLimitHandle {
         &self.limiter
     }

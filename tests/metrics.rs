@@ -279,3 +279,73 @@ async fn a_stream_records_its_time_to_first_chunk_and_its_tokens_at_its_end() {
     assert!(duration[0] >= first[0], "{duration:?} {first:?}");
     assert!(counter(&all, "llm_tokens_total{upstream=claude,type=output}") > 0);
 }
+
+#[tokio::test]
+async fn a_pool_counts_its_picks_a_revoked_key_going_out_and_its_refusals() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _scope = metrics::set_default_local_recorder(&recorder);
+
+    let mock = MockProvider::builder()
+        .api_key("sk-good")
+        .rate_limit(3, 10_000_000)
+        .start()
+        .await
+        .unwrap();
+    let key = |name: &str, key: &str| {
+        let provider = Provider::openai()
+            .api_key(key)
+            .base_url(format!("{}/v1", mock.base_url()))
+            .build()
+            .unwrap();
+        let upstream = Upstream::builder(format!("openai/{name}"), provider)
+            .retry(quick_retries(0))
+            .build()
+            .unwrap();
+        Member::new(name, upstream)
+    };
+    let pool = Upstream::pool("openai", vec![key("old", "sk-old"), key("new", "sk-good")])
+        .build()
+        .unwrap();
+    // The old key's 401 moves the first request to the good key, which answers three (its
+    // budget); the pool refuses the other three without calling anyone.
+    let mut refused = 0;
+    for _ in 0..6 {
+        if pool.chat().oneshot(ask()).await.is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 3);
+    let all = series(&snapshotter);
+    assert_eq!(
+        counter(&all, "llm_pool_picks_total{pool=openai,member=new}"),
+        3
+    );
+    assert_eq!(
+        counter(&all, "llm_pool_picks_total{pool=openai,member=old}"),
+        1
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "llm_pool_member_outs_total{pool=openai,member=old,reason=unauthorized}"
+        ),
+        1
+    );
+    assert_eq!(
+        gauge(&all, "llm_pool_member_available{pool=openai,member=old}"),
+        0.0
+    );
+    assert_eq!(
+        counter(
+            &all,
+            "llm_pool_refusals_total{pool=openai,reason=rate_limited}"
+        ),
+        3
+    );
+    // Each key's own stack counts under its own name.
+    assert_eq!(
+        counter(&all, "llm_attempts_total{upstream=openai/new,outcome=ok}"),
+        3
+    );
+}

@@ -478,6 +478,86 @@ impl ErrorOutcome for CircuitOpen {
     }
 }
 
+/// No member of a balanced pool could take the call: each was retired, cooling down, or
+/// behind its open breaker (or already failed this request).
+///
+/// Its kind is the reason of the member back soonest — a caller further out (a fallback
+/// chain, a retry layer, a gateway's status code) acts on that — and `retry_in` says when.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_core::{ErrorKind, LlmError, NoMemberAvailable};
+///
+/// let err = NoMemberAvailable::new("openai", ErrorKind::RateLimited, Some(Duration::from_secs(3)));
+/// assert_eq!(err.to_string(), "no member of pool openai is available (rate_limited): the first is back in 3s");
+/// let err = LlmError::from(err);
+/// assert_eq!(err.kind(), ErrorKind::RateLimited);
+/// assert_eq!(err.retry_after(), Some(Duration::from_secs(3)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoMemberAvailable {
+    pool: Arc<str>,
+    kind: ErrorKind,
+    retry_in: Option<Duration>,
+}
+
+impl NoMemberAvailable {
+    /// No member of `pool` is available, for `kind`, until `retry_in` (if known).
+    pub fn new(pool: impl Into<Arc<str>>, kind: ErrorKind, retry_in: Option<Duration>) -> Self {
+        NoMemberAvailable {
+            pool: pool.into(),
+            kind,
+            retry_in,
+        }
+    }
+
+    /// The pool's name.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// Why the member back soonest is out.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Time until a member is back, when known.
+    pub fn retry_in(&self) -> Option<Duration> {
+        self.retry_in
+    }
+}
+
+impl fmt::Display for NoMemberAvailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no member of pool {} is available ({})",
+            self.pool,
+            self.kind.as_str()
+        )?;
+        match self.retry_in {
+            Some(delay) => write!(f, ": the first is back in {delay:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl StdError for NoMemberAvailable {}
+
+impl ErrorOutcome for NoMemberAvailable {
+    fn error_outcome(&self) -> Outcome {
+        Outcome::failure(self.kind).with_retry_after(self.retry_in)
+    }
+}
+
+impl From<NoMemberAvailable> for LlmError {
+    fn from(err: NoMemberAvailable) -> Self {
+        let mut out = LlmError::new(err.kind, err.to_string()).with_retry_after(err.retry_in);
+        out.inner.provider = Some(Cow::Owned(err.pool.to_string()));
+        out
+    }
+}
+
 /// Why our rate limiter turned a call away.
 ///
 /// ```

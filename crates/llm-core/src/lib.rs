@@ -89,7 +89,7 @@ pub use cost::{
 pub use delay::RateLimitInfo;
 pub use error::{
     AttemptRecord, BoxError, CircuitOpen, FallbackExhausted, LimitReason, LlmError,
-    LocalRateLimited, notes,
+    LocalRateLimited, NoMemberAvailable, notes,
 };
 pub use keyed::{KeyOf, NoKey};
 pub use kind::{ErrorKind, ErrorKinds, UnknownErrorKind};

@@ -22,6 +22,10 @@
 //! | `llm_ratelimit_rejections_total` | counter | `limiter` | rate-limit layer |
 //! | `llm_ratelimit_available_requests` | gauge | `limiter` | rate-limit layer, after each admission |
 //! | `llm_ratelimit_available_tokens` | gauge | `limiter` | rate-limit layer, after each admission (limits with a token budget) |
+//! | `llm_pool_picks_total` | counter | `pool`, `member` | balance layer, each request sent to a member (a request moved to another member counts again) |
+//! | `llm_pool_member_outs_total` | counter | `pool`, `member`, `reason` (`unauthorized`, `rate_limited`, `quota_exceeded`, `circuit_open`, `local_rate_limited`) | balance layer, each member taken out of rotation |
+//! | `llm_pool_member_available` | gauge | `pool`, `member` | balance layer: 1 in rotation, 0 out (set when it goes out and when it is back) |
+//! | `llm_pool_refusals_total` | counter | `pool`, `reason` (the kind of the member back soonest) | balance layer, requests no member could take |
 //! | `llm_tokens_total` | counter | `upstream`, `type` (`input`, `output`, `cached_input`, `cache_creation`, `reasoning`) | providers |
 //! | `llm_stream_recoveries_total` | counter | `from`, `to` (empty if not repaired), `mode` (`prefill`, `instruction`, `restarted`, or empty), `outcome` (`recovered`, or why not: `budget`, `deadline`, `not_allowed`, …) | providers' stream recovery |
 //! | `gen_ai.client.operation.duration` | histogram (s) | `gen_ai.operation.name`, `gen_ai.provider.name`, `llm.upstream`, `error.type` (failures) | providers, each call (streams: until the last chunk) |
@@ -69,6 +73,14 @@ pub const RATELIMIT_REJECTIONS: &str = "llm_ratelimit_rejections_total";
 pub const RATELIMIT_AVAILABLE_REQUESTS: &str = "llm_ratelimit_available_requests";
 /// Tokens a limiter could admit now.
 pub const RATELIMIT_AVAILABLE_TOKENS: &str = "llm_ratelimit_available_tokens";
+/// Requests a pool sent to a member.
+pub const POOL_PICKS: &str = "llm_pool_picks_total";
+/// Members a pool took out of rotation, by reason.
+pub const POOL_MEMBER_OUTS: &str = "llm_pool_member_outs_total";
+/// Whether a pool's member is in rotation (1) or out (0).
+pub const POOL_MEMBER_AVAILABLE: &str = "llm_pool_member_available";
+/// Requests no member of a pool could take.
+pub const POOL_REFUSALS: &str = "llm_pool_refusals_total";
 /// Tokens the providers reported, by type.
 pub const TOKENS: &str = "llm_tokens_total";
 /// Broken streams repaired, or not.
@@ -98,7 +110,16 @@ pub fn breaker_state_value(state: &str) -> f64 {
 pub fn describe() {
     use ::metrics::Unit;
 
-    const COUNTERS: [(&str, &str); 11] = [
+    const COUNTERS: [(&str, &str); 14] = [
+        (POOL_PICKS, "Requests a pool sent to each member"),
+        (
+            POOL_MEMBER_OUTS,
+            "Members a pool took out of rotation, by reason",
+        ),
+        (
+            POOL_REFUSALS,
+            "Requests no member of a pool could take, by the reason of the member back soonest",
+        ),
         (
             ATTEMPTS,
             "Attempts on an upstream by outcome (ok, or the error kind; circuit_open and local_rate_limited were refused locally)",
@@ -133,7 +154,11 @@ pub fn describe() {
         ),
     ];
 
-    const GAUGES: [(&str, &str); 3] = [
+    const GAUGES: [(&str, &str); 4] = [
+        (
+            POOL_MEMBER_AVAILABLE,
+            "Whether a pool's member is in rotation (1) or out (0)",
+        ),
         (
             BREAKER_STATE,
             "Circuit breaker state: 0 closed, 1 half open, 2 open, 3 forced open, 4 disabled",

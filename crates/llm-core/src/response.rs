@@ -26,6 +26,9 @@ pub struct ResponseMeta {
     pub target: Option<Arc<str>>,
     /// Fallback targets that failed before the one that answered.
     pub fallbacks: u32,
+    /// The member of a balanced pool that answered (a key, a deployment, a replica), when a
+    /// pool chose one.
+    pub member: Option<Arc<str>>,
 }
 
 impl ResponseMeta {
@@ -35,6 +38,7 @@ impl ResponseMeta {
             attempts: 1,
             target: None,
             fallbacks: 0,
+            member: None,
         }
     }
 

@@ -45,6 +45,7 @@ use llm_providers::recovery::{Prefill, RecoveryPolicy};
 use llm_providers::{ProviderConfig, ProviderKind};
 use llm_tower::__private::parse_duration;
 use llm_tower::RedisConfig;
+use llm_tower::balance::PoolConfig;
 use llm_tower::breaker::BreakerConfig;
 use llm_tower::ratelimit::{Mode, RateLimitConfig};
 use llm_tower::retry::{Jitter, RetryConfig};
@@ -288,6 +289,130 @@ pub struct ProviderSettings {
     pub shared_breaker: Option<RedisConfig>,
     /// Whether it takes an assistant prefill when a broken stream is continued on it.
     pub prefill: Prefill,
+    /// Its members, when it is a pool (`keys` or `deployments`): each with its own key,
+    /// endpoint, retry, breaker and limiter.
+    pub members: Vec<MemberSettings>,
+    /// How the pool picks and how long a failed member stays out (`pool`).
+    pub pool: PoolConfig,
+    /// A Redis through which every gateway instance shares the pool's members going out
+    /// (`pool.shared`).
+    pub shared_pool: Option<RedisConfig>,
+    /// Whether a session's requests stick to one member (`pool.sticky`): by the request's
+    /// `prompt_cache_key`, else its `user` (Anthropic: `metadata.user_id`), else its
+    /// `safety_identifier`.
+    pub sticky_pool: bool,
+}
+
+/// One member of a pooled provider: an API key (`keys`) or a deployment or region with its
+/// own endpoint (`deployments`). What it leaves out, it takes from the provider.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSettings {
+    /// Its name, in `/health`, logs and metrics (default: `key-1`, `key-2`, … or the region).
+    pub name: Option<String>,
+    /// Its endpoint (default: the provider's).
+    pub base_url: Option<String>,
+    /// The variable holding its key.
+    pub api_key_env: Option<String>,
+    /// Its key itself (prefer `api_key_env`); never printed.
+    pub api_key: Option<String>,
+    /// Its share within its tier (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Its priority tier: 0 first; a later tier takes traffic only when the earlier ones have
+    /// no member available.
+    #[serde(default)]
+    pub tier: u32,
+    /// Its region, shown in `/health`.
+    pub region: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `base` followed by a serde path (`.`, `[1].weight`, `strategy`).
+fn joined(base: &str, path: &str) -> String {
+    match path {
+        "" | "." => base.to_owned(),
+        _ if path.starts_with('[') => format!("{base}{path}"),
+        _ => format!("{base}.{path}"),
+    }
+}
+
+impl fmt::Debug for MemberSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberSettings")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key_env", &self.api_key_env)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("weight", &self.weight)
+            .field("tier", &self.tier)
+            .field("region", &self.region)
+            .finish()
+    }
+}
+
+/// Reads `keys` or `deployments` (not both) and `pool` out of a provider's table.
+fn pool_settings(
+    table: &mut toml::Table,
+    field: &dyn Fn(&str) -> String,
+) -> Result<(Vec<MemberSettings>, PoolConfig, Option<RedisConfig>, bool), ConfigError> {
+    let keys = table.remove("keys");
+    let deployments = table.remove("deployments");
+    let (list, value) = match (keys, deployments) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                field("deployments"),
+                "a provider lists `keys` or `deployments`, not both",
+            ));
+        }
+        (Some(value), None) => ("keys", Some(value)),
+        (None, Some(value)) => ("deployments", Some(value)),
+        (None, None) => ("keys", None),
+    };
+    let members: Vec<MemberSettings> = match value {
+        Some(value) => serde_path_to_error::deserialize(value).map_err(|err| {
+            let path = joined(&field(list), &err.path().to_string());
+            ConfigError::new(path, err.into_inner().message().to_owned())
+        })?,
+        None => Vec::new(),
+    };
+    let mut members = members;
+    for (j, member) in members.iter_mut().enumerate() {
+        if member.weight == 0 {
+            return Err(ConfigError::new(
+                format!("{}[{j}].weight", field(list)),
+                "must be at least 1",
+            ));
+        }
+        if member.name.is_none() {
+            member.name = Some(match (&member.region, list) {
+                (Some(region), _) => region.clone(),
+                (None, "keys") => format!("key-{}", j + 1),
+                (None, _) => format!("deployment-{}", j + 1),
+            });
+        }
+    }
+    let mut pool_table = table.remove("pool");
+    let sticky = take_key(&mut pool_table, "sticky", &field("pool.sticky"))?.unwrap_or(false);
+    let shared = take_shared(&mut pool_table, &field("pool.shared"))?
+        .map(|shared: RedisConfig| shared.validate().map(|()| shared))
+        .transpose()
+        .map_err(|e| e.in_section(&field("pool.shared")))?;
+    let pool = match pool_table {
+        Some(value) => {
+            let pool: PoolConfig = serde_path_to_error::deserialize(value).map_err(|err| {
+                let path = joined(&field("pool"), &err.path().to_string());
+                ConfigError::new(path, err.into_inner().message().to_owned())
+            })?;
+            pool.validate().map_err(|e| e.in_section(&field("pool")))?;
+            pool
+        }
+        None => PoolConfig::default(),
+    };
+    Ok((members, pool, shared, sticky))
 }
 
 /// What one circuit breaker covers.
@@ -841,6 +966,7 @@ fn provider_settings(
         })?,
         None => Prefill::Auto,
     };
+    let (members, pool, shared_pool, sticky_pool) = pool_settings(&mut table, &field)?;
     if !table.contains_key("kind") {
         // A provider named after a kind needs no `kind` line.
         if let Ok(kind) = ProviderKind::from_str(&name) {
@@ -885,6 +1011,10 @@ fn provider_settings(
         shared_limit,
         shared_breaker,
         prefill,
+        members,
+        pool,
+        shared_pool,
+        sticky_pool,
     })
 }
 

@@ -212,15 +212,21 @@ impl Inner {
                 continue;
             }
             let section = format!("providers[{i}]");
-            let provider = settings
-                .connection
-                .build_with(vars)
-                .map_err(|e| e.in_section(&section))?;
-            providers.push((settings.name.clone(), provider.clone()));
             let models = config.models_of(&settings.name);
+            let (upstream, provider) = if settings.members.is_empty() {
+                let provider = settings
+                    .connection
+                    .build_with(vars)
+                    .map_err(|e| e.in_section(&section))?;
+                let upstream = stack::upstream(settings, provider.clone(), &models)
+                    .map_err(|e| e.in_section(&section))?;
+                (upstream, provider)
+            } else {
+                stack::pool(settings, vars, &models).map_err(|e| e.in_section(&section))?
+            };
+            providers.push((settings.name.clone(), provider.clone()));
             upstreams.push(Configured {
-                upstream: stack::upstream(settings, provider.clone(), &models)
-                    .map_err(|e| e.in_section(&section))?,
+                upstream,
                 model: settings.model.clone(),
                 settings: settings.clone(),
                 provider,

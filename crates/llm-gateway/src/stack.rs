@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use llm_providers::{ChatRequest, EmbeddingRequest, EmbeddingResponse, Provider};
+use llm_tower::balance::Member;
 use llm_tower::fallback::{Fallback, FallbackEvent, FallbackReason, Target};
 use llm_tower::upstream::{
     BreakerScope as UpstreamBreakerScope, EmbedService, Upstream, UpstreamChain,
@@ -31,7 +32,7 @@ use llm_tower::{ConfigError, ErrorKind, LlmError};
 use tower::{Layer, Service};
 
 use super::attempts::{AttemptLog, AttemptRecord};
-use super::config::{BreakerScope, EmbeddingRouteConfig, ProviderSettings};
+use super::config::{BreakerScope, EmbeddingRouteConfig, Lookup, ProviderSettings};
 
 /// Wraps a service in [`Recorded`], reporting as `provider`.
 #[derive(Clone)]
@@ -185,6 +186,61 @@ pub(crate) fn upstream(
             );
         })
         .build()
+}
+
+/// A pooled provider (`keys` or `deployments`): each member an upstream of its own —
+/// named `<provider>/<member>` in logs, metrics and breakers — over the provider's
+/// connection with the member's key and endpoint, in one pool. The provider returned (for
+/// probes) is the first member's.
+pub(crate) fn pool(
+    settings: &ProviderSettings,
+    vars: Lookup<'_>,
+    models: &[&str],
+) -> Result<(Upstream, Provider), ConfigError> {
+    let list = if settings.members.iter().any(|m| m.base_url.is_some()) {
+        "deployments"
+    } else {
+        "keys"
+    };
+    let mut members = Vec::with_capacity(settings.members.len());
+    let mut first = None;
+    for (j, member) in settings.members.iter().enumerate() {
+        let at = format!("{list}[{j}]");
+        let name = member
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("member-{}", j + 1));
+        let mut connection = settings.connection.clone();
+        if let Some(base_url) = &member.base_url {
+            connection.base_url = Some(base_url.clone());
+        }
+        if member.api_key.is_some() || member.api_key_env.is_some() {
+            connection.api_key = member.api_key.clone();
+            connection.api_key_env = member.api_key_env.clone();
+        }
+        let provider = connection.build_with(vars).map_err(|e| e.in_section(&at))?;
+        let own = ProviderSettings {
+            name: format!("{}/{name}", settings.name),
+            ..settings.clone()
+        };
+        let upstream = upstream(&own, provider.clone(), models).map_err(|e| e.in_section(&at))?;
+        first.get_or_insert(provider);
+        members.push(
+            Member::new(name, upstream)
+                .weight(member.weight)
+                .tier(member.tier),
+        );
+    }
+    let provider = first.ok_or_else(|| ConfigError::new(list, "lists no member"))?;
+    let mut pool = Upstream::pool(settings.name.as_str(), members).config(&settings.pool);
+    if let Some(redis) = &settings.shared_pool {
+        pool = pool.shared(redis.clone());
+    }
+    if settings.sticky_pool {
+        pool = pool.sticky_by(llm_tower::upstream::session_of);
+    }
+    let pool = pool.build()?;
+    Ok((pool, provider))
 }
 
 /// What the gateway says on a move to the next target: DEBUG for a target our own breaker

@@ -4,12 +4,14 @@ use std::time::Instant;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use llm_tower::balance::MemberState;
 use llm_tower::ratelimit::StoreLocation;
 use llm_tower::upstream::{BreakerScope, UpstreamHealth};
 use serde_json::json;
 
 use super::anthropic;
 use super::auth::{CallerKey, check_model};
+use super::config::ProviderSettings;
 use super::gateway::Current;
 use super::messages::is_anthropic_client;
 use super::respond::{json_response, observed};
@@ -146,14 +148,18 @@ pub(crate) fn health_json(gw: &Current) -> (StatusCode, serde_json::Value) {
                 "shared": shared,
                 "redisUnreachable": unreachable,
             });
-            json!({
+            let mut entry = json!({
                 "name": up.name(),
                 "kind": up.kind().to_string(),
                 "model": configured.model,
                 "breaker": breaker,
                 "limiter": limiter,
                 "probes": gw.inner.probes.of(up.name()),
-            })
+            });
+            if let Some(members) = members_json(&configured.settings, health) {
+                entry["members"] = members;
+            }
+            entry
         })
         .collect();
     let (status, label) = match open {
@@ -163,6 +169,54 @@ pub(crate) fn health_json(gw: &Current) -> (StatusCode, serde_json::Value) {
     };
     let health = json!({ "status": label, "providers": providers, "routes": routes_json(gw) });
     (status, health)
+}
+
+/// A pooled provider's members: where each stands in the pool (available, retired,
+/// cooling down and why, probing), its load, its headroom and its own breakers.
+fn members_json(settings: &ProviderSettings, health: &UpstreamHealth) -> Option<serde_json::Value> {
+    let (handle, members) = health.pool_members()?;
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let statuses = handle.members();
+    let list = statuses
+        .iter()
+        .map(|status| {
+            let own = members.iter().find(|m| {
+                m.name()
+                    .rsplit_once('/')
+                    .is_some_and(|(_, n)| n == &*status.name)
+            });
+            let region = settings
+                .members
+                .iter()
+                .find(|m| m.name.as_deref() == Some(&*status.name))
+                .and_then(|m| m.region.clone());
+            let (state, reason, back_in) = match status.state {
+                MemberState::Retired { back_in } => {
+                    ("retired", Some("unauthorized"), Some(ms(back_in)))
+                }
+                MemberState::CoolingDown { reason, back_in } => {
+                    ("cooling_down", Some(reason.as_str()), Some(ms(back_in)))
+                }
+                ref other => (other.as_str(), None, None),
+            };
+            json!({
+                "name": &*status.name,
+                "region": region,
+                "tier": status.tier,
+                "weight": status.weight,
+                "state": state,
+                "reason": reason,
+                "backInMs": back_in,
+                "inFlight": status.in_flight,
+                "latencyMs": ms(status.latency),
+                "remainingRequests": status.remaining_requests,
+                "served": status.served,
+                "failed": status.failed,
+                "breaker": own.map(|h| breakers_json(h).0),
+            })
+        })
+        .collect::<Vec<_>>();
+    Some(json!(list))
 }
 
 /// Each route, the front doors that reach it and its targets in order.
