@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_testkit::ReadyService;
 use llm_tower::balance::{Member, Pool, Strategy};
-use support::hop;
+use support::{hop, runtime};
 use tower::balance::p2c::Balance;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PeakEwma, PendingRequests};
@@ -35,10 +35,7 @@ fn pool(members: usize, strategy: Strategy) -> Pool<ReadyService<()>, u32> {
 }
 
 fn picks(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     for members in [2, 8] {

@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use llm_testkit::ReadyService;
 use llm_tower::prelude::*;
 use std::time::Duration;
-use support::{RetryErrors, hop, unlimited};
+use support::{RetryErrors, hop, runtime, unlimited};
 
 use tower::{Layer, Service, ServiceExt};
 
@@ -309,14 +309,6 @@ fn stack_metrics(c: &mut Criterion) {
         metrics::with_local_recorder(&prometheus, || b.iter(|| hop(&mut ours, &mut cx)));
     });
     group.finish();
-}
-
-/// A current-thread runtime with a clock, as the layers' timers need.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
 }
 
 /// One call awaited on a current-thread runtime: for layers whose futures box and await

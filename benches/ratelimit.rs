@@ -19,7 +19,7 @@ use llm_testkit::ReadyService;
 use llm_tower::ratelimit::{
     Limiter, LocalStore, QuantaClock, RateLimitLayer, RateLimitStore, StoreReply,
 };
-use support::{contended, hop, unlimited};
+use support::{contended, hop, runtime, unlimited};
 use tokio::time::Instant;
 use tower::Layer;
 
@@ -120,10 +120,7 @@ fn contention(c: &mut Criterion) {
 }
 
 fn layer_hop(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let mut cx = Context::from_waker(Waker::noop());
     let mut group = c.benchmark_group("hop/ratelimit");

@@ -45,10 +45,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let contender = args.next().expect("a contender");
     let n: u64 = args.next().and_then(|n| n.parse().ok()).expect("N");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("a runtime");
+    let runtime = support::runtime();
     let _guard = runtime.enter();
     if std::env::var("RECORDER").as_deref() == Ok("prometheus") {
         // NOTE: built and set, not `install_recorder()`: that one also starts an upkeep

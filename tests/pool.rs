@@ -23,6 +23,15 @@ fn key(mock: &MockProvider, name: &str, key: &str) -> Member<Upstream> {
     )
 }
 
+/// A pool named `openai` of `keys` (name, key) at `mock`, with the defaults.
+fn pool(mock: &MockProvider, keys: &[(&str, &str)]) -> Upstream {
+    let members = keys.iter().map(|(name, k)| key(mock, name, k)).collect();
+    Upstream::pool("openai", members)
+        .config(&PoolConfig::default())
+        .build()
+        .unwrap()
+}
+
 fn ask() -> ChatRequest {
     ChatRequest::new("gpt-4o").user("Hello").max_tokens(50)
 }
@@ -34,17 +43,14 @@ async fn three_keys_of_20_a_minute_answer_60_at_once_with_at_most_two_upstream_4
         .start()
         .await
         .unwrap();
-    let pool = Upstream::pool(
-        "openai",
-        vec![
-            key(&mock, "key-1", "sk-one"),
-            key(&mock, "key-2", "sk-two"),
-            key(&mock, "key-3", "sk-three"),
+    let pool = pool(
+        &mock,
+        &[
+            ("key-1", "sk-one"),
+            ("key-2", "sk-two"),
+            ("key-3", "sk-three"),
         ],
-    )
-    .config(&PoolConfig::default())
-    .build()
-    .unwrap();
+    );
     let (mut answered, mut refused) = (0, 0);
     for _ in 0..75 {
         match pool.chat().oneshot(ask()).await {
@@ -83,17 +89,14 @@ async fn a_revoked_key_leaves_rotation_after_one_request_and_no_caller_sees_its_
         .start()
         .await
         .unwrap();
-    let pool = Upstream::pool(
-        "openai",
-        vec![
-            key(&mock, "key-1", "sk-good"),
-            key(&mock, "revoked", "sk-revoked"),
-            key(&mock, "key-2", "sk-good"),
+    let pool = pool(
+        &mock,
+        &[
+            ("key-1", "sk-good"),
+            ("revoked", "sk-revoked"),
+            ("key-2", "sk-good"),
         ],
-    )
-    .config(&PoolConfig::default())
-    .build()
-    .unwrap();
+    );
     for _ in 0..20 {
         let answer = pool
             .chat()

@@ -31,6 +31,15 @@ where
     }
 }
 
+/// A current-thread runtime with a clock, whose context the hops run in (futures on the
+/// success path register no timer, but nothing may panic for the lack of one).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 /// A requests limit far above what a benchmark loop reaches (1e9 per 10 s, each admission
 /// moving the TAT by 10 ns inside a burst of 1e9): every check is an admission.
 pub fn unlimited() -> RateLimitConfig {

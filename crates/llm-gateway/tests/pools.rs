@@ -152,38 +152,31 @@ fn pool_settings_are_checked_and_named_by_their_path() {
             .to_string()
     };
     let base = "[[providers]]\nname = \"openai\"\napi_key = \"sk\"\n";
-    let text = format!("{base}keys = [{{ api_key = \"a\" }}, {{ api_key = \"b\", weight = 0 }}]");
-    assert!(
-        err(&text).contains("providers[0].keys[1].weight"),
-        "{}",
-        err(&text)
-    );
-    let text = format!("{base}keys = [{{ api_key = \"a\", colour = \"red\" }}]");
-    assert!(
-        err(&text).contains("providers[0].keys[0]"),
-        "{}",
-        err(&text)
-    );
-    let text = format!(
-        "{base}keys = [{{ api_key = \"a\" }}]\ndeployments = [{{ base_url = \"http://x\" }}]"
-    );
-    assert!(
-        err(&text).contains("providers[0].deployments"),
-        "{}",
-        err(&text)
-    );
-    let text = format!("{base}keys = [{{ api_key = \"a\" }}]\npool = {{ strategy = \"fastest\" }}");
-    assert!(
-        err(&text).contains("providers[0].pool.strategy"),
-        "{}",
-        err(&text)
-    );
-    let text = format!("{base}keys = [{{ api_key = \"a\" }}]\npool = {{ retire_for = \"0s\" }}");
-    assert!(
-        err(&text).contains("providers[0].pool.retire_for"),
-        "{}",
-        err(&text)
-    );
+    for (table, field) in [
+        (
+            "keys = [{ api_key = \"a\" }, { api_key = \"b\", weight = 0 }]",
+            "providers[0].keys[1].weight",
+        ),
+        (
+            "keys = [{ api_key = \"a\", colour = \"red\" }]",
+            "providers[0].keys[0]",
+        ),
+        (
+            "keys = [{ api_key = \"a\" }]\ndeployments = [{ base_url = \"http://x\" }]",
+            "providers[0].deployments",
+        ),
+        (
+            "keys = [{ api_key = \"a\" }]\npool = { strategy = \"fastest\" }",
+            "providers[0].pool.strategy",
+        ),
+        (
+            "keys = [{ api_key = \"a\" }]\npool = { retire_for = \"0s\" }",
+            "providers[0].pool.retire_for",
+        ),
+    ] {
+        let err = err(&format!("{base}{table}"));
+        assert!(err.contains(field), "{table}: {err}");
+    }
 
     // What a pooled provider reads: members named by default, the strategy, a shared Redis.
     let text = format!(
