@@ -40,6 +40,14 @@ def test_a_message_through_the_fallback_with_its_headers():
     assert raw.headers.get("request-id"), dict(raw.headers)
 
 
+def test_a_message_through_a_pool_of_keys_one_revoked():
+    for _ in range(3):
+        message = mixed.messages.create(
+            model="pooled", max_tokens=100, messages=[{"role": "user", "content": "Hello"}]
+        )
+        canonical(message.content[0].text)
+
+
 def test_a_stream_cut_mid_answer_is_read_whole():
     with client.messages.stream(model="gpt-4o", max_tokens=1024, messages=MESSAGES) as stream:
         text = "".join(stream.text_stream)

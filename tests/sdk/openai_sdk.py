@@ -215,6 +215,26 @@ def test_a_rate_limit_is_a_429_with_retry_after():
             raise AssertionError("no error")
 
 
+def test_a_pool_of_keys_answers_past_a_revoked_key_and_shows_it_retired():
+    # The pool's first pick is its first key, the revoked one: its 401 moves the request on.
+    for _ in range(4):
+        completion = mixed.chat.completions.create(model="pooled", messages=MESSAGES)
+        canonical(completion.choices[0].message.content)
+    stream = mixed.chat.completions.create(model="pooled", messages=MESSAGES, stream=True)
+    canonical("".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices))
+    with urllib.request.urlopen(os.environ["MIXED_URL"] + "/health", timeout=5) as answer:
+        health = json.loads(answer.read(1 << 20))
+    pooled = next(p for p in health["providers"] if p["name"] == "pooled")
+    states = {m["name"]: (m["state"], m["reason"]) for m in pooled["members"]}
+    assert states == {
+        "revoked": ("retired", "unauthorized"),
+        "key-2": ("available", None),
+        "key-3": ("available", None),
+    }, pooled["members"]
+    assert sum(m["served"] for m in pooled["members"]) == 5, pooled["members"]
+    assert "sk-revoked" not in json.dumps(health)
+
+
 def test_an_unrouted_model_is_a_404_at_every_door():
     for call in (lambda: client.responses.create(model="gpt-9", input="Hello"),
                  lambda: mixed.embeddings.create(model="embed-9", input="Hello")):

@@ -102,7 +102,7 @@ GATEWAY_LISTEN="127.0.0.1:$mixed_port" LLM_API_KEY=sdk-key SDK_GATEWAY_KEY=sdk-g
     GATEWAY_OPENAI_BASE_URL="$mixed_mock/v1" GATEWAY_BARE_OPENAI_BASE_URL="$mixed_mock/v1" \
     GATEWAY_CLAUDE_BASE_URL="$mixed_mock" GATEWAY_BARE_BASE_URL="$mixed_mock" \
     GATEWAY_BARE_LIMITED_BASE_URL="$mixed_mock" GATEWAY_BARE_BREAKS_BASE_URL="$mixed_mock" \
-    GATEWAY_GEMINI_BASE_URL="$mixed_mock/v1beta" \
+    GATEWAY_GEMINI_BASE_URL="$mixed_mock/v1beta" GATEWAY_POOLED_BASE_URL="$mixed_mock/v1" \
     target/debug/llm-gateway --config tests/sdk/gateway-mixed.toml > "$work/mixed.log" 2>&1 &
 pids+=($!)
 wait_for "$mixed_port"

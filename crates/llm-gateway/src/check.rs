@@ -42,12 +42,14 @@ impl CheckRow {
     pub(crate) fn to_json(&self) -> serde_json::Value {
         match &self.result {
             Ok(passed) => json!({
+                "provider": self.provider,
                 "model": self.model,
                 "ok": true,
                 "modelConfirmed": passed.model_confirmed,
                 "latencyMs": u64::try_from(passed.latency.as_millis()).unwrap_or(u64::MAX),
             }),
             Err(err) => json!({
+                "provider": self.provider,
                 "model": self.model,
                 "ok": false,
                 "error": err.kind().as_str(),
@@ -63,27 +65,29 @@ impl CheckRow {
 pub async fn check(config: &GatewayConfig, vars: Lookup<'_>) -> Result<Vec<CheckRow>, ConfigError> {
     let mut providers = Vec::with_capacity(config.providers.len());
     for (i, settings) in config.providers.iter().enumerate() {
-        let provider = settings
-            .connection
-            .build_with(vars)
+        let own = crate::stack::providers_of(settings, vars)
             .map_err(|e| e.in_section(&format!("providers[{i}]")))?;
-        providers.push((settings.name.clone(), provider));
+        providers.extend(
+            own.into_iter()
+                .map(|(label, provider)| (settings.name.clone(), label, provider)),
+        );
     }
     Ok(probe_all(pairs(config, &providers)).await)
 }
 
-/// Each (provider, model) `config` would call, once, in the configuration's order.
+/// Each (provider, model) `config` would call, once, in the configuration's order; a pool's
+/// members each (`providers`: configured name, label — the name, or `name/member` — and
+/// provider).
 pub(crate) fn pairs(
     config: &GatewayConfig,
-    providers: &[(String, Provider)],
+    providers: &[(String, String, Provider)],
 ) -> Vec<(String, Provider, String)> {
     let mut pairs: Vec<(String, Provider, String)> = Vec::new();
     let mut add = |name: &str, model: &str| {
-        if pairs.iter().any(|(n, _, m)| n == name && m == model) {
-            return;
-        }
-        if let Some((_, provider)) = providers.iter().find(|(n, _)| n == name) {
-            pairs.push((name.to_owned(), provider.clone(), model.to_owned()));
+        for (_, label, provider) in providers.iter().filter(|(n, _, _)| n == name) {
+            if !pairs.iter().any(|(l, _, m)| l == label && m == model) {
+                pairs.push((label.clone(), provider.clone(), model.to_owned()));
+            }
         }
     };
     for settings in &config.providers {
@@ -181,7 +185,13 @@ impl ProbeResults {
             .lock()
             .expect("never poisoned")
             .iter()
-            .filter(|row| row.provider == provider)
+            .filter(|row| {
+                row.provider == provider
+                    || row
+                        .provider
+                        .strip_prefix(provider)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
             .map(CheckRow::to_json)
             .collect()
     }

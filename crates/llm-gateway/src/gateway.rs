@@ -207,29 +207,33 @@ impl Inner {
             // breakers stay open or closed, its limiters keep their count.
             let kept = previous.and_then(|p| p.upstreams.iter().find(|u| u.settings == *settings));
             if let Some(kept) = kept {
-                providers.push((settings.name.clone(), kept.provider.clone()));
+                providers.extend(
+                    kept.providers
+                        .iter()
+                        .map(|(label, p)| (settings.name.clone(), label.clone(), p.clone())),
+                );
                 upstreams.push(kept.clone());
                 continue;
             }
             let section = format!("providers[{i}]");
             let models = config.models_of(&settings.name);
-            let (upstream, provider) = if settings.members.is_empty() {
-                let provider = settings
-                    .connection
-                    .build_with(vars)
-                    .map_err(|e| e.in_section(&section))?;
-                let upstream = stack::upstream(settings, provider.clone(), &models)
-                    .map_err(|e| e.in_section(&section))?;
-                (upstream, provider)
-            } else {
-                stack::pool(settings, vars, &models).map_err(|e| e.in_section(&section))?
-            };
-            providers.push((settings.name.clone(), provider.clone()));
+            let own = stack::providers_of(settings, vars).map_err(|e| e.in_section(&section))?;
+            let upstream = match &own[..] {
+                [(_, provider)] if settings.members.is_empty() => {
+                    stack::upstream(settings, provider.clone(), &models)
+                }
+                _ => stack::pool(settings, &own, &models),
+            }
+            .map_err(|e| e.in_section(&section))?;
+            providers.extend(
+                own.iter()
+                    .map(|(label, p)| (settings.name.clone(), label.clone(), p.clone())),
+            );
             upstreams.push(Configured {
                 upstream,
                 model: settings.model.clone(),
                 settings: settings.clone(),
-                provider,
+                providers: own,
             });
         }
 

@@ -117,8 +117,9 @@ pub(crate) struct Configured {
     /// The settings it was built from: a reload that leaves them as they are keeps this
     /// stack, its breakers' and limiters' state included.
     pub(crate) settings: ProviderSettings,
-    /// Its provider, for probes.
-    pub(crate) provider: Provider,
+    /// Its providers, for probes: itself, or each member of a pool, as
+    /// (`provider` or `provider/member`, provider).
+    pub(crate) providers: Vec<(String, Provider)>,
 }
 
 /// Builds `settings`' stack over `provider`, narrating to the log; with one
@@ -188,24 +189,24 @@ pub(crate) fn upstream(
         .build()
 }
 
-/// A pooled provider (`keys` or `deployments`): each member an upstream of its own —
-/// named `<provider>/<member>` in logs, metrics and breakers — over the provider's
-/// connection with the member's key and endpoint, in one pool. The provider returned (for
-/// probes) is the first member's.
-pub(crate) fn pool(
+/// A configured provider's providers: itself, or each member of a pool over the provider's
+/// connection with the member's key and endpoint, as (`provider` or `provider/member`,
+/// provider). Errors name the member (`keys[1].api_key_env`).
+pub(crate) fn providers_of(
     settings: &ProviderSettings,
     vars: Lookup<'_>,
-    models: &[&str],
-) -> Result<(Upstream, Provider), ConfigError> {
+) -> Result<Vec<(String, Provider)>, ConfigError> {
+    if settings.members.is_empty() {
+        let provider = settings.connection.build_with(vars)?;
+        return Ok(vec![(settings.name.clone(), provider)]);
+    }
     let list = if settings.members.iter().any(|m| m.base_url.is_some()) {
         "deployments"
     } else {
         "keys"
     };
-    let mut members = Vec::with_capacity(settings.members.len());
-    let mut first = None;
+    let mut providers = Vec::with_capacity(settings.members.len());
     for (j, member) in settings.members.iter().enumerate() {
-        let at = format!("{list}[{j}]");
         let name = member
             .name
             .clone()
@@ -218,20 +219,38 @@ pub(crate) fn pool(
             connection.api_key = member.api_key.clone();
             connection.api_key_env = member.api_key_env.clone();
         }
-        let provider = connection.build_with(vars).map_err(|e| e.in_section(&at))?;
+        let provider = connection
+            .build_with(vars)
+            .map_err(|e| e.in_section(&format!("{list}[{j}]")))?;
+        providers.push((format!("{}/{name}", settings.name), provider));
+    }
+    Ok(providers)
+}
+
+/// A pooled provider (`keys` or `deployments`) over its members' `providers`
+/// ([`providers_of`]): each member an upstream of its own — named `<provider>/<member>` in
+/// logs, metrics and breakers — in one pool.
+pub(crate) fn pool(
+    settings: &ProviderSettings,
+    providers: &[(String, Provider)],
+    models: &[&str],
+) -> Result<Upstream, ConfigError> {
+    let mut members = Vec::with_capacity(providers.len());
+    for ((label, provider), member) in providers.iter().zip(&settings.members) {
         let own = ProviderSettings {
-            name: format!("{}/{name}", settings.name),
+            name: label.clone(),
             ..settings.clone()
         };
-        let upstream = upstream(&own, provider.clone(), models).map_err(|e| e.in_section(&at))?;
-        first.get_or_insert(provider);
+        let upstream = upstream(&own, provider.clone(), models)?;
+        let name = label
+            .strip_prefix(&format!("{}/", settings.name))
+            .unwrap_or(label);
         members.push(
             Member::new(name, upstream)
                 .weight(member.weight)
                 .tier(member.tier),
         );
     }
-    let provider = first.ok_or_else(|| ConfigError::new(list, "lists no member"))?;
     let mut pool = Upstream::pool(settings.name.as_str(), members).config(&settings.pool);
     if let Some(redis) = &settings.shared_pool {
         pool = pool.shared(redis.clone());
@@ -239,8 +258,7 @@ pub(crate) fn pool(
     if settings.sticky_pool {
         pool = pool.sticky_by(llm_tower::upstream::session_of);
     }
-    let pool = pool.build()?;
-    Ok((pool, provider))
+    pool.build()
 }
 
 /// What the gateway says on a move to the next target: DEBUG for a target our own breaker

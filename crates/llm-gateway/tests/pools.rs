@@ -142,6 +142,27 @@ keys = [
     assert_eq!(members[1]["state"], "available", "{members}");
     assert_eq!(members[1]["weight"], 2);
     assert_eq!(health["status"], "ok");
+
+    // The start-up probes try each key: the revoked one is named, and fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let probes = loop {
+        let health = self::health(&client, &base).await;
+        let probes = health["providers"][0]["probes"].as_array().unwrap().clone();
+        if probes.len() == 2 || std::time::Instant::now() > deadline {
+            break probes;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let outcome: Vec<_> = probes
+        .iter()
+        .map(|p| (p["provider"].as_str().unwrap(), p["ok"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        outcome,
+        [("openai/old", false), ("openai/new", true)],
+        "{probes:?}"
+    );
+    assert_eq!(probes[0]["error"], "unauthorized");
 }
 
 #[test]
