@@ -17,7 +17,8 @@ use tower_service::Service;
 
 use crate::health::Verdict;
 use crate::metrics::Meters;
-use crate::state::{NoPick, PoolState};
+use crate::state::PoolState;
+use crate::strategy::{self, NoPick};
 
 /// Everything but the pinned call.
 struct Core<S, Req, C, R>
@@ -106,10 +107,11 @@ where
     ) -> Self {
         let budget = request.attempt_budget().cloned();
         let started_at = Instant::now();
-        let (current, starting, refused) = match state.pick(0, sticky, started_at) {
-            Ok(i) => (Some(i), Some(services[i].clone()), None),
-            Err(why) => (None, None, Some(refusal(&state, why).into())),
-        };
+        let (current, starting, refused) =
+            match strategy::pick_member(&state, 0, sticky, started_at) {
+                Ok(i) => (Some(i), Some(services[i].clone()), None),
+                Err(why) => (None, None, Some(refusal(&state, why).into())),
+            };
         ResponseFuture {
             core: Core {
                 services,
@@ -215,7 +217,7 @@ where
             return Step::Return(Err(err));
         }
         self.tried |= 1 << i;
-        match self.state.pick(self.tried, self.sticky, at) {
+        match strategy::pick_member(&self.state, self.tried, self.sticky, at) {
             Ok(next) => {
                 self.started_at = at;
                 self.earlier_attempts += notes::upstream_attempts(&err).unwrap_or(1);

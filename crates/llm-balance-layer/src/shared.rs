@@ -18,8 +18,15 @@ use llm_core::__private::{RedisLink, integers};
 use llm_core::{ConfigError, ErrorKind, RedisConfig};
 use tokio::sync::mpsc;
 
-use crate::health::{Clock, kind_code};
-use crate::state::PoolState;
+use crate::health::kind_code;
+
+/// What the task follows: a pool's members, by name.
+pub(crate) trait Members: Send + Sync + 'static {
+    /// The members' names, in the pool's order.
+    fn names(&self) -> Vec<Arc<str>>;
+    /// Member `member` is out for `left`, for the kind coded `code`, by another instance.
+    fn take_on(&self, member: usize, code: u8, left: Duration);
+}
 
 /// The key prefix of pools whose [`RedisConfig`] names none.
 const DEFAULT_PREFIX: &str = "llm-tower:pool:";
@@ -133,11 +140,11 @@ impl SharedLink {
 
 impl Task {
     /// Runs on the current runtime, following `pool`.
-    pub(crate) fn start(self, pool: Weak<PoolState>) {
+    pub(crate) fn start<P: Members>(self, pool: Weak<P>) {
         tokio::spawn(self.run(pool));
     }
 
-    async fn run(mut self, pool: Weak<PoolState>) {
+    async fn run<P: Members>(mut self, pool: Weak<P>) {
         let mut resync = tokio::time::interval(self.resync_every);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -148,7 +155,7 @@ impl Task {
                 },
                 _ = resync.tick() => {
                     let Some(pool) = pool.upgrade() else { return };
-                    self.read(&pool).await;
+                    self.read(&*pool).await;
                 }
             }
         }
@@ -181,9 +188,9 @@ impl Task {
     }
 
     /// Takes on the members other instances found out.
-    async fn read(&self, pool: &PoolState) {
+    async fn read<P: Members>(&self, pool: &P) {
         let (key, script) = (self.key.clone(), &self.script);
-        let names: Vec<Arc<str>> = pool.members.iter().map(|m| m.name.clone()).collect();
+        let names = pool.names();
         let reply = self
             .link
             .run(|mut connection| async move {
@@ -199,12 +206,11 @@ impl Task {
             .await;
         let Ok(reply) = reply else { return };
         let fields = integers(&reply);
-        let now = pool.clock.now();
-        for (member, fields) in pool.members.iter().zip(fields.chunks(2)) {
+        for (member, fields) in fields.chunks(2).enumerate() {
             if let &[left, kind] = fields {
                 if left > 0 {
-                    let until = Clock::after(now, Duration::from_millis(left as u64));
-                    member.health.take_on(kind as u8, until);
+                    let code = u8::try_from(kind).unwrap_or(0);
+                    pool.take_on(member, code, Duration::from_millis(left as u64));
                 }
             }
         }

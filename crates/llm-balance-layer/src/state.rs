@@ -13,7 +13,6 @@ use crate::config::PoolConfig;
 use crate::health::{Clock, MemberHealth, Tick};
 use crate::member::Headroom;
 use crate::metrics::Meters;
-use crate::strategy;
 
 /// A member's description and health.
 pub(crate) struct PoolMember {
@@ -42,68 +41,26 @@ pub(crate) struct PoolState {
     pub(crate) shared: Option<crate::shared::SharedLink>,
 }
 
-/// Why no member was picked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoPick {
-    /// Every member was tried for this request already.
-    AllTried,
-    /// The members not tried are out: the one back soonest is out for `kind`, back in
-    /// `retry_in`.
-    Out { kind: ErrorKind, retry_in: Duration },
+/// The shared-state task reads the members' names and hands over what other instances
+/// found.
+#[cfg(feature = "redis")]
+impl crate::shared::Members for PoolState {
+    fn names(&self) -> Vec<Arc<str>> {
+        self.members.iter().map(|m| m.name.clone()).collect()
+    }
+
+    fn take_on(&self, member: usize, code: u8, left: Duration) {
+        let until = Clock::after(self.clock.now(), left);
+        if let Some(member) = self.members.get(member) {
+            member.health.take_on(code, until);
+        }
+    }
 }
 
 impl PoolState {
-    /// Picks a member for a request that already tried the members in `tried`, sticky to
-    /// `sticky` (a request key's hash) when given, and counts the request as started on it.
-    pub(crate) fn pick(
-        &self,
-        tried: u64,
-        sticky: Option<u64>,
-        at: Instant,
-    ) -> Result<usize, NoPick> {
-        let now = self.clock.tick(at);
-        let mut skip = tried;
-        for range in &self.tiers {
-            loop {
-                let sticky_member = sticky
-                    .map(|key| strategy::rendezvous(self, range.clone(), key))
-                    .filter(|&i| self.can_take(i, skip, now));
-                let choice =
-                    sticky_member.or_else(|| strategy::pick(self, range.clone(), skip, (now, at)));
-                let Some(i) = choice else { break };
-                let health = &self.members[i].health;
-                if health.claim(now, self.config.probe_hold) {
-                    health.started();
-                    self.members[i].meters.picked();
-                    return Ok(i);
-                }
-                // Another request is probing it.
-                skip |= 1 << i;
-            }
-        }
-        self.no_pick(tried, now)
-    }
-
     #[inline]
     pub(crate) fn can_take(&self, i: usize, skip: u64, now: Tick) -> bool {
         skip & (1 << i) == 0 && self.members[i].health.available(now)
-    }
-
-    fn no_pick(&self, tried: u64, now: Tick) -> Result<usize, NoPick> {
-        let soonest = self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| tried & (1 << i) == 0)
-            .filter_map(|(_, m)| m.health.out_or_spent(now))
-            .min_by_key(|(until, _, _)| *until);
-        Err(match soonest {
-            Some((until, kind, _)) => NoPick::Out {
-                kind,
-                retry_in: Duration::from_nanos(until.0.saturating_sub(now.0)),
-            },
-            None => NoPick::AllTried,
-        })
     }
 
     /// Members other than those in `tried` that a pick could choose at `at`.

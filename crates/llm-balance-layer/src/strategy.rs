@@ -3,12 +3,72 @@
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::time::Instant;
+
+use llm_core::ErrorKind;
 
 use crate::config::Strategy;
 use crate::health::{Tick, UNKNOWN};
 use crate::state::PoolState;
+
+/// Why no member was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoPick {
+    /// Every member was tried for this request already.
+    AllTried,
+    /// The members not tried are out: the one back soonest is out for `kind`, back in
+    /// `retry_in`.
+    Out { kind: ErrorKind, retry_in: Duration },
+}
+
+/// Picks a member for a request that already tried the members in `tried`, sticky to
+/// `sticky` (a request key's hash) when given, and counts the request as started on it.
+pub(crate) fn pick_member(
+    state: &PoolState,
+    tried: u64,
+    sticky: Option<u64>,
+    at: Instant,
+) -> Result<usize, NoPick> {
+    let now = state.clock.tick(at);
+    let mut skip = tried;
+    for range in &state.tiers {
+        loop {
+            let sticky_member = sticky
+                .map(|key| rendezvous(state, range.clone(), key))
+                .filter(|&i| state.can_take(i, skip, now));
+            let choice = sticky_member.or_else(|| pick(state, range.clone(), skip, (now, at)));
+            let Some(i) = choice else { break };
+            let health = &state.members[i].health;
+            if health.claim(now, state.config.probe_hold) {
+                health.started();
+                state.members[i].meters.picked();
+                return Ok(i);
+            }
+            // Another request is probing it.
+            skip |= 1 << i;
+        }
+    }
+    no_pick(state, tried, now)
+}
+
+fn no_pick(state: &PoolState, tried: u64, now: Tick) -> Result<usize, NoPick> {
+    let soonest = state
+        .members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| tried & (1 << i) == 0)
+        .filter_map(|(_, m)| m.health.out_or_spent(now))
+        .min_by_key(|(until, _, _)| *until);
+    Err(match soonest {
+        Some((until, kind, _)) => NoPick::Out {
+            kind,
+            retry_in: Duration::from_nanos(until.0.saturating_sub(now.0)),
+        },
+        None => NoPick::AllTried,
+    })
+}
 
 /// The member `strategy` picks among `range`'s members not in `skip` and available at `now`
 /// (`at` on the pool's clock).
