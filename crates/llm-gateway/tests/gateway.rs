@@ -1143,11 +1143,50 @@ fn the_readme_configuration_parses_and_builds() {
     let section = &readme[readme.find("**With configuration**").unwrap()..];
     let start = section.find("```toml\n").unwrap() + "```toml\n".len();
     let text = &section[start..start + section[start..].find("```").unwrap()];
-    let keys = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-test".to_owned());
+    let keys = |name: &str| {
+        (name == "OPENAI_API_KEY" || name.starts_with("AZURE_")).then(|| "sk-test".to_owned())
+    };
     let config = GatewayConfig::from_toml(text, "README.md", &keys).unwrap();
-    assert_eq!(config.provider_names(), ["openai", "local"]);
+    assert_eq!(config.provider_names(), ["openai", "local", "azure"]);
     assert_eq!(config.routes.len(), 2);
     assert!(config.providers[0].rate_limit.requests.is_some());
+    let azure = &config.providers[2];
+    let regions: Vec<_> = azure
+        .members
+        .iter()
+        .map(|m| m.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(regions, ["eastus", "westus", "swedencentral"]);
+    assert_eq!((azure.members[1].weight, azure.members[2].tier), (2, 1));
+    Gateway::new(&config, &keys).unwrap();
+}
+
+#[test]
+fn the_readme_pool_configuration_parses_and_builds() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme
+        .find("### Several keys or deployments: pools")
+        .unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let text = &section[start..start + section[start..].find("```").unwrap()];
+    let keys = |name: &str| {
+        name.starts_with("OPENAI_KEY_")
+            .then(|| format!("sk-{name}"))
+    };
+    let config = GatewayConfig::from_toml(text, "README.md", &keys).unwrap();
+    let openai = &config.providers[0];
+    let names: Vec<_> = openai
+        .members
+        .iter()
+        .map(|m| m.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["key-1", "key-2", "backup"]);
+    assert_eq!(openai.members[2].tier, 1);
+    assert!(!openai.sticky_pool);
+    // A key's variable missing is named at start-up.
+    let missing = |name: &str| (name == "OPENAI_KEY_1").then(|| "sk-1".to_owned());
+    let err = Gateway::new(&config, &missing).err().unwrap().to_string();
+    assert!(err.contains("providers[0].keys[1]"), "{err}");
     Gateway::new(&config, &keys).unwrap();
 }
 
