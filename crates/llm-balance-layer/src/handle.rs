@@ -37,7 +37,7 @@ pub enum MemberState {
         /// Time until the probe.
         back_in: Duration,
     },
-    /// Out for `reason` (rate limited, out of quota, its breaker open, its limiter full)
+    /// Out for `reason` (rate limited, out of quota, its limiter full)
     /// until `back_in`, then probed by one request.
     CoolingDown {
         /// Why.

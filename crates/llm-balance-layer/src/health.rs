@@ -242,10 +242,11 @@ impl MemberHealth {
             ErrorKind::Unauthorized => Some(config.retire_for),
             ErrorKind::QuotaExceeded => Some(reset().unwrap_or(config.quota_cool_down)),
             ErrorKind::RateLimited => Some(reset().unwrap_or(config.cool_down)),
-            // The member's own breaker or limiter turned the call away: out until it says.
-            ErrorKind::CircuitOpen | ErrorKind::LocalRateLimited => {
-                Some(outcome.retry_after().unwrap_or(config.cool_down))
-            }
+            // The member's own limiter turned the call away: out until it says.
+            ErrorKind::LocalRateLimited => Some(outcome.retry_after().unwrap_or(config.cool_down)),
+            // NOTE: its breaker may be one model's (the gateway's default): the member stays
+            // in rotation for the others, and the breaker refuses this model's calls at once.
+            ErrorKind::CircuitOpen => return Verdict::Failed,
             _ => None,
         };
         if let Some(delay) = out_for {

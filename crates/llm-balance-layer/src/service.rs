@@ -24,11 +24,11 @@ pub(crate) type StickyKey<Req> = Arc<dyn Fn(&Req) -> Option<u64> + Send + Sync>;
 /// - The pick: the first tier with an available member, then the [`Strategy`], or the
 ///   member the request's sticky key belongs to while it is available.
 /// - A member whose key is refused (401, 403) is retired for `retire_for`; one that is rate
-///   limited or out of quota is out until its reset; one whose own breaker or limiter turns
-///   calls away is out until they say. Then one request probes it.
-/// - A member's failure that another member may not share (those above, server errors,
-///   timeouts, overload) moves the request to another member, within the request's
-///   attempt budget and deadline; a 400 comes back as it is.
+///   limited or out of quota is out until its reset; one whose own limiter turns calls
+///   away is out until it says. Then one request probes it.
+/// - A member's failure that another member may not share (those above, its breaker open,
+///   server errors, timeouts, overload) moves the request to another member, within the
+///   request's attempt budget and deadline; a 400 comes back as it is.
 /// - Each member's readiness is polled when it is picked, so `poll_ready` is always ready.
 /// - When no member can take a request, the error is [`NoMemberAvailable`] (converted into
 ///   the members' error type), of the kind and delay of the member back soonest.

@@ -559,3 +559,30 @@ async fn a_failed_member_hands_over_only_within_the_attempt_budget_and_the_deadl
     assert_eq!(failed, broken_calls.call_count());
     assert!(failed > 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_members_open_breaker_passes_the_request_on_and_keeps_the_member_in_rotation() {
+    // One member's breaker (for one model, say) refuses; the other answers.
+    let (refusing, refusing_calls) = Scripted::always(Step::fail_with_error(LlmError::from(
+        llm_core::CircuitOpen::new(Duration::from_secs(30)),
+    )));
+    let (good, _) = Scripted::always(Step::ok(TestResponse::new("ok")));
+    let pool = Pool::builder(
+        "p",
+        vec![Member::new("a", refusing), Member::new("b", good)],
+    )
+    .strategy(Strategy::LeastInFlight)
+    .build()
+    .unwrap();
+    for _ in 0..4 {
+        let answer = pool.clone().oneshot(TestRequest::new("m")).await.unwrap();
+        assert_eq!(member_of(&answer), "b");
+    }
+    // Still in rotation: it is asked again (its breaker answers for itself).
+    assert!(
+        refusing_calls.call_count() >= 2,
+        "{}",
+        refusing_calls.call_count()
+    );
+    assert_eq!(pool.handle().available(), 2);
+}

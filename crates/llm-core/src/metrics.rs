@@ -23,7 +23,7 @@
 //! | `llm_ratelimit_available_requests` | gauge | `limiter` | rate-limit layer, after each admission |
 //! | `llm_ratelimit_available_tokens` | gauge | `limiter` | rate-limit layer, after each admission (limits with a token budget) |
 //! | `llm_pool_picks_total` | counter | `pool`, `member` | balance layer, each request sent to a member (a request moved to another member counts again) |
-//! | `llm_pool_member_outs_total` | counter | `pool`, `member`, `reason` (`unauthorized`, `rate_limited`, `quota_exceeded`, `circuit_open`, `local_rate_limited`) | balance layer, each member taken out of rotation |
+//! | `llm_pool_member_outs_total` | counter | `pool`, `member`, `reason` (`unauthorized`, `rate_limited`, `quota_exceeded`, `local_rate_limited`) | balance layer, each member taken out of rotation |
 //! | `llm_pool_member_available` | gauge | `pool`, `member` | balance layer: 1 in rotation, 0 out (set when it goes out and when it is back) |
 //! | `llm_pool_refusals_total` | counter | `pool`, `reason` (the kind of the member back soonest) | balance layer, requests no member could take |
 //! | `llm_tokens_total` | counter | `upstream`, `type` (`input`, `output`, `cached_input`, `cache_creation`, `reasoning`) | providers |
