@@ -237,6 +237,24 @@ mod series {
             .then_some(recorder as *const dyn ::metrics::Recorder as *const () as usize)
     }
 
+    /// Whether `recorder` is the facade's no-op recorder (current when none is installed),
+    /// whose records can be skipped: its vtable is `NoopRecorder`'s.
+    ///
+    /// NOTE: compares vtables without `unsafe` (`with_addr` gives our pointer the other's
+    /// address, `ptr::eq` then compares what is left: the vtables). A vtable duplicated
+    /// across codegen units only makes this `false`, and the record goes through the
+    /// recorder as before; two types whose vtables were merged have the same code, which for
+    /// `NoopRecorder`'s methods ignores `self` and does nothing. Skipping saves the virtual
+    /// call and the handle's construction: BENCHMARKS.md.
+    #[inline]
+    fn is_noop(recorder: &dyn ::metrics::Recorder) -> bool {
+        static NOOP: ::metrics::NoopRecorder = ::metrics::NoopRecorder;
+        let theirs: *const dyn ::metrics::Recorder = recorder;
+        let ours: *const dyn ::metrics::Recorder = &NOOP;
+        #[allow(ambiguous_wide_pointer_comparisons)]
+        std::ptr::eq(theirs, ours.with_addr(theirs.addr()))
+    }
+
     macro_rules! series {
         ($(#[$doc:meta])* $name:ident, $handle:ty, $register:ident, $method:ident($arg:ty)) => {
             $(#[$doc])*
@@ -265,6 +283,9 @@ mod series {
                 #[inline]
                 pub fn $method(&self, value: $arg) {
                     ::metrics::with_recorder(|recorder| {
+                        if is_noop(recorder) {
+                            return;
+                        }
                         let Some(id) = identity(recorder) else {
                             recorder.$register(&self.key, &METADATA).$method(value);
                             return;
@@ -310,6 +331,59 @@ mod series {
     mod tests {
         use super::*;
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        #[test]
+        fn a_zero_sized_recorder_of_the_users_gets_every_record() {
+            use std::sync::atomic::{AtomicU64, Ordering};
+
+            // Stateless, as the no-op recorder is, but forwarding somewhere: not skipped.
+            static COUNTED: AtomicU64 = AtomicU64::new(0);
+            struct Forwarding;
+            impl ::metrics::CounterFn for Forwarding {
+                fn increment(&self, value: u64) {
+                    COUNTED.fetch_add(value, Ordering::Relaxed);
+                }
+                fn absolute(&self, _: u64) {}
+            }
+            impl ::metrics::Recorder for Forwarding {
+                fn describe_counter(
+                    &self,
+                    _: ::metrics::KeyName,
+                    _: Option<::metrics::Unit>,
+                    _: ::metrics::SharedString,
+                ) {
+                }
+                fn describe_gauge(
+                    &self,
+                    _: ::metrics::KeyName,
+                    _: Option<::metrics::Unit>,
+                    _: ::metrics::SharedString,
+                ) {
+                }
+                fn describe_histogram(
+                    &self,
+                    _: ::metrics::KeyName,
+                    _: Option<::metrics::Unit>,
+                    _: ::metrics::SharedString,
+                ) {
+                }
+                fn register_counter(&self, _: &Key, _: &Metadata<'_>) -> ::metrics::Counter {
+                    ::metrics::Counter::from_arc(std::sync::Arc::new(Forwarding))
+                }
+                fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> ::metrics::Gauge {
+                    ::metrics::Gauge::noop()
+                }
+                fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> ::metrics::Histogram {
+                    ::metrics::Histogram::noop()
+                }
+            }
+            let counter = CounterSeries::new(crate::metrics::ATTEMPTS, &[("upstream", "z")]);
+            counter.increment(5);
+            assert!(!is_noop(&Forwarding));
+            ::metrics::with_local_recorder(&Forwarding, || counter.increment(2));
+            ::metrics::with_local_recorder(&Forwarding, || counter.increment(3));
+            assert_eq!(COUNTED.load(Ordering::Relaxed), 5);
+        }
 
         #[test]
         fn a_series_reaches_the_recorder_current_at_each_record() {
