@@ -837,7 +837,8 @@ impl UpstreamHealth {
         &self.name
     }
 
-    /// Each breaker with the model it covers (`None`: the whole provider), models in order.
+    /// Each breaker with the model it covers (`None`: the whole provider), models in order;
+    /// a pool's: each member's, as `member` or `member/model`.
     pub fn breakers(&self) -> Vec<(Option<String>, BreakerHandle)> {
         match &self.breakers {
             Breakers::Provider(handle) => vec![(None, handle.clone())],
@@ -852,8 +853,25 @@ impl UpstreamHealth {
                     })
                     .collect()
             }
+            // NOTE: each member's breakers, named `member` or `member/model` (the member's
+            // upstream is `pool/member`).
             #[cfg(feature = "balance")]
-            Breakers::Pool(members) => members.iter().flat_map(|m| m.breakers()).collect(),
+            Breakers::Pool(members) => members
+                .iter()
+                .flat_map(|member| {
+                    let name = member
+                        .name
+                        .rsplit_once('/')
+                        .map_or(&*member.name, |(_, n)| n);
+                    member.breakers().into_iter().map(move |(model, breaker)| {
+                        let label = match model {
+                            Some(model) => format!("{name}/{model}"),
+                            None => name.to_owned(),
+                        };
+                        (Some(label), breaker)
+                    })
+                })
+                .collect(),
         }
     }
 

@@ -337,6 +337,10 @@ async fn a_pool_counts_its_picks_a_revoked_key_going_out_and_its_refusals() {
         0.0
     );
     assert_eq!(
+        gauge(&all, "llm_pool_member_available{pool=openai,member=new}"),
+        1.0
+    );
+    assert_eq!(
         counter(
             &all,
             "llm_pool_refusals_total{pool=openai,reason=rate_limited}"

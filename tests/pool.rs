@@ -124,6 +124,20 @@ async fn a_revoked_key_leaves_rotation_after_one_request_and_no_caller_sees_its_
         matches!(revoked.state, MemberState::Retired { .. }),
         "{revoked:?}"
     );
+    // Each key's own breakers, named by the key (and the model, one breaker per model).
+    let labels: Vec<String> = pool
+        .health()
+        .breakers()
+        .into_iter()
+        .map(|(label, _)| label.unwrap())
+        .collect();
+    assert!(labels.contains(&"key-1/gpt-4o".to_owned()), "{labels:?}");
+    assert!(
+        labels.iter().all(|l| ["key-1/", "revoked/", "key-2/"]
+            .iter()
+            .any(|m| l.starts_with(m))),
+        "{labels:?}"
+    );
     // Streams go through the same pool of keys.
     let stream = pool.stream().oneshot(ask()).await.unwrap();
     assert_ne!(

@@ -33,12 +33,15 @@ mod enabled {
     impl Meters {
         pub(crate) fn new(pool: &Arc<str>, member: &Arc<str>) -> Self {
             let labels = [("pool", &**pool), ("member", &**member)];
-            Meters {
+            let meters = Meters {
                 picks: CounterSeries::new(POOL_PICKS, &labels),
                 available: GaugeSeries::new(POOL_MEMBER_AVAILABLE, &labels),
                 pool: pool.clone(),
                 member: member.clone(),
-            }
+            };
+            // In rotation from the start: the gauge exists before anything goes wrong.
+            meters.available.set(1.0);
+            meters
         }
 
         #[inline]
