@@ -184,7 +184,7 @@ where
             &self.state.config,
         );
         match verdict {
-            Verdict::Out { kind, duration } => self.state.share_out(i, kind, duration),
+            Verdict::Out { kind, duration } => self.state.member_out(i, kind, duration),
             Verdict::Back => member.meters.came_back(),
             Verdict::Fine | Verdict::Failed => {}
         }

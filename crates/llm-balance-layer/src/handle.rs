@@ -147,7 +147,7 @@ impl PoolHandle {
             return false;
         };
         self.state.members[i].health.back();
-        self.state.share_back(i);
+        self.state.member_back(i);
         true
     }
 
@@ -162,7 +162,7 @@ impl PoolHandle {
         self.state.members[i]
             .health
             .put_out(ErrorKind::Unauthorized, until);
-        self.state.share_out(i, ErrorKind::Unauthorized, duration);
+        self.state.member_out(i, ErrorKind::Unauthorized, duration);
         true
     }
 

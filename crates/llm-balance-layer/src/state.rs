@@ -1,5 +1,5 @@
 //! [`PoolState`]: what every clone of a pool shares besides the services — the members'
-//! names, weights, tiers and health — and the pick.
+//! names, weights, tiers and health — and what a member going out or back tells.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -75,8 +75,9 @@ impl PoolState {
             .latency(at, self.config.latency_decay)
     }
 
-    /// Tells the other instances that member `i` is out for `duration` because of `kind`.
-    pub(crate) fn share_out(&self, i: usize, kind: ErrorKind, duration: Duration) {
+    /// Member `i` is out for `duration` because of `kind`: counted, and told to the other
+    /// instances.
+    pub(crate) fn member_out(&self, i: usize, kind: ErrorKind, duration: Duration) {
         self.members[i].meters.went_out(kind);
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
@@ -86,8 +87,9 @@ impl PoolState {
         let _ = (i, kind, duration);
     }
 
-    /// Tells the other instances that member `i` is back (an operator said so).
-    pub(crate) fn share_back(&self, i: usize) {
+    /// Member `i` is back because an operator said so: counted, and told to the other
+    /// instances.
+    pub(crate) fn member_back(&self, i: usize) {
         self.members[i].meters.came_back();
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
