@@ -53,13 +53,20 @@ pub(crate) async fn status_data(gw: Current) -> Response {
     response
 }
 
-/// `provider`'s attempts among the recent requests: how many reached it, how many it
-/// answered, how many our own breaker or limiter refused, and its answers' latency.
+/// `provider`'s attempts among the recent requests (a pool's: its members', logged as
+/// `provider/member`): how many reached it, how many it answered, how many our own breaker
+/// or limiter refused, and its answers' latency.
 fn recent_json(provider: &str, recent: &[RequestRecord]) -> serde_json::Value {
+    let of_provider = |name: &str| {
+        name == provider
+            || name
+                .strip_prefix(provider)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
     let attempts = recent
         .iter()
         .flat_map(|request| &request.attempts)
-        .filter(|attempt| attempt.provider == provider);
+        .filter(|attempt| of_provider(&attempt.provider));
     let (mut sent, mut skipped) = (0u64, 0u64);
     let mut answered = Vec::new();
     for attempt in attempts {
@@ -136,6 +143,26 @@ mod tests {
         assert_eq!(
             recent_json("nobody", &recent)["successRate"],
             serde_json::Value::Null
+        );
+    }
+
+    #[test]
+    fn a_pool_s_rate_counts_its_members_attempts() {
+        let recent = [RequestRecord {
+            at_ms: 0,
+            model: "m".to_owned(),
+            answered: true,
+            latency_ms: 0,
+            attempts: vec![
+                attempt("openai/old", "unauthorized", 3),
+                attempt("openai/new", "ok", 30),
+                attempt("openairish", "ok", 1),
+            ],
+        }];
+        let pool = recent_json("openai", &recent);
+        assert_eq!(
+            (pool["attempts"].clone(), pool["answered"].clone()),
+            (json!(2), json!(1))
         );
     }
 }

@@ -93,13 +93,14 @@ model = "claude-sonnet-4-5"
 retry = {{ max_retries = 1, base_delay = "10ms", max_delay = "20ms" }}
 breaker = {{ consecutive_failures = 2, open_duration = "60s", open_jitter = 0.0 }}
 
+# A pool of two keys, the first revoked: it leaves rotation after one request.
 [[providers]]
 name = "openai"
 kind = "openai_compatible"
-api_key = "{UPSTREAM_KEY}"
 base_url = "{up}/v1"
 model = "gpt-4o-mini"
 rate_limit = {{ requests = {{ limit = 600, per = "1m" }} }}
+keys = [{{ name = "old", api_key = "sk-revoked-0123456789" }}, {{ name = "main", api_key = "{UPSTREAM_KEY}" }}]
 
 [[routes]]
 model = "claude"
@@ -122,7 +123,8 @@ targets = [{{ provider = "anthropic", model = "claude-sonnet-4-5" }}, {{ provide
             .await
             .unwrap();
         assert_eq!(answer.status(), 200);
-        assert_eq!(answer.headers()["x-gateway-provider"], "openai");
+        // A pool's answer names its member.
+        assert_eq!(answer.headers()["x-gateway-provider"], "openai/main");
     }
     assert_eq!(down.attempts().len(), 3);
 
@@ -137,7 +139,10 @@ targets = [{{ provider = "anthropic", model = "claude-sonnet-4-5" }}, {{ provide
         .unwrap();
     assert_eq!(data["providers"][0]["breaker"]["state"], "open");
     assert_eq!(data["providers"][0]["recent"]["successRate"], 0.0);
-    assert_eq!(data["providers"][1]["recent"]["successRate"], 1.0);
+    // The pool's first request met the revoked key, then the other key answered it.
+    assert_eq!(data["providers"][1]["recent"]["successRate"], 0.75);
+    assert_eq!(data["providers"][1]["members"][0]["state"], "retired");
+    assert_eq!(data["providers"][1]["members"][1]["state"], "available");
     assert_eq!(data["requests"].as_array().unwrap().len(), 3);
     let html = client
         .get(gateway.url("/status"))
@@ -180,6 +185,16 @@ targets = [{{ provider = "anthropic", model = "claude-sonnet-4-5" }}, {{ provide
     // Three requests, newest first, each fallen back; the newest skipped anthropic at once.
     assert_eq!(dom.matches(r#"data-fallback="true""#).count(), 3, "{dom}");
     assert!(dom.contains(r#"data-outcome="circuit_open""#), "{dom}");
+    assert!(
+        tag_with(&dom, r#"data-member="old""#).contains(r#"data-state="retired""#),
+        "{dom}"
+    );
+    assert!(
+        tag_with(&dom, r#"data-member="main""#).contains(r#"data-state="available""#),
+        "{dom}"
+    );
+    // The revoked key's request went to the other key: handed over, not a fallback.
+    assert!(dom.contains("→ next member"), "{dom}");
     assert!(
         dom.contains("fell back") && dom.contains("⇢ fallback"),
         "{dom}"
