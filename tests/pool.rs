@@ -66,11 +66,7 @@ async fn three_keys_of_20_a_minute_answer_60_at_once_with_at_most_two_upstream_4
             }
         }
     }
-    let upstream_429s = mock
-        .attempts()
-        .iter()
-        .filter(|a| a.status == Some(429))
-        .count();
+    let upstream_429s = mock.answered_with(429);
     eprintln!("{answered} answered, {refused} refused by the pool, {upstream_429s} upstream 429s");
     // Each key's burst of 20 (and what refilled while the test ran), no more.
     assert!((58..=63).contains(&answered), "{answered} answered");
@@ -108,11 +104,7 @@ async fn a_revoked_key_leaves_rotation_after_one_request_and_no_caller_sees_its_
             Some("revoked")
         );
     }
-    let unauthorized = mock
-        .attempts()
-        .iter()
-        .filter(|a| a.status == Some(401))
-        .count();
+    let unauthorized = mock.answered_with(401);
     assert_eq!(unauthorized, 1);
     let (handle, _) = pool.health().pool_members().unwrap();
     let revoked = handle

@@ -74,11 +74,7 @@ keys = [{{ api_key = "sk-one" }}, {{ api_key = "sk-two" }}, {{ api_key = "sk-thr
             (status, body) => panic!("{status}: {body}"),
         }
     }
-    let upstream_429s = mock
-        .attempts()
-        .iter()
-        .filter(|a| a.status == Some(429))
-        .count();
+    let upstream_429s = mock.answered_with(429);
     eprintln!("{answered} answered, {refused} refused, {upstream_429s} upstream 429s");
     assert!((58..=63).contains(&answered), "{answered} answered");
     assert!(upstream_429s <= 2, "{upstream_429s} upstream 429s");
@@ -128,11 +124,7 @@ keys = [
         let (status, body) = ask(&client, &base).await;
         assert_eq!(status, 200, "{body}");
     }
-    let unauthorized = mock
-        .attempts()
-        .iter()
-        .filter(|a| a.status == Some(401))
-        .count();
+    let unauthorized = mock.answered_with(401);
     // Picked in turn while neither had answered, the revoked key was tried once.
     assert_eq!(unauthorized, 1);
     let health = health(&client, &base).await;

@@ -120,11 +120,7 @@ impl Scenario {
 
     /// Calls the mock answered with `status`.
     fn answered(&self, status: u16) -> usize {
-        self.mock
-            .attempts()
-            .iter()
-            .filter(|a| a.status == Some(status))
-            .count()
+        self.mock.answered_with(status)
     }
 }
 

@@ -129,6 +129,17 @@ impl MockProvider {
         self.shared.lock().log.clone()
     }
 
+    /// How many requests so far were answered with `status` (429: what a limit let through
+    /// to be refused).
+    pub fn answered_with(&self, status: u16) -> usize {
+        let state = self.shared.lock();
+        state
+            .log
+            .iter()
+            .filter(|a| a.status == Some(status))
+            .count()
+    }
+
     /// Clears the log, restarts sequences and time windows, refills every budget.
     pub fn reset(&self) {
         let mut state = self.shared.lock();
