@@ -180,7 +180,7 @@ where
         let verdict = member.health.settle(
             &outcome,
             at.saturating_duration_since(self.started_at),
-            (self.state.clock.tick(at), at),
+            self.state.clock.tick(at),
             &self.state.config,
         );
         match verdict {

@@ -93,8 +93,7 @@ impl PoolHandle {
 
     /// Every member, by tier then in the order given.
     pub fn members(&self) -> Vec<MemberStatus> {
-        let at = tokio::time::Instant::now();
-        let now = self.state.clock.tick(at);
+        let now = self.state.clock.now();
         self.state
             .members
             .iter()
@@ -123,7 +122,7 @@ impl PoolHandle {
                     weight: member.weight,
                     state,
                     in_flight: health.in_flight.load(Ordering::Relaxed),
-                    latency: Duration::from_nanos(self.state.latency(i, at) as u64),
+                    latency: Duration::from_nanos(self.state.latency(i, now) as u64),
                     remaining_requests: (remaining != UNKNOWN).then_some(remaining),
                     served: health.served.load(Ordering::Relaxed),
                     failed: health.failed.load(Ordering::Relaxed),

@@ -1,7 +1,6 @@
 //! Each member's health: requests in flight, peak-EWMA latency, headroom, and whether it is
 //! out (retired, cooling down) — atomics read at every pick, written when a call settles.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -62,11 +61,24 @@ fn code_kind(code: u8) -> Option<ErrorKind> {
         .and_then(|i| ErrorKind::ALL.get(i as usize).copied())
 }
 
-/// The peak-EWMA latency estimate (as `tower::load::PeakEwma` keeps it).
+/// The peak-EWMA latency estimate (as `tower::load::PeakEwma` keeps it), in two atomics:
+/// no lock on the success path. Two answers settling at once may lose one observation (and
+/// pair one's estimate with the other's time), which an estimate can afford.
 #[derive(Debug)]
 struct Ewma {
-    estimate_ns: f64,
-    at: Instant,
+    /// The estimate in nanoseconds, as `f64` bits.
+    estimate_ns: AtomicU64,
+    /// When it was made (a `Tick`).
+    at: AtomicU64,
+}
+
+impl Ewma {
+    fn read(&self) -> (f64, Tick) {
+        (
+            f64::from_bits(self.estimate_ns.load(Ordering::Relaxed)),
+            Tick(self.at.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 /// What a settled call tells the pool about its member.
@@ -95,7 +107,7 @@ pub(crate) struct MemberHealth {
     remaining: AtomicU64,
     /// When that word expires (the window's reset).
     remaining_until: AtomicU64,
-    ewma: Mutex<Ewma>,
+    ewma: Ewma,
     pub(crate) served: AtomicU64,
     pub(crate) failed: AtomicU64,
 }
@@ -109,10 +121,11 @@ impl MemberHealth {
             retired: AtomicBool::new(false),
             remaining: AtomicU64::new(UNKNOWN),
             remaining_until: AtomicU64::new(0),
-            ewma: Mutex::new(Ewma {
-                estimate_ns: initial_latency.as_nanos() as f64,
-                at: Instant::now(),
-            }),
+            ewma: Ewma {
+                estimate_ns: AtomicU64::new((initial_latency.as_nanos() as f64).to_bits()),
+                // The pool's clock starts with its members.
+                at: AtomicU64::new(1),
+            },
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -194,23 +207,28 @@ impl MemberHealth {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Its peak-EWMA latency at `now`, in nanoseconds.
-    pub(crate) fn latency(&self, now: Instant, decay: Duration) -> f64 {
-        let ewma = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
-        decayed(&ewma, now, decay)
+    /// Its peak-EWMA latency at `now`, in nanoseconds: decayed towards zero since it was
+    /// made, so that a member that was slow once is tried again after a while without
+    /// answers, as `tower::load::PeakEwma` does.
+    pub(crate) fn latency(&self, now: Tick, decay: Duration) -> f64 {
+        let (estimate, at) = self.ewma.read();
+        estimate * kept_share(at, now, decay)
     }
 
-    fn observe_latency(&self, rtt: Duration, now: Instant, decay: Duration) {
-        let mut ewma = self.ewma.lock().unwrap_or_else(|p| p.into_inner());
+    fn observe_latency(&self, rtt: Duration, now: Tick, decay: Duration) {
+        let (estimate, at) = self.ewma.read();
         let rtt = rtt.as_nanos() as f64;
-        ewma.estimate_ns = if rtt > ewma.estimate_ns {
+        let estimate = if rtt > estimate {
             // The peak: a slow answer counts in full at once.
             rtt
         } else {
-            let kept = kept_share(&ewma, now, decay);
-            ewma.estimate_ns * kept + rtt * (1.0 - kept)
+            let kept = kept_share(at, now, decay);
+            estimate * kept + rtt * (1.0 - kept)
         };
-        ewma.at = now;
+        self.ewma
+            .estimate_ns
+            .store(estimate.to_bits(), Ordering::Relaxed);
+        self.ewma.at.store(now.0, Ordering::Relaxed);
     }
 
     /// Settles a call that took `rtt` and ended with `outcome`.
@@ -218,12 +236,12 @@ impl MemberHealth {
         &self,
         outcome: &Outcome,
         rtt: Duration,
-        (now, at): (Tick, Instant),
+        now: Tick,
         config: &PoolConfig,
     ) -> Verdict {
         let Some(kind) = outcome.kind() else {
             self.served.fetch_add(1, Ordering::Relaxed);
-            self.observe_latency(rtt, at, config.latency_decay);
+            self.observe_latency(rtt, now, config.latency_decay);
             let was_out = self.back();
             self.note_headroom(outcome, now);
             return if was_out {
@@ -275,7 +293,7 @@ impl MemberHealth {
             | ErrorKind::Network
             | ErrorKind::StreamInterrupted => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
-                self.observe_latency(rtt, at, config.latency_decay);
+                self.observe_latency(rtt, now, config.latency_decay);
                 Verdict::Failed
             }
             ErrorKind::ModelNotFound | ErrorKind::Other => {
@@ -329,17 +347,10 @@ impl MemberHealth {
     }
 }
 
-/// The share of the old estimate kept after the time since it was made.
-fn kept_share(ewma: &Ewma, now: Instant, decay: Duration) -> f64 {
-    let elapsed = now.saturating_duration_since(ewma.at).as_nanos() as f64;
+/// The share of an estimate made `at` kept at `now`.
+fn kept_share(at: Tick, now: Tick, decay: Duration) -> f64 {
+    let elapsed = now.0.saturating_sub(at.0) as f64;
     (-elapsed / decay.as_nanos() as f64).exp()
-}
-
-/// The estimate as a pick reads it: decayed towards zero since it was made, so that a
-/// member that was slow once is tried again after a while without answers, as
-/// `tower::load::PeakEwma` does.
-fn decayed(ewma: &Ewma, now: Instant, decay: Duration) -> f64 {
-    ewma.estimate_ns * kept_share(ewma, now, decay)
 }
 
 #[cfg(test)]
@@ -355,7 +366,7 @@ mod tests {
         let verdict = health.settle(
             &Outcome::failure(ErrorKind::RateLimited).with_retry_after(Duration::from_secs(7)),
             Duration::from_millis(5),
-            (clock.now(), Instant::now()),
+            clock.now(),
             &config,
         );
         assert!(matches!(
@@ -375,7 +386,7 @@ mod tests {
         health.settle(
             &Outcome::success(),
             Duration::from_millis(5),
-            (clock.now(), Instant::now()),
+            clock.now(),
             &config,
         );
         assert!(health.available(clock.now()));
@@ -396,7 +407,7 @@ mod tests {
         health.settle(
             &Outcome::success().with_rate_limit(info),
             Duration::from_millis(5),
-            (clock.now(), Instant::now()),
+            clock.now(),
             &config,
         );
         assert_eq!(health.remaining(clock.now()), 3);
@@ -409,16 +420,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn peak_ewma_takes_a_slow_answer_at_once_and_forgets_it_gradually() {
+        let clock = Clock::new();
         let health = MemberHealth::new(Duration::from_millis(10));
         let decay = Duration::from_secs(10);
-        health.observe_latency(Duration::from_millis(100), Instant::now(), decay);
-        assert_eq!(health.latency(Instant::now(), decay), 100e6);
+        health.observe_latency(Duration::from_millis(100), clock.now(), decay);
+        assert_eq!(health.latency(clock.now(), decay), 100e6);
         tokio::time::advance(Duration::from_secs(10)).await;
         // Idle, it decays towards zero as a pick reads it.
-        let idle = health.latency(Instant::now(), decay);
+        let idle = health.latency(clock.now(), decay);
         assert!((idle / 1e6 - 36.8).abs() < 0.5, "{idle}");
-        health.observe_latency(Duration::from_millis(10), Instant::now(), decay);
-        let after = health.latency(Instant::now(), decay);
+        health.observe_latency(Duration::from_millis(10), clock.now(), decay);
+        let after = health.latency(clock.now(), decay);
         // e^-1 of the old estimate kept: 100 * 0.368 + 10 * 0.632 ≈ 43 ms.
         assert!((after / 1e6 - 43.1).abs() < 0.5, "{after}");
     }

@@ -69,10 +69,10 @@ impl PoolState {
         (0..self.members.len()).any(|i| self.can_take(i, tried, now))
     }
 
-    pub(crate) fn latency(&self, i: usize, at: Instant) -> f64 {
+    pub(crate) fn latency(&self, i: usize, now: Tick) -> f64 {
         self.members[i]
             .health
-            .latency(at, self.config.latency_decay)
+            .latency(now, self.config.latency_decay)
     }
 
     /// Member `i` is out for `duration` because of `kind`: counted, and told to the other

@@ -38,7 +38,7 @@ pub(crate) fn pick_member(
             let sticky_member = sticky
                 .map(|key| rendezvous(state, range.clone(), key))
                 .filter(|&i| state.can_take(i, skip, now));
-            let choice = sticky_member.or_else(|| pick(state, range.clone(), skip, (now, at)));
+            let choice = sticky_member.or_else(|| pick(state, range.clone(), skip, now));
             let Some(i) = choice else { break };
             let health = &state.members[i].health;
             if health.claim(now, state.config.probe_hold) {
@@ -70,14 +70,8 @@ fn no_pick(state: &PoolState, tried: u64, now: Tick) -> Result<usize, NoPick> {
     })
 }
 
-/// The member `strategy` picks among `range`'s members not in `skip` and available at `now`
-/// (`at` on the pool's clock).
-pub(crate) fn pick(
-    state: &PoolState,
-    range: Range<usize>,
-    skip: u64,
-    (now, at): (Tick, Instant),
-) -> Option<usize> {
+/// The member `strategy` picks among `range`'s members not in `skip` and available at `now`.
+pub(crate) fn pick(state: &PoolState, range: Range<usize>, skip: u64, now: Tick) -> Option<usize> {
     match state.config.strategy {
         Strategy::Weighted => weighted(state, range, skip, now),
         Strategy::LeastInFlight => least_loaded(state, range, skip, now, |_, _| 0),
@@ -87,7 +81,7 @@ pub(crate) fn pick(
                 u64::MAX - headroom(state, i, now)
             })
         }
-        Strategy::PeakEwma => peak_ewma(state, range, skip, (now, at)),
+        Strategy::PeakEwma => peak_ewma(state, range, skip, now),
     }
 }
 
@@ -167,12 +161,7 @@ fn least_loaded(
 
 /// Power of two choices: two members at random, the one with the lower peak-EWMA latency
 /// times requests in flight (plus one), per weight.
-fn peak_ewma(
-    state: &PoolState,
-    range: Range<usize>,
-    skip: u64,
-    (now, at): (Tick, Instant),
-) -> Option<usize> {
+fn peak_ewma(state: &PoolState, range: Range<usize>, skip: u64, now: Tick) -> Option<usize> {
     let available = range
         .clone()
         .filter(|&i| state.can_take(i, skip, now))
@@ -196,7 +185,7 @@ fn peak_ewma(
             let cost = |i: usize| {
                 let member = &state.members[i];
                 let pending = member.health.in_flight.load(Ordering::Relaxed) as f64 + 1.0;
-                state.latency(i, at) * pending / f64::from(member.weight)
+                state.latency(i, now) * pending / f64::from(member.weight)
             };
             Some(if cost(b) < cost(a) { b } else { a })
         }
