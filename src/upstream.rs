@@ -621,7 +621,7 @@ pub struct UpstreamPoolBuilder {
 
 /// A chat request's session key, for sticky picks.
 #[cfg(feature = "balance")]
-type SessionKey = Arc<dyn Fn(&ChatRequest) -> Option<String> + Send + Sync>;
+type SessionKey = Arc<dyn for<'a> Fn(&'a ChatRequest) -> Option<&'a str> + Send + Sync>;
 
 /// The session a chat request names, for sticky picks: OpenAI's `prompt_cache_key` (an
 /// extra field), else its end user (`user`, Anthropic's `metadata.user_id`), else its
@@ -632,19 +632,18 @@ type SessionKey = Arc<dyn Fn(&ChatRequest) -> Option<String> + Send + Sync>;
 /// use llm_tower::upstream::session_of;
 ///
 /// let req = ChatRequest::new("gpt-4o").user("Hi").end_user("alice");
-/// assert_eq!(session_of(&req).as_deref(), Some("alice"));
+/// assert_eq!(session_of(&req), Some("alice"));
 /// let req = req.extra("prompt_cache_key", "thread-7");
-/// assert_eq!(session_of(&req).as_deref(), Some("thread-7"));
+/// assert_eq!(session_of(&req), Some("thread-7"));
 /// assert_eq!(session_of(&ChatRequest::new("gpt-4o")), None);
 /// ```
 #[cfg(feature = "balance")]
-pub fn session_of(request: &ChatRequest) -> Option<String> {
+pub fn session_of(request: &ChatRequest) -> Option<&str> {
     let extra = |field: &str| request.extras()?.get(field)?.as_str();
     extra("prompt_cache_key")
         .or_else(|| request.end_user_value())
         .or_else(|| extra("safety_identifier"))
         .filter(|key| !key.is_empty())
-        .map(str::to_owned)
 }
 
 #[cfg(feature = "balance")]
@@ -671,7 +670,7 @@ impl UpstreamPoolBuilder {
     /// strategy otherwise.
     pub fn sticky_by(
         mut self,
-        key: impl Fn(&ChatRequest) -> Option<String> + Send + Sync + 'static,
+        key: impl for<'a> Fn(&'a ChatRequest) -> Option<&'a str> + Send + Sync + 'static,
     ) -> Self {
         self.sticky = Some(Arc::new(key));
         self
@@ -769,7 +768,14 @@ fn with_session_key<S>(
     key: Option<SessionKey>,
 ) -> impl FnOnce(PoolBuilder<S, ChatRequest>) -> PoolBuilder<S, ChatRequest> {
     move |pool| match key {
-        Some(key) => pool.sticky_by(move |request: &ChatRequest| key(request)),
+        // NOTE: the key is hashed where it lies: a sticky pick allocates nothing.
+        Some(key) => pool.sticky_by(move |request: &ChatRequest| {
+            key(request).map(|session| {
+                let mut hasher = std::hash::DefaultHasher::new();
+                std::hash::Hash::hash(session, &mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            })
+        }),
         None => pool,
     }
 }
