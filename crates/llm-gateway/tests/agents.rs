@@ -50,6 +50,18 @@ model = "agent"
 targets = [{ provider = "open", model = "agent-a" }, { provider = "claude", model = "agent-b" }]
 "#;
 
+/// A pool of three keys of one OpenAI-format provider; the first is revoked (the mock takes
+/// only `LLM_API_KEY`'s). Sticky, though these requests name no session: the strategy picks.
+const POOLED: &str = r#"
+[[providers]]
+name = "open"
+kind = "openai_compatible"
+base_url = "http://127.0.0.1:1/v1"
+model = "agent-a"
+keys = [{ name = "revoked", api_key = "sk-revoked-0123456789" }, { api_key_env = "LLM_API_KEY" }, { api_key_env = "LLM_API_KEY" }]
+pool = { sticky = true }
+"#;
+
 struct Running {
     client: async_openai::Client<OpenAIConfig>,
     mock: MockProvider,
@@ -236,6 +248,22 @@ async fn an_agent_loop_runs_through_the_quick_start_gateway() {
     }
     // The tools reached the upstream each time: 2 turns, twice.
     assert_eq!(running.mock.attempts().len(), 4);
+}
+
+#[tokio::test]
+async fn an_agent_loop_runs_through_a_pool_of_keys_past_a_revoked_one() {
+    let running = start(POOLED, Vec::new()).await;
+    for stream in [false, true] {
+        let answer = agent_loop(&running.client, "agent-a", stream).await;
+        assert_eq!(
+            answer, "Tool get_weather said: 18 C and sunny.",
+            "stream={stream}"
+        );
+    }
+    // Four turns answered; the revoked key met once (its 401 handed over), never again.
+    let statuses: Vec<Option<u16>> = running.mock.attempts().iter().map(|a| a.status).collect();
+    assert_eq!(running.mock.answered_with(401), 1, "{statuses:?}");
+    assert_eq!(running.mock.answered_with(200), 4, "{statuses:?}");
 }
 
 #[tokio::test]
