@@ -331,13 +331,18 @@ fn one() -> u32 {
     1
 }
 
-/// `base` followed by a serde path (`.`, `[1].weight`, `strategy`).
-fn joined(base: &str, path: &str) -> String {
-    match path {
-        "" | "." => base.to_owned(),
-        _ if path.starts_with('[') => format!("{base}{path}"),
-        _ => format!("{base}.{path}"),
-    }
+/// `value` read as `T`; an error names the key's whole path under `base`
+/// (`providers[0].keys[1].weight`, `auth.keys[0].key_env`).
+fn read_at<T: for<'de> Deserialize<'de>>(base: &str, value: toml::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = match path.as_str() {
+            "" | "." => base.to_owned(),
+            _ if path.starts_with('[') => format!("{base}{path}"),
+            _ => format!("{base}.{path}"),
+        };
+        ConfigError::new(field, err.into_inner().message().to_owned())
+    })
 }
 
 impl fmt::Debug for MemberSettings {
@@ -373,10 +378,7 @@ fn pool_settings(
         (None, None) => ("keys", None),
     };
     let members: Vec<MemberSettings> = match value {
-        Some(value) => serde_path_to_error::deserialize(value).map_err(|err| {
-            let path = joined(&field(list), &err.path().to_string());
-            ConfigError::new(path, err.into_inner().message().to_owned())
-        })?,
+        Some(value) => read_at(&field(list), value)?,
         None => Vec::new(),
     };
     let mut members = members;
@@ -403,10 +405,7 @@ fn pool_settings(
         .map_err(|e| e.in_section(&field("pool.shared")))?;
     let pool = match pool_table {
         Some(value) => {
-            let pool: PoolConfig = serde_path_to_error::deserialize(value).map_err(|err| {
-                let path = joined(&field("pool"), &err.path().to_string());
-                ConfigError::new(path, err.into_inner().message().to_owned())
-            })?;
+            let pool: PoolConfig = read_at(&field("pool"), value)?;
             pool.validate().map_err(|e| e.in_section(&field("pool")))?;
             pool
         }
@@ -978,16 +977,7 @@ fn provider_settings(
     }
     // NOTE: read through serde_path_to_error, so that a bad value deep in the table is named
     // by its path (`providers[0].timeouts.connect`), not by the table.
-    let connection: ProviderConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-        .map_err(|err| {
-            let path = err.path().to_string();
-            let field = if path == "." || path.is_empty() {
-                section.clone()
-            } else {
-                format!("{section}.{path}")
-            };
-            ConfigError::new(field, err.into_inner().message().to_owned())
-        })?;
+    let connection: ProviderConfig = read_at(&section, toml::Value::Table(table))?;
     let Some(kind) = connection.kind else {
         return Err(ConfigError::new(
             field("kind"),
@@ -1065,15 +1055,7 @@ fn overlay<T: Serialize + for<'de> Deserialize<'de>>(
         unreachable!("a settings struct serializes to a table")
     };
     merged.extend(over);
-    serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            field
-        } else {
-            format!("{field}.{path}")
-        };
-        ConfigError::new(field, err.into_inner().message().to_owned())
-    })
+    read_at(&field, toml::Value::Table(merged))
 }
 
 /// The table `name` read as `T` (absent: `T`'s default), an error naming the key's whole
@@ -1085,15 +1067,7 @@ fn section<T: Default + for<'de> Deserialize<'de>>(
     let Some(value) = value else {
         return Ok(T::default());
     };
-    serde_path_to_error::deserialize(value).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." || path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{name}.{path}")
-        };
-        ConfigError::new(field, err.into_inner().message().to_owned())
-    })
+    read_at(name, value)
 }
 
 /// A TOML syntax or shape error as a field and a reason: serde's message names the key, and
