@@ -102,10 +102,10 @@ impl PoolHandle {
                 let health = &member.health;
                 let state = match health.out_or_spent(now) {
                     None => MemberState::Available,
-                    Some((until, _, _)) if until <= now => MemberState::Probing,
-                    Some((until, kind, retired)) => {
+                    Some((until, _)) if until <= now => MemberState::Probing,
+                    Some((until, kind)) => {
                         let back_in = Duration::from_nanos(until.0 - now.0);
-                        if retired {
+                        if kind == ErrorKind::Unauthorized {
                             MemberState::Retired { back_in }
                         } else {
                             MemberState::CoolingDown {

@@ -1,7 +1,7 @@
 //! Each member's health: requests in flight, peak-EWMA latency, headroom, and whether it is
 //! out (retired, cooling down) — atomics read at every pick, written when a call settles.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use llm_core::{ErrorKind, Outcome};
@@ -102,7 +102,6 @@ pub(crate) struct MemberHealth {
     /// When it is back (a `Tick`; 0: not out). Once passed, one request probes it.
     out_until: AtomicU64,
     out_kind: AtomicU8,
-    retired: AtomicBool,
     /// Requests left by the provider's last word, less those sent since (`UNKNOWN`).
     remaining: AtomicU64,
     /// When that word expires (the window's reset).
@@ -118,7 +117,6 @@ impl MemberHealth {
             in_flight: AtomicU32::new(0),
             out_until: AtomicU64::new(0),
             out_kind: AtomicU8::new(0),
-            retired: AtomicBool::new(false),
             remaining: AtomicU64::new(UNKNOWN),
             remaining_until: AtomicU64::new(0),
             ewma: Ewma {
@@ -140,12 +138,12 @@ impl MemberHealth {
         (until == 0 || until <= now.0) && self.remaining(now) != 0
     }
 
-    /// When it is back, why it is out and whether it is retired, counting a member at the
+    /// When it is back and why it is out (`Unauthorized`: retired), counting a member at the
     /// end of the requests the provider said it had left as rate limited until their reset.
-    pub(crate) fn out_or_spent(&self, now: Tick) -> Option<(Tick, ErrorKind, bool)> {
+    pub(crate) fn out_or_spent(&self, now: Tick) -> Option<(Tick, ErrorKind)> {
         let spent = (self.remaining(now) == 0).then(|| {
             let until = Tick(self.remaining_until.load(Ordering::Relaxed));
-            (until, ErrorKind::RateLimited, false)
+            (until, ErrorKind::RateLimited)
         });
         match (self.out(), spent) {
             (Some(out), Some(spent)) => Some(out.max(spent)),
@@ -172,12 +170,12 @@ impl MemberHealth {
                 .is_ok()
     }
 
-    /// When it is back and why it is out, if it is.
-    pub(crate) fn out(&self) -> Option<(Tick, ErrorKind, bool)> {
+    /// When it is back and why it is out, if it is (`Unauthorized`: retired).
+    pub(crate) fn out(&self) -> Option<(Tick, ErrorKind)> {
         let until = self.out_until.load(Ordering::Relaxed);
         (until != 0).then(|| {
             let kind = code_kind(self.out_kind.load(Ordering::Relaxed)).unwrap_or(ErrorKind::Other);
-            (Tick(until), kind, self.retired.load(Ordering::Relaxed))
+            (Tick(until), kind)
         })
     }
 
@@ -269,13 +267,7 @@ impl MemberHealth {
         };
         if let Some(delay) = out_for {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            self.retired
-                .store(kind == ErrorKind::Unauthorized, Ordering::Relaxed);
-            self.out_kind.store(kind_code(kind), Ordering::Relaxed);
-            self.out_until.store(
-                Clock::after(now, delay.max(Duration::from_nanos(1))).0,
-                Ordering::Release,
-            );
+            self.put_out(kind, Clock::after(now, delay.max(Duration::from_nanos(1))));
             if kind == ErrorKind::RateLimited {
                 self.remaining.store(0, Ordering::Relaxed);
                 self.remaining_until
@@ -312,14 +304,11 @@ impl MemberHealth {
         }
         self.out_until.store(0, Ordering::Release);
         self.out_kind.store(0, Ordering::Relaxed);
-        self.retired.store(false, Ordering::Relaxed);
         true
     }
 
-    /// Out of rotation until `until` because of `kind` (an operator's retirement).
+    /// Out of rotation until `until` because of `kind` (`Unauthorized`: retired).
     pub(crate) fn put_out(&self, kind: ErrorKind, until: Tick) {
-        self.retired
-            .store(kind == ErrorKind::Unauthorized, Ordering::Relaxed);
         self.out_kind.store(kind_code(kind), Ordering::Relaxed);
         self.out_until.store(until.0, Ordering::Release);
     }

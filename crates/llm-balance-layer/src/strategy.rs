@@ -60,9 +60,9 @@ fn no_pick(state: &PoolState, tried: u64, now: Tick) -> Result<usize, NoPick> {
         .enumerate()
         .filter(|(i, _)| tried & (1 << i) == 0)
         .filter_map(|(_, m)| m.health.out_or_spent(now))
-        .min_by_key(|(until, _, _)| *until);
+        .min_by_key(|(until, _)| *until);
     Err(match soonest {
-        Some((until, kind, _)) => NoPick::Out {
+        Some((until, kind)) => NoPick::Out {
             kind,
             retry_in: Duration::from_nanos(until.0.saturating_sub(now.0)),
         },
